@@ -1,0 +1,58 @@
+//! Typed errors for the whole crate.
+//!
+//! Every fallible public function returns [`Result<T>`](crate::Result). Each variant says what went
+//! wrong and, where a user can act on it, what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `finetune`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A device name could not be parsed or the device is not compiled in.
+    #[error("{0}")]
+    Device(String),
+
+    /// Reading or writing a file failed.
+    #[error("{action} '{path}': {source}")]
+    Io {
+        /// What was being done ("reading", "writing", ...).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A saved model could not be read back.
+    #[error("cannot load model from '{path}': {reason}")]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Helper to wrap an I/O error together with the path it concerns.
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

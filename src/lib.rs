@@ -1,0 +1,40 @@
+//! # finetune
+//!
+//! Transfer learning for computer vision in pure Rust, on [Burn](https://burn.dev): the workflow
+//! of PyTorch's "Transfer Learning for Computer Vision" tutorial with torchvision's ResNets.
+//!
+//! - [`model`]: ResNet-18/34/50/101/152 with torchvision's topology and parameter names, head
+//!   replacement ([`ResNet::with_num_classes`]) and freezing ([`ResNet::freeze_backbone`],
+//!   [`ResNet::freeze_to`], [`ResNet::unfreeze`], with an explicit [`BnPolicy`]).
+//! - [`weights`]: strict loading reports.
+//!
+//! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
+//! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use finetune::model::{ResNetConfig, Stage};
+//!
+//! let device = Device::default();
+//! // A 1000-class ResNet-18 (load ImageNet weights here), re-headed for 10 classes, with the
+//! // backbone frozen: only the new head trains.
+//! let model = ResNetConfig::resnet18(1000)
+//!     .init(&device)
+//!     .with_num_classes(10)
+//!     .freeze_backbone();
+//! let summary = model.param_summary();
+//! assert_eq!(summary.total(), 11_181_642);
+//! assert_eq!(summary.trainable(), 5_130);
+//! assert!(model.freeze_state().is_stage_frozen(Stage::Layer4));
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod weights;
+
+pub use device::DeviceChoice;
+pub use error::{Error, Result};
+pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};

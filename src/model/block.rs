@@ -1,0 +1,136 @@
+//! Residual blocks of He et al. (2016) with torchvision's layout and parameter names:
+//! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
+//! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use super::config::BlockKind;
+
+/// torchvision's convolution init: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+pub(crate) fn kaiming_fan_out() -> Initializer {
+    Initializer::KaimingNormal {
+        gain: std::f64::consts::SQRT_2,
+        fan_out_only: true,
+    }
+}
+
+/// A bias-free convolution with torchvision's init. `padding` is symmetric.
+pub(crate) fn conv(
+    in_ch: usize,
+    out_ch: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([in_ch, out_ch], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(false)
+        .with_initializer(kaiming_fan_out())
+        .init(device)
+}
+
+/// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1); weight 1 (or 0), bias 0.
+pub(crate) fn batch_norm(channels: usize, zero_weight: bool, device: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(channels).init(device);
+    if zero_weight {
+        bn.gamma = Initializer::Zeros.init([channels], device);
+    }
+    bn
+}
+
+/// The projection shortcut: a strided 1x1 convolution followed by BatchNorm. torchvision names
+/// these `downsample.0` and `downsample.1`; the weight importer maps them to `conv` and `bn`.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// 1x1 convolution (torchvision `downsample.0`).
+    pub conv: Conv2d,
+    /// BatchNorm (torchvision `downsample.1`).
+    pub bn: BatchNorm,
+}
+
+impl Downsample {
+    /// Applies the shortcut projection.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// One residual block. A BasicBlock has no `conv3`/`bn3`; a Bottleneck has them. The field
+/// names are torchvision's, so parameter paths read `layer2.0.conv1.weight`.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// First convolution: 3x3 (stride here) for BasicBlock, 1x1 for Bottleneck.
+    pub conv1: Conv2d,
+    /// BatchNorm after `conv1`.
+    pub bn1: BatchNorm,
+    /// Second convolution: 3x3 (stride here for Bottleneck).
+    pub conv2: Conv2d,
+    /// BatchNorm after `conv2`.
+    pub bn2: BatchNorm,
+    /// Bottleneck only: the 1x1 expansion convolution.
+    pub conv3: Option<Conv2d>,
+    /// Bottleneck only: BatchNorm after `conv3`.
+    pub bn3: Option<BatchNorm>,
+    /// Projection shortcut, present exactly when `stride != 1 || in != width * expansion`.
+    pub downsample: Option<Downsample>,
+}
+
+impl Block {
+    /// Builds a block the way torchvision's `_make_layer` does.
+    pub(crate) fn new(
+        kind: BlockKind,
+        in_ch: usize,
+        width: usize,
+        stride: usize,
+        zero_init_residual: bool,
+        device: &Device,
+    ) -> Self {
+        let out_ch = width * kind.expansion();
+        let downsample = (stride != 1 || in_ch != out_ch).then(|| Downsample {
+            conv: conv(in_ch, out_ch, 1, stride, 0, device),
+            bn: batch_norm(out_ch, false, device),
+        });
+        match kind {
+            BlockKind::Basic => Block {
+                conv1: conv(in_ch, width, 3, stride, 1, device),
+                bn1: batch_norm(width, false, device),
+                conv2: conv(width, width, 3, 1, 1, device),
+                bn2: batch_norm(width, zero_init_residual, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            },
+            BlockKind::Bottleneck => Block {
+                conv1: conv(in_ch, width, 1, 1, 0, device),
+                bn1: batch_norm(width, false, device),
+                conv2: conv(width, width, 3, stride, 1, device),
+                bn2: batch_norm(width, false, device),
+                conv3: Some(conv(width, out_ch, 1, 1, 0, device)),
+                bn3: Some(batch_norm(out_ch, zero_init_residual, device)),
+                downsample,
+            },
+        }
+    }
+
+    /// `relu(branch(x) + shortcut(x))`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(ds) => ds.forward(x.clone()),
+            None => x.clone(),
+        };
+        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
+        out = self.bn2.forward(self.conv2.forward(out));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            out = bn3.forward(conv3.forward(relu(out)));
+        }
+        relu(out + identity)
+    }
+}

@@ -1,0 +1,176 @@
+//! ResNet configuration, after He et al., "Deep Residual Learning for Image Recognition"
+//! (CVPR 2016) and torchvision's `torchvision.models.resnet` (which puts the stride of a
+//! bottleneck on its 3x3 convolution, "ResNet v1.5").
+//!
+//! One [`ResNetConfig`] serves every depth; [`ResNetConfig::resnet18`] and friends are one-line
+//! builders over it, like timm's `resnet18()`.
+
+use burn::config::Config;
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::model::ResNet;
+
+/// The residual block family.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3x3 convolutions (ResNet-18/34). Expansion 1.
+    Basic,
+    /// 1x1 -> 3x3 -> 1x1 convolutions (ResNet-50/101/152). Expansion 4.
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Ratio between a block's output channels and its stage width.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// The network's input stem.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Stem {
+    /// torchvision's stem: 7x7 stride-2 convolution, BatchNorm, ReLU, 3x3 stride-2 max-pool.
+    /// Required for ImageNet weights.
+    ImageNet,
+    /// 3x3 stride-1 convolution, BatchNorm, ReLU and no max-pool: keeps 32x32 inputs at full
+    /// resolution when training from scratch on CIFAR-sized images.
+    Cifar,
+}
+
+/// Configuration of a ResNet of any depth.
+///
+/// ```
+/// use finetune::model::ResNetConfig;
+/// let config = ResNetConfig::resnet50(10);
+/// assert_eq!(config.num_features(), 2048);
+/// ```
+#[derive(Config, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Number of blocks in each of the four stages (`layer1..layer4`).
+    pub layers: [usize; 4],
+    /// Block family.
+    pub block: BlockKind,
+    /// Number of output classes of the `fc` head.
+    pub num_classes: usize,
+    /// Input stem.
+    #[config(default = "Stem::ImageNet")]
+    pub stem: Stem,
+    /// Width (planes) of each stage; the stem has `widths[0]` channels. torchvision: 64/128/256/512.
+    #[config(default = "[64, 128, 256, 512]")]
+    pub widths: [usize; 4],
+    /// Zero-initialise the last BatchNorm of every residual branch (torchvision's
+    /// `zero_init_residual`), so each block starts as the identity.
+    #[config(default = false)]
+    pub zero_init_residual: bool,
+    /// Number of input channels (3 for RGB).
+    #[config(default = 3)]
+    pub in_channels: usize,
+}
+
+impl ResNetConfig {
+    /// ResNet-18: BasicBlock, [2, 2, 2, 2].
+    pub fn resnet18(num_classes: usize) -> Self {
+        Self::new([2, 2, 2, 2], BlockKind::Basic, num_classes)
+    }
+    /// ResNet-34: BasicBlock, [3, 4, 6, 3].
+    pub fn resnet34(num_classes: usize) -> Self {
+        Self::new([3, 4, 6, 3], BlockKind::Basic, num_classes)
+    }
+    /// ResNet-50: Bottleneck, [3, 4, 6, 3].
+    pub fn resnet50(num_classes: usize) -> Self {
+        Self::new([3, 4, 6, 3], BlockKind::Bottleneck, num_classes)
+    }
+    /// ResNet-101: Bottleneck, [3, 4, 23, 3].
+    pub fn resnet101(num_classes: usize) -> Self {
+        Self::new([3, 4, 23, 3], BlockKind::Bottleneck, num_classes)
+    }
+    /// ResNet-152: Bottleneck, [3, 8, 36, 3].
+    pub fn resnet152(num_classes: usize) -> Self {
+        Self::new([3, 8, 36, 3], BlockKind::Bottleneck, num_classes)
+    }
+
+    /// Builds a configuration from an architecture name (`resnet18`, `resnet34`, `resnet50`,
+    /// `resnet101`, `resnet152`).
+    pub fn from_name(name: &str, num_classes: usize) -> Result<Self> {
+        match name.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "resnet18" => Ok(Self::resnet18(num_classes)),
+            "resnet34" => Ok(Self::resnet34(num_classes)),
+            "resnet50" => Ok(Self::resnet50(num_classes)),
+            "resnet101" => Ok(Self::resnet101(num_classes)),
+            "resnet152" => Ok(Self::resnet152(num_classes)),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown architecture '{other}': expected one of resnet18, resnet34, resnet50, resnet101, resnet152"
+            ))),
+        }
+    }
+
+    /// The canonical name of this architecture when it is a standard depth (`resnet18`, ...).
+    pub fn arch_name(&self) -> Option<&'static str> {
+        match (self.layers, self.block) {
+            ([2, 2, 2, 2], BlockKind::Basic) => Some("resnet18"),
+            ([3, 4, 6, 3], BlockKind::Basic) => Some("resnet34"),
+            ([3, 4, 6, 3], BlockKind::Bottleneck) => Some("resnet50"),
+            ([3, 4, 23, 3], BlockKind::Bottleneck) => Some("resnet101"),
+            ([3, 8, 36, 3], BlockKind::Bottleneck) => Some("resnet152"),
+            _ => None,
+        }
+    }
+
+    /// Size of the pooled embedding that feeds `fc` (512 for ResNet-18/34, 2048 for ResNet-50+).
+    pub fn num_features(&self) -> usize {
+        self.widths[3] * self.block.expansion()
+    }
+
+    /// Checks that every size is usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_classes == 0 {
+            return Err(Error::InvalidConfig(
+                "num_classes must be at least 1".into(),
+            ));
+        }
+        if self.in_channels == 0 {
+            return Err(Error::InvalidConfig(
+                "in_channels must be at least 1".into(),
+            ));
+        }
+        if let Some(i) = self.widths.iter().position(|&w| w == 0) {
+            return Err(Error::InvalidConfig(format!(
+                "stage width {} (layer{}) must be at least 1",
+                self.widths[i],
+                i + 1
+            )));
+        }
+        if let Some(i) = self.layers.iter().position(|&n| n == 0) {
+            return Err(Error::InvalidConfig(format!(
+                "layer{} must have at least one block",
+                i + 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the model on `device`, initialised as torchvision does: Kaiming-normal (fan-out,
+    /// ReLU gain) convolutions, BatchNorm weight 1 and bias 0, PyTorch's default `Linear` init.
+    ///
+    /// Fails only when [`validate`](Self::validate) does.
+    pub fn try_init(&self, device: &Device) -> Result<ResNet> {
+        self.validate()?;
+        Ok(ResNet::from_config(self, device))
+    }
+
+    /// Like [`try_init`](Self::try_init) for a configuration known to be valid (the builders
+    /// above always are, for `num_classes >= 1`).
+    ///
+    /// # Panics
+    /// When the configuration does not pass [`validate`](Self::validate).
+    pub fn init(&self, device: &Device) -> ResNet {
+        match self.try_init(device) {
+            Ok(model) => model,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

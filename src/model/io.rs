@@ -1,0 +1,94 @@
+//! Saving and loading a (fine-tuned) model in Burn's native burnpack format (burn-store's
+//! `BurnpackStore`), with its configuration and freeze state stored in the file's metadata so
+//! one file is enough to rebuild it. Writes are atomic (burn-pack writes a temporary file and
+//! renames it).
+
+use std::path::Path;
+
+use burn::store::burn_pack::Reader;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::ResNet;
+use super::config::ResNetConfig;
+use super::freeze::FreezeState;
+use crate::error::{Error, Result};
+use crate::weights::report::LoadReport;
+
+/// Metadata key under which the model description is stored.
+pub const METADATA_KEY: &str = "finetune.model";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct SavedModel {
+    format_version: u32,
+    config: ResNetConfig,
+    freeze: FreezeState,
+}
+
+impl ResNet {
+    /// Saves parameters, running statistics, configuration and freeze state to one burnpack
+    /// file (conventionally `*.bpk`). An existing file is replaced atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let description = SavedModel {
+            format_version: FORMAT_VERSION,
+            config: self.config.clone(),
+            freeze: self.freeze,
+        };
+        let json = serde_json::to_string(&description)
+            .map_err(|e| Error::InvalidConfig(format!("cannot serialise model config: {e}")))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+        }
+        let mut store = BurnpackStore::from_file(path)
+            .auto_extension(false)
+            .overwrite(true)
+            .metadata(METADATA_KEY, json);
+        self.save_into(&mut store).map_err(|e| Error::ModelFile {
+            path: path.to_path_buf(),
+            reason: format!("writing failed: {e}"),
+        })
+    }
+
+    /// Loads a model written by [`save`](Self::save) onto `device`, strictly: every tensor of
+    /// the model must be in the file with the right shape and the file must hold nothing else.
+    /// The saved freeze state is re-applied.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<ResNet> {
+        let path = path.as_ref();
+        let bad = |reason: String| Error::ModelFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad("no such file".into()));
+        }
+        let reader =
+            Reader::from_file_exact(path).map_err(|e| bad(format!("not a burnpack file ({e})")))?;
+        let json = reader.metadata().get(METADATA_KEY).ok_or_else(|| {
+            bad(format!(
+                "the file has no '{METADATA_KEY}' metadata: it was not written by finetune's ResNet::save"
+            ))
+        })?;
+        let saved: SavedModel = serde_json::from_str(json)
+            .map_err(|e| bad(format!("unreadable model description: {e}")))?;
+        if saved.format_version > FORMAT_VERSION {
+            return Err(bad(format!(
+                "written by a newer finetune (format {}, this build reads {FORMAT_VERSION}); upgrade finetune",
+                saved.format_version
+            )));
+        }
+        drop(reader);
+        let mut model = saved.config.try_init(device)?;
+        let mut store = BurnpackStore::from_file(path)
+            .auto_extension(false)
+            .validate(true)
+            .allow_partial(true);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| bad(format!("reading tensors failed: {e}")))?;
+        LoadReport::strict(result, &[]).map_err(|e| bad(e.to_string()))?;
+        Ok(model.apply_freeze(saved.freeze))
+    }
+}

@@ -1,0 +1,16 @@
+//! Models: the ResNet family (He et al., 2016) with torchvision's topology and names, its
+//! configuration, head replacement, freezing and parameter summary.
+
+mod block;
+mod config;
+mod freeze;
+mod io;
+mod resnet;
+mod summary;
+
+pub use block::{Block, Downsample};
+pub use config::{BlockKind, ResNetConfig, Stem};
+pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
+pub use io::METADATA_KEY;
+pub use resnet::ResNet;
+pub use summary::{ParamSummary, StageCount};

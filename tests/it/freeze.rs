@@ -1,0 +1,222 @@
+//! Freezing: the classic bugs (weight decay moving frozen weights, BatchNorm statistics drifting,
+//! freeze state lost across valid()/train() or save/load, gradients computed for frozen parts).
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+use burn::tensor::{Int, Tensor};
+use finetune::model::{BnPolicy, ResNet, Stage, is_batch_norm_path};
+
+use crate::common::{changed, cpu, images, snapshot, tiny18};
+
+fn targets(n: usize, classes: usize, device: &burn::tensor::Device) -> Tensor<1, Int> {
+    let t: Vec<i64> = (0..n).map(|i| (i % classes) as i64).collect();
+    Tensor::from_data(t.as_slice(), device)
+}
+
+/// A few SGD steps (momentum, weight decay 0.01) on random data, on the autodiff device.
+fn train_steps(mut model: ResNet, steps: usize) -> ResNet {
+    let device = cpu().autodiff();
+    model = model.fork(&device).train();
+    let mut optim = SgdConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(0.01)))
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for _ in 0..steps {
+        let logits = model.forward(images(8, 32, &device));
+        let loss = loss_fn.forward(logits, targets(8, 5, &device));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.1, model, grads);
+    }
+    model.valid()
+}
+
+#[test]
+fn frozen_backbone_is_bitwise_unchanged_after_sgd_with_weight_decay() {
+    let model = tiny18(5).init(&cpu()).freeze_backbone();
+    assert_eq!(model.freeze_state().bn, BnPolicy::Frozen);
+    let before = snapshot(&model);
+    let model = train_steps(model, 3);
+    let after = snapshot(&model);
+    let moved = changed(&before, &after);
+    assert!(!moved.is_empty(), "nothing trained");
+    assert!(
+        moved.iter().all(|p| p.starts_with("fc.")),
+        "frozen tensors changed: {moved:?}"
+    );
+    assert!(moved.contains(&"fc.weight".to_string()));
+    assert!(moved.contains(&"fc.bias".to_string()));
+}
+
+#[test]
+fn trainable_bn_policy_trains_batch_norms_but_not_convolutions() {
+    let model = tiny18(5)
+        .init(&cpu())
+        .with_bn_policy(BnPolicy::Trainable)
+        .freeze_backbone();
+    assert_eq!(model.freeze_state().bn, BnPolicy::Trainable);
+    let before = snapshot(&model);
+    let model = train_steps(model, 2);
+    let moved = changed(&before, &snapshot(&model));
+    for (path, _) in &before {
+        let is_bn = is_batch_norm_path(path);
+        let is_fc = path.starts_with("fc.");
+        assert_eq!(
+            moved.contains(path),
+            is_bn || is_fc,
+            "{path}: changed = {}",
+            moved.contains(path)
+        );
+    }
+    // Running statistics update in training mode under this policy.
+    assert!(moved.contains(&"layer1.0.bn1.running_mean".to_string()));
+    assert!(moved.contains(&"layer2.0.downsample.bn.gamma".to_string()));
+}
+
+#[test]
+fn freeze_to_a_stage_freezes_exactly_the_stages_before_it() {
+    let model = tiny18(5).init(&cpu()).freeze_to(Stage::Layer2);
+    let before = snapshot(&model);
+    let model = train_steps(model, 2);
+    let moved = changed(&before, &snapshot(&model));
+    for (path, _) in &before {
+        let stage = Stage::of_path(path).unwrap();
+        let frozen = stage <= Stage::Layer2;
+        // Every trainable tensor moves (weights, biases and running statistics alike).
+        assert_eq!(moved.contains(path), !frozen, "{path}");
+    }
+    let summary = model.param_summary();
+    assert_eq!(summary.stage(Stage::Layer2).trainable, 0);
+    assert_eq!(summary.stage(Stage::Layer3).frozen(), 0);
+}
+
+#[test]
+fn unfreeze_makes_everything_train_again() {
+    let model = tiny18(5).init(&cpu()).freeze_backbone().unfreeze();
+    assert_eq!(model.freeze_state().frozen_through, None);
+    let before = snapshot(&model);
+    let moved = changed(&before, &snapshot(&train_steps(model, 1)));
+    assert_eq!(moved.len(), before.len());
+}
+
+/// Ids of the float parameters of `module` with their paths.
+fn param_ids(model: &ResNet) -> Vec<(String, ParamId, usize)> {
+    #[derive(Default)]
+    struct Ids {
+        stack: Vec<String>,
+        out: Vec<(String, ParamId, usize)>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push((self.stack.join("."), param.id, D));
+        }
+    }
+    let mut ids = Ids::default();
+    model.visit(&mut ids);
+    ids.out
+}
+
+/// Paths of the parameters that received a gradient from one backward pass.
+fn params_with_gradients(model: &ResNet) -> Vec<String> {
+    let device = cpu().autodiff();
+    let model = model.clone().fork(&device).train();
+    let logits = model.forward(images(4, 32, &device));
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(logits, targets(4, 5, &device));
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    param_ids(&model)
+        .into_iter()
+        .filter(|(_, id, rank)| match rank {
+            1 => grads.get::<1>(*id).is_some(),
+            2 => grads.get::<2>(*id).is_some(),
+            4 => grads.get::<4>(*id).is_some(),
+            _ => unreachable!(),
+        })
+        .map(|(p, _, _)| p)
+        .collect()
+}
+
+#[test]
+fn gradients_only_for_trainable_parameters_and_no_graph_through_a_frozen_backbone() {
+    let device = cpu().autodiff();
+    let model = tiny18(5).init(&cpu()).freeze_backbone();
+    let mut with_grads = params_with_gradients(&model);
+    with_grads.sort();
+    assert_eq!(
+        with_grads,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
+
+    // The frozen backbone's output is not part of any autodiff graph.
+    let trained = model.clone().fork(&device).train();
+    let features = trained.forward_features(images(2, 32, &device));
+    assert!(!features.is_tracked());
+    let unfrozen = model.unfreeze().fork(&device).train();
+    assert!(
+        unfrozen
+            .forward_features(images(2, 32, &device))
+            .is_tracked()
+    );
+}
+
+#[test]
+fn freeze_state_survives_valid_and_train() {
+    let model = tiny18(5).init(&cpu()).freeze_to(Stage::Layer3);
+    let round_trip = model.clone().fork(&cpu().autodiff()).valid().train();
+    assert_eq!(round_trip.freeze_state(), model.freeze_state());
+    let grads = params_with_gradients(&round_trip);
+    assert!(
+        grads
+            .iter()
+            .all(|p| p.starts_with("layer4") || p.starts_with("fc"))
+    );
+    assert!(grads.iter().any(|p| p.starts_with("layer4")));
+}
+
+#[test]
+fn freeze_state_and_weights_survive_save_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bpk");
+    let device = cpu();
+    let model = train_steps(
+        tiny18(5)
+            .init(&device)
+            .with_bn_policy(BnPolicy::Trainable)
+            .freeze_to(Stage::Layer1),
+        1,
+    );
+    model.save(&path).unwrap();
+    let loaded = ResNet::load(&path, &device).unwrap();
+    assert_eq!(loaded.freeze_state(), model.freeze_state());
+    assert_eq!(loaded.config(), model.config());
+    assert!(changed(&snapshot(&model), &snapshot(&loaded)).is_empty());
+    let x = images(2, 32, &device);
+    assert_eq!(
+        crate::common::max_abs_diff(model.forward(x.clone()), loaded.forward(x)),
+        0.0
+    );
+    let grads = params_with_gradients(&loaded);
+    assert!(grads.contains(&"layer1.0.bn1.gamma".to_string()));
+    assert!(!grads.contains(&"layer1.0.conv1.weight".to_string()));
+    assert!(grads.contains(&"layer2.0.conv1.weight".to_string()));
+}
+
+#[test]
+fn loading_a_file_that_is_not_a_model_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = cpu();
+    let missing = ResNet::load(dir.path().join("nope.bpk"), &device).unwrap_err();
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+    let junk = dir.path().join("junk.bpk");
+    std::fs::write(&junk, b"definitely not burnpack").unwrap();
+    let err = ResNet::load(&junk, &device).unwrap_err().to_string();
+    assert!(err.contains("not a burnpack file"), "{err}");
+}

@@ -1,0 +1,5 @@
+//! The integration tests, in one binary (one link step) with a module per area.
+
+mod common;
+mod freeze;
+mod model;

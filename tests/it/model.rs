@@ -1,0 +1,256 @@
+//! Topology, parameter names, counts and the head contract.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use finetune::model::{ResNetConfig, Stage, Stem};
+use finetune::weights::keymap;
+
+use crate::common::{cpu, images, tiny18};
+
+/// `key -> shape` from a committed torchvision key list (see tests/fixtures/make_keylists.py).
+fn torchvision_keys(file: &str) -> (BTreeMap<String, Vec<usize>>, usize) {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let mut params = 0;
+    let mut keys = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix('#') {
+            params = rest
+                .split("parameters=")
+                .nth(1)
+                .and_then(|n| n.trim().parse().ok())
+                .expect("parameter count in header");
+            continue;
+        }
+        let (key, shape) = line.split_once(' ').expect("key shape");
+        let shape = shape
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|d| d.parse().expect("dim"))
+            .collect();
+        keys.insert(key.to_string(), shape);
+    }
+    (keys, params)
+}
+
+fn check_against_torchvision(config: ResNetConfig, file: &str) {
+    let (expected, expected_params) = torchvision_keys(file);
+    let model = config.init(&cpu());
+    let mut ours = BTreeMap::new();
+    for (path, shape) in model.tensor_paths() {
+        let (key, shape) = keymap::burn_to_torchvision(&path, shape);
+        assert!(ours.insert(key.clone(), shape).is_none(), "duplicate {key}");
+    }
+    let expected: BTreeMap<_, _> = expected
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
+    let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    for (key, shape) in &expected {
+        assert_eq!(&ours[key], shape, "shape of {key}");
+    }
+    assert_eq!(model.param_summary().total(), expected_params);
+}
+
+#[test]
+fn resnet18_matches_torchvision_names_and_shapes() {
+    check_against_torchvision(ResNetConfig::resnet18(1000), "resnet18_state_dict.txt");
+}
+
+#[test]
+fn resnet50_matches_torchvision_names_and_shapes() {
+    check_against_torchvision(ResNetConfig::resnet50(1000), "resnet50_state_dict.txt");
+}
+
+#[test]
+fn parameter_counts_of_the_tutorial_setup() {
+    let device = cpu();
+    let model = ResNetConfig::resnet18(1000).init(&device);
+    assert_eq!(model.param_summary().total(), 11_689_512);
+    let model = model.with_num_classes(10);
+    let summary = model.param_summary();
+    assert_eq!(summary.total(), 11_181_642);
+    assert_eq!(summary.trainable(), 11_181_642);
+    let summary = model.freeze_backbone().param_summary();
+    assert_eq!(summary.trainable(), 5_130);
+    assert_eq!(summary.frozen(), 11_181_642 - 5_130);
+    assert_eq!(summary.stage(Stage::Head).trainable, 5_130);
+    assert_eq!(summary.stage(Stage::Layer4).trainable, 0);
+    let table = summary.to_string();
+    assert!(table.contains("11,181,642"), "{table}");
+    assert!(table.contains("5,130"), "{table}");
+}
+
+#[test]
+fn other_depths_have_torchvisions_parameter_counts() {
+    // torchvision: resnet34 21,797,672; resnet101 44,549,160; resnet152 60,192,808.
+    let device = cpu();
+    for (config, expected) in [
+        (ResNetConfig::resnet34(1000), 21_797_672),
+        (ResNetConfig::resnet101(1000), 44_549_160),
+        (ResNetConfig::resnet152(1000), 60_192_808),
+    ] {
+        let model = config.init(&device);
+        assert_eq!(model.param_summary().total(), expected);
+    }
+}
+
+#[test]
+fn forward_shapes_for_both_stems() {
+    let device = cpu();
+    let model = tiny18(7).init(&device);
+    assert_eq!(model.forward(images(2, 32, &device)).dims(), [2, 7]);
+    assert_eq!(
+        model.forward_features(images(2, 32, &device)).dims(),
+        [2, 16]
+    );
+    assert_eq!(model.num_features(), 16);
+    assert_eq!(model.num_classes(), 7);
+
+    let model = ResNetConfig::resnet50(5)
+        .with_widths([4, 4, 8, 8])
+        .init(&device);
+    assert_eq!(model.num_features(), 32);
+    assert_eq!(
+        model.forward_feature_maps(images(1, 64, &device)).dims(),
+        [1, 32, 2, 2]
+    );
+    assert_eq!(model.forward(images(1, 64, &device)).dims(), [1, 5]);
+}
+
+#[test]
+fn downsample_exactly_when_stride_or_width_changes() {
+    let model = ResNetConfig::resnet18(10).init(&cpu());
+    assert!(model.layer1.iter().all(|b| b.downsample.is_none()));
+    for stage in [&model.layer2, &model.layer3, &model.layer4] {
+        assert!(stage[0].downsample.is_some());
+        assert!(stage[1].downsample.is_none());
+    }
+    let model = ResNetConfig::resnet50(10).init(&cpu());
+    // 64 -> 256 channels at stride 1: the first bottleneck projects.
+    assert!(model.layer1[0].downsample.is_some());
+    assert!(model.layer1[1].downsample.is_none());
+}
+
+#[test]
+fn cifar_stem_keeps_resolution() {
+    let device = cpu();
+    let model = tiny18(10).init(&device);
+    assert!(model.maxpool.is_none());
+    assert_eq!(model.conv1.weight.dims(), [4, 3, 3, 3]);
+    // 32x32 in, three stride-2 stages: 4x4 feature maps.
+    assert_eq!(
+        model.forward_feature_maps(images(1, 32, &device)).dims(),
+        [1, 16, 4, 4]
+    );
+    let imagenet = tiny18(10).with_stem(Stem::ImageNet).init(&device);
+    assert_eq!(
+        imagenet.forward_feature_maps(images(1, 64, &device)).dims(),
+        [1, 16, 2, 2]
+    );
+}
+
+#[test]
+fn initialisation_follows_torchvision() {
+    let device = cpu();
+    let model = ResNetConfig::resnet18(10).init(&device);
+    // Kaiming normal, fan-out, ReLU gain: std = sqrt(2 / (out * k * k)).
+    let w = model.layer3[0]
+        .conv2
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+    let expected = (2.0f32 / (256.0 * 9.0)).sqrt();
+    assert!(
+        (std / expected - 1.0).abs() < 0.05,
+        "std {std} vs {expected}"
+    );
+    let gamma = model
+        .bn1
+        .gamma
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(gamma.iter().all(|&g| g == 1.0));
+
+    let zero = ResNetConfig::resnet18(10)
+        .with_zero_init_residual(true)
+        .init(&device);
+    let g = zero.layer1[0]
+        .bn2
+        .gamma
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(g.iter().all(|&x| x == 0.0));
+    let zero50 = ResNetConfig::resnet50(10)
+        .with_widths([4, 4, 4, 4])
+        .with_zero_init_residual(true)
+        .init(&device);
+    let bn3 = zero50.layer1[0].bn3.as_ref().unwrap();
+    assert!(
+        bn3.gamma
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0.0)
+    );
+    let bn2 = zero50.layer1[0]
+        .bn2
+        .gamma
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(bn2.iter().all(|&x| x == 1.0));
+}
+
+#[test]
+fn invalid_configs_are_typed_errors() {
+    let device = cpu();
+    assert!(ResNetConfig::resnet18(0).try_init(&device).is_err());
+    assert!(
+        ResNetConfig::resnet18(10)
+            .with_widths([0, 8, 8, 8])
+            .try_init(&device)
+            .is_err()
+    );
+    let mut no_blocks = ResNetConfig::resnet18(10);
+    no_blocks.layers = [2, 0, 2, 2];
+    assert!(no_blocks.try_init(&device).is_err());
+    let err = ResNetConfig::from_name("resnet19", 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resnet18"), "{err}");
+    let model = tiny18(3).init(&device);
+    assert!(model.try_with_num_classes(0).is_err());
+}
+
+#[test]
+fn with_num_classes_keeps_the_backbone_and_device() {
+    let device = cpu();
+    let model = tiny18(10).init(&device);
+    let x = images(2, 32, &device);
+    let before = model.forward_features(x.clone());
+    let model = model.with_num_classes(3);
+    assert_eq!(model.num_classes(), 3);
+    assert_eq!(model.config().num_classes, 3);
+    assert_eq!(model.forward(x.clone()).dims(), [2, 3]);
+    let after = model.forward_features(x);
+    assert_eq!(crate::common::max_abs_diff(before, after), 0.0);
+    assert_eq!(model.device(), device);
+    let _: Device = model.device();
+}
