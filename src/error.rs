@@ -32,6 +32,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file could not be downloaded or verified.
+    #[error(transparent)]
+    Download(#[from] crate::download::DownloadError),
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
+pub mod download;
 pub mod error;
 pub mod model;
 pub mod weights;

@@ -1,0 +1,375 @@
+//! Verified downloads into a local cache, for pretrained weights and datasets.
+//!
+//! The rules, for every file this crate fetches:
+//! - Cache directory: `$FINETUNE_CACHE` if set, otherwise the platform cache directory
+//!   (`~/.cache/finetune` on Linux, via the `dirs` crate).
+//! - A file is downloaded to `<name>.partial`, its checksum (sha256 prefix, or md5) is verified,
+//!   and only then is it renamed into place: an interrupted or corrupt download never leaves a
+//!   file that looks valid. A cached file is verified again before each use.
+//! - `FINETUNE_OFFLINE=1` never touches the network.
+//! - Every network failure names the URL and the exact path where the file can be placed by hand.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+/// Environment variable that overrides the cache directory.
+pub const CACHE_ENV: &str = "FINETUNE_CACHE";
+/// Environment variable that, set to `1` (or `true`), forbids all network access.
+pub const OFFLINE_ENV: &str = "FINETUNE_OFFLINE";
+
+/// The checksum a downloaded file must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    /// The first hex digits of the file's SHA-256 (torchvision puts 8 of them in file names).
+    Sha256Prefix(String),
+    /// The full hex MD5 (the CIFAR archives publish these).
+    Md5(String),
+    /// No verification (only for files the caller verifies itself).
+    None,
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Checksum::Sha256Prefix(p) => write!(f, "sha256 {p}…"),
+            Checksum::Md5(m) => write!(f, "md5 {m}"),
+            Checksum::None => write!(f, "no checksum"),
+        }
+    }
+}
+
+impl Checksum {
+    /// Computes the digest of `path` in the same algorithm and checks it.
+    /// Returns the actual digest (hex) on mismatch.
+    pub fn verify_file(&self, path: &Path) -> Result<(), DownloadError> {
+        let actual = match self {
+            Checksum::None => return Ok(()),
+            Checksum::Sha256Prefix(_) => hex_digest::<Sha256>(path)?,
+            Checksum::Md5(_) => hex_digest::<Md5>(path)?,
+        };
+        if self.matches(&actual) {
+            Ok(())
+        } else {
+            Err(DownloadError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                expected: self.to_string(),
+                actual,
+            })
+        }
+    }
+
+    fn matches(&self, actual_hex: &str) -> bool {
+        match self {
+            Checksum::None => true,
+            Checksum::Sha256Prefix(prefix) => {
+                !prefix.is_empty() && actual_hex.starts_with(&prefix.to_ascii_lowercase())
+            }
+            Checksum::Md5(md5) => actual_hex.eq_ignore_ascii_case(md5),
+        }
+    }
+}
+
+fn hex_digest<D: Digest>(path: &Path) -> Result<String, DownloadError> {
+    let file = File::open(path).map_err(|e| DownloadError::io("reading", path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| DownloadError::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Why a file could not be obtained. Every variant that involves the network names the URL
+/// and the path where the file can be placed by hand.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// `FINETUNE_OFFLINE` is set and the file is not in the cache.
+    #[error(
+        "offline ({OFFLINE_ENV}=1) and '{}' is not cached: download {url} yourself and place it at {}",
+        path.display(), path.display()
+    )]
+    Offline {
+        /// The URL that would have been fetched.
+        url: String,
+        /// Where the file is expected.
+        path: PathBuf,
+    },
+    /// The request failed (DNS, connection, TLS, timeout, interrupted body).
+    #[error("downloading {url} failed: {reason}. Download it by other means and place it at {}", path.display())]
+    Network {
+        /// The URL.
+        url: String,
+        /// Where the file is expected.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an HTTP error status.
+    #[error("downloading {url} failed: the server answered HTTP {status}. Download it by other means and place it at {}", path.display())]
+    HttpStatus {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// Where the file is expected.
+        path: PathBuf,
+    },
+    /// Fewer bytes arrived than the server announced.
+    #[error("downloading {url} stopped after {received} of {expected} bytes. Try again, or place the file at {}", path.display())]
+    Truncated {
+        /// The URL.
+        url: String,
+        /// Bytes announced by `Content-Length`.
+        expected: u64,
+        /// Bytes received.
+        received: u64,
+        /// Where the file is expected.
+        path: PathBuf,
+    },
+    /// The file's checksum is not the published one.
+    #[error("'{}' is corrupt or not the expected file: expected {expected}, got {actual}. Delete it and download again", path.display())]
+    ChecksumMismatch {
+        /// The file checked (a `.partial` file is deleted before this is returned).
+        path: PathBuf,
+        /// The expected checksum.
+        expected: String,
+        /// The digest found.
+        actual: String,
+    },
+    /// Local file-system failure.
+    #[error("{action} '{}': {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// No cache directory could be determined.
+    #[error("no cache directory: set {CACHE_ENV} to a writable directory")]
+    NoCacheDir,
+}
+
+impl DownloadError {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        DownloadError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The cache directory (`$FINETUNE_CACHE`, else `<platform cache dir>/finetune`). Not created.
+pub fn cache_dir() -> Result<PathBuf, DownloadError> {
+    match std::env::var_os(CACHE_ENV) {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => dirs::cache_dir()
+            .map(|d| d.join("finetune"))
+            .ok_or(DownloadError::NoCacheDir),
+    }
+}
+
+/// Whether `FINETUNE_OFFLINE` forbids network access.
+pub fn is_offline() -> bool {
+    std::env::var(OFFLINE_ENV)
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        .unwrap_or(false)
+}
+
+/// Returns `<cache>/<subdir>/<file_name>`, downloading it from `url` first when it is not
+/// cached. A cached file is verified; a cached file that fails verification is an error (it is
+/// not silently replaced).
+pub fn fetch_cached(
+    url: &str,
+    subdir: &str,
+    file_name: &str,
+    checksum: &Checksum,
+) -> Result<PathBuf, DownloadError> {
+    let dest = cache_dir()?.join(subdir).join(file_name);
+    fetch_to(url, &dest, checksum)
+}
+
+/// Returns `dest`, downloading it from `url` first when it does not exist (same rules as
+/// [`fetch_cached`]).
+pub fn fetch_to(url: &str, dest: &Path, checksum: &Checksum) -> Result<PathBuf, DownloadError> {
+    if dest.is_file() {
+        checksum.verify_file(dest)?;
+        return Ok(dest.to_path_buf());
+    }
+    if is_offline() {
+        return Err(DownloadError::Offline {
+            url: url.to_string(),
+            path: dest.to_path_buf(),
+        });
+    }
+    download(url, dest, checksum)?;
+    Ok(dest.to_path_buf())
+}
+
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
+/// Downloads `url` to `dest` unconditionally: to `dest.partial`, verified, then renamed.
+pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| DownloadError::io("creating", parent, e))?;
+    }
+    let partial = partial_path(dest);
+    let result = download_partial(url, dest, &partial).and_then(|()| {
+        checksum.verify_file(&partial).map_err(|e| match e {
+            DownloadError::ChecksumMismatch {
+                expected, actual, ..
+            } => DownloadError::ChecksumMismatch {
+                path: dest.to_path_buf(),
+                expected: format!("{expected} for {url}"),
+                actual,
+            },
+            other => other,
+        })
+    });
+    match result {
+        Ok(()) => fs::rename(&partial, dest).map_err(|e| DownloadError::io("renaming", &partial, e)),
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn download_partial(url: &str, dest: &Path, partial: &Path) -> Result<(), DownloadError> {
+    let network = |reason: String| DownloadError::Network {
+        url: url.to_string(),
+        path: dest.to_path_buf(),
+        reason,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .timeout_recv_body(Some(std::time::Duration::from_secs(120)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| network(e.to_string()))?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(DownloadError::HttpStatus {
+            url: url.to_string(),
+            status,
+            path: dest.to_path_buf(),
+        });
+    }
+    let expected_len = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut file = File::create(partial).map_err(|e| DownloadError::io("creating", partial, e))?;
+    let progress = Progress::new(url, expected_len);
+    let mut reader = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .reader();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                progress.finish();
+                return match expected_len {
+                    Some(expected) if received < expected => Err(DownloadError::Truncated {
+                        url: url.to_string(),
+                        expected,
+                        received,
+                        path: dest.to_path_buf(),
+                    }),
+                    _ => Err(network(e.to_string())),
+                };
+            }
+        };
+        file.write_all(&buf[..n])
+            .map_err(|e| DownloadError::io("writing", partial, e))?;
+        received += n as u64;
+        progress.set(received);
+    }
+    progress.finish();
+    if let Some(expected) = expected_len
+        && received != expected
+    {
+        return Err(DownloadError::Truncated {
+            url: url.to_string(),
+            expected,
+            received,
+            path: dest.to_path_buf(),
+        });
+    }
+    file.sync_all()
+        .map_err(|e| DownloadError::io("writing", partial, e))?;
+    Ok(())
+}
+
+/// A progress bar on a terminal; a start and an end line otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(url: &str, len: Option<u64>) -> Self {
+        use std::io::IsTerminal;
+        if !io::stderr().is_terminal() {
+            eprintln!(
+                "downloading {url}{}",
+                len.map(|l| format!(" ({:.1} MB)", l as f64 / 1e6))
+                    .unwrap_or_default()
+            );
+            return Progress { bar: None };
+        }
+        let bar = match len {
+            Some(l) => indicatif::ProgressBar::new(l),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let name = url.rsplit('/').next().unwrap_or(url).to_string();
+        bar.set_message(name);
+        Progress { bar: Some(bar) }
+    }
+    fn set(&self, pos: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(pos);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
