@@ -251,7 +251,9 @@ pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), Downl
         })
     });
     match result {
-        Ok(()) => fs::rename(&partial, dest).map_err(|e| DownloadError::io("renaming", &partial, e)),
+        Ok(()) => {
+            fs::rename(&partial, dest).map_err(|e| DownloadError::io("renaming", &partial, e))
+        }
         Err(e) => {
             let _ = fs::remove_file(&partial);
             Err(e)
@@ -287,11 +289,7 @@ fn download_partial(url: &str, dest: &Path, partial: &Path) -> Result<(), Downlo
         .and_then(|v| v.trim().parse::<u64>().ok());
     let mut file = File::create(partial).map_err(|e| DownloadError::io("creating", partial, e))?;
     let progress = Progress::new(url, expected_len);
-    let mut reader = response
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .reader();
+    let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut received = 0u64;
     loop {

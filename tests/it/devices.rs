@@ -21,7 +21,8 @@ fn reference_model() -> ResNet {
     for _ in 0..2 {
         let x = images(8, 64, &device);
         let y = Tensor::<1, Int>::from_data([0i64, 1, 2, 3, 4, 5, 6, 7].as_slice(), &device);
-        let grads = GradientsParams::from_grads(loss.forward(model.forward(x), y).backward(), &model);
+        let grads =
+            GradientsParams::from_grads(loss.forward(model.forward(x), y).backward(), &model);
         model = optim.step(0.05, model, grads);
     }
     model.valid()

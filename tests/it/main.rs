@@ -2,5 +2,7 @@
 
 mod common;
 mod devices;
+mod download;
 mod freeze;
+mod http;
 mod model;
