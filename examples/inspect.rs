@@ -1,0 +1,91 @@
+//! Prints a ResNet's parameter summary: total, trainable and frozen parameters per stage.
+//!
+//! ```text
+//! cargo run --release --example inspect -- resnet50 --num-classes 10 --freeze-backbone
+//! cargo run --release --example inspect -- resnet18 --freeze-to layer2 --bn-trainable
+//! ```
+
+use std::process::ExitCode;
+
+use finetune::DeviceChoice;
+use finetune::model::{BnPolicy, ResNetConfig, Stage};
+
+const USAGE: &str = "usage: inspect [resnet18|resnet34|resnet50|resnet101|resnet152] \
+[--num-classes N] [--freeze-backbone | --freeze-to stem|layer1..layer4|fc] [--bn-trainable] \
+[--device flex|ndarray|wgpu]";
+
+fn run() -> Result<(), String> {
+    let mut arch = "resnet18".to_string();
+    let mut num_classes = None;
+    let mut freeze: Option<Stage> = None;
+    let mut bn = BnPolicy::Frozen;
+    let mut device = DeviceChoice::Flex;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--num-classes" => {
+                let v = args.next().ok_or("--num-classes needs a value")?;
+                num_classes = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("--num-classes: '{v}' is not a number"))?,
+                );
+            }
+            "--freeze-backbone" => freeze = Some(Stage::Layer4),
+            "--freeze-to" => {
+                let v = args.next().ok_or("--freeze-to needs a stage")?;
+                freeze = Some(Stage::parse(&v).ok_or(format!(
+                    "--freeze-to: unknown stage '{v}' (stem, layer1..layer4, fc)"
+                ))?);
+            }
+            "--bn-trainable" => bn = BnPolicy::Trainable,
+            "--device" => {
+                let v = args.next().ok_or("--device needs a value")?;
+                device = v.parse().map_err(|e: finetune::Error| e.to_string())?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other if other.starts_with('-') => {
+                return Err(format!("unknown flag {other}\n{USAGE}"));
+            }
+            other => arch = other.to_string(),
+        }
+    }
+    // Parameters are initialised lazily: summarising even ResNet-152 allocates almost nothing.
+    let device = device.device().map_err(|e| e.to_string())?;
+    let mut model = ResNetConfig::from_name(&arch, 1000)
+        .map_err(|e| e.to_string())?
+        .try_init(&device)
+        .map_err(|e| e.to_string())?;
+    if let Some(n) = num_classes {
+        model = model.try_with_num_classes(n).map_err(|e| e.to_string())?;
+    }
+    model = model.with_bn_policy(bn);
+    if let Some(stage) = freeze {
+        model = model.freeze_to(stage);
+    }
+    let state = model.freeze_state();
+    println!(
+        "{arch}: {} classes, {} features, frozen through {}, BatchNorm in frozen stages: {:?}\n",
+        model.num_classes(),
+        model.num_features(),
+        state
+            .frozen_through
+            .map(|s| s.name().to_string())
+            .unwrap_or_else(|| "nothing".into()),
+        state.bn
+    );
+    println!("{}", model.param_summary());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
