@@ -36,6 +36,10 @@ pub enum Error {
     #[error(transparent)]
     Download(#[from] crate::download::DownloadError),
 
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -1,0 +1,285 @@
+//! The Learner's serialisable configuration: what the PyTorch tutorial's `train_model` hard-codes
+//! (epochs, SGD with momentum, StepLR 7/0.1 per epoch) as data, plus fastai-style options
+//! (discriminative backbone learning rate, early stopping, monitored metric).
+
+use burn::module::ParamGroup;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use super::schedule::{Schedule, ScheduleUnit};
+
+/// The optimizer, with PyTorch's defaults and semantics (SGD momentum without dampening).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// `torch.optim.SGD(momentum, nesterov, weight_decay)` (dampening 0).
+    Sgd {
+        /// Momentum factor (0 disables momentum).
+        momentum: f64,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// L2 penalty added to the gradient.
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adam` (L2 weight decay added to the gradient).
+    Adam {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Numerical stabiliser (PyTorch's default 1e-8).
+        eps: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f64,
+    },
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    AdamW {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Numerical stabiliser (PyTorch's default 1e-8).
+        eps: f32,
+        /// Decoupled weight decay (PyTorch's default 0.01).
+        weight_decay: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// The tutorial's optimizer: SGD, momentum 0.9, no weight decay.
+    pub fn sgd(momentum: f64) -> Self {
+        OptimizerConfig::Sgd {
+            momentum,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+    /// Adam with PyTorch's defaults.
+    pub fn adam() -> Self {
+        OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+    /// AdamW with PyTorch's defaults.
+    pub fn adamw() -> Self {
+        OptimizerConfig::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+
+    /// Builds Burn's optimizer.
+    pub fn build(&self) -> Result<ModuleOptimizer, TrainError> {
+        let decay = |wd: f64| (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
+        match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
+                if !(0.0..1.0).contains(&momentum) || weight_decay < 0.0 {
+                    return Err(TrainError::Config(format!(
+                        "SGD needs 0 <= momentum < 1 and weight_decay >= 0 (got {momentum}, {weight_decay})"
+                    )));
+                }
+                let momentum = (momentum > 0.0).then(|| {
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov)
+                });
+                Ok(SgdConfig::new()
+                    .with_momentum(momentum)
+                    .with_weight_decay(decay(weight_decay))
+                    .init())
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Ok(AdamConfig::new()
+                .with_beta_1(beta1)
+                .with_beta_2(beta2)
+                .with_epsilon(eps)
+                .with_weight_decay(decay(weight_decay))
+                .init()),
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Ok(AdamWConfig::new()
+                .with_beta_1(beta1)
+                .with_beta_2(beta2)
+                .with_epsilon(eps)
+                .with_weight_decay(weight_decay as f32)
+                .init()),
+        }
+    }
+}
+
+/// The metric that selects the best epoch and drives early stopping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Validation accuracy, higher is better (the tutorial's choice).
+    #[default]
+    ValAccuracy,
+    /// Validation loss, lower is better.
+    ValLoss,
+}
+
+impl Monitor {
+    /// Whether `candidate` is strictly better than `best`.
+    pub fn improves(self, candidate: f64, best: f64) -> bool {
+        match self {
+            Monitor::ValAccuracy => candidate > best,
+            Monitor::ValLoss => candidate < best,
+        }
+    }
+    /// The worst possible value.
+    pub fn worst(self) -> f64 {
+        match self {
+            Monitor::ValAccuracy => f64::NEG_INFINITY,
+            Monitor::ValLoss => f64::INFINITY,
+        }
+    }
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValAccuracy => "val_acc",
+            Monitor::ValLoss => "val_loss",
+        }
+    }
+}
+
+/// Everything that defines a training run. Serialised next to its results (`config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnerConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Base learning rate (the head's; the backbone's is `lr * backbone_lr_mult`).
+    pub lr: f64,
+    /// Optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Whether the schedule advances once per epoch or once per batch. With `Epoch`, a
+    /// `Step { step_size: 7 }` decays every 7 epochs (the tutorial's `StepLR` stepped once per
+    /// epoch); with `Batch`, every 7 batches.
+    pub schedule_unit: ScheduleUnit,
+    /// Learning-rate multiplier for everything but the head (discriminative learning rates,
+    /// through Burn's parameter-group learning rates). 1.0: one rate for all.
+    pub backbone_lr_mult: f64,
+    /// Seed for data order and augmentation (also re-seeds the device RNG).
+    pub seed: u64,
+    /// Stop when the monitored metric has not improved for this many epochs.
+    pub early_stopping_patience: Option<usize>,
+    /// Metric selecting the best epoch.
+    pub monitor: Monitor,
+    /// Number of validation images drawn in `predictions.png`.
+    pub prediction_grid: usize,
+}
+
+impl Default for LearnerConfig {
+    /// The tutorial: 5 epochs here (25 there), SGD lr 0.001 momentum 0.9, StepLR(7, 0.1) per
+    /// epoch, best validation accuracy kept.
+    fn default() -> Self {
+        LearnerConfig {
+            epochs: 5,
+            lr: 0.001,
+            optimizer: OptimizerConfig::sgd(0.9),
+            schedule: Schedule::Step {
+                step_size: 7,
+                gamma: 0.1,
+            },
+            schedule_unit: ScheduleUnit::Epoch,
+            backbone_lr_mult: 1.0,
+            seed: 42,
+            early_stopping_patience: None,
+            monitor: Monitor::ValAccuracy,
+            prediction_grid: 16,
+        }
+    }
+}
+
+impl LearnerConfig {
+    /// Sets the number of epochs.
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// Sets the base learning rate.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+    /// Sets the optimizer.
+    pub fn with_optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+    /// Sets the schedule and its unit.
+    pub fn with_schedule(mut self, schedule: Schedule, unit: ScheduleUnit) -> Self {
+        self.schedule = schedule;
+        self.schedule_unit = unit;
+        self
+    }
+    /// Sets the backbone learning-rate multiplier.
+    pub fn with_backbone_lr_mult(mut self, mult: f64) -> Self {
+        self.backbone_lr_mult = mult;
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets early-stopping patience.
+    pub fn with_early_stopping(mut self, patience: Option<usize>) -> Self {
+        self.early_stopping_patience = patience;
+        self
+    }
+    /// Sets the monitored metric.
+    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = monitor;
+        self
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.epochs == 0 {
+            return Err(TrainError::Config("epochs must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(TrainError::Config(format!(
+                "lr must be a positive number (got {})",
+                self.lr
+            )));
+        }
+        if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
+            return Err(TrainError::Config(format!(
+                "backbone_lr_mult must be >= 0 (got {})",
+                self.backbone_lr_mult
+            )));
+        }
+        self.optimizer.build().map(|_| ())
+    }
+
+    /// The parameter group the backbone multiplier applies to: everything but `fc`.
+    pub(crate) fn backbone_group() -> ParamGroup {
+        match ParamGroup::from_regex(r"^(conv1|bn1|layer[1-4])(\.|$)") {
+            Ok(g) => g,
+            Err(e) => unreachable!("fixed pattern: {e:?}"),
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The Learner end to end on tiny in-memory data: history, best weights, checkpoints and exact
+//! resume, NaN detection, the frozen fast path, feature caching, early stopping, schedules.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoader;
+use burn::tensor::{Device, Distribution, Tensor};
+use finetune::data::ImageBatch;
+use finetune::model::{ResNet, ResNetConfig, Stem};
+use finetune::train::{
+    BatchSource, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule, ScheduleUnit,
+    TensorSource, TrainError, evaluate,
+};
+
+use crate::common::{changed, cpu, snapshot};
+
+const CLASSES: usize = 3;
+
+/// `n` 16x16 images whose class shows in the mean of one colour channel, with labels.
+fn toy_data(n: usize, seed: u64, device: &Device) -> (Tensor<4>, Vec<usize>) {
+    device.seed(seed);
+    let labels: Vec<usize> = (0..n).map(|i| i % CLASSES).collect();
+    let noise = Tensor::<4>::random([n, 3, 16, 16], Distribution::Normal(0.0, 0.5), device);
+    let mut shift = vec![0f32; n * 3];
+    for (i, &l) in labels.iter().enumerate() {
+        shift[i * 3 + l] = 2.0;
+    }
+    let shift = Tensor::<1>::from_floats(shift.as_slice(), device).reshape([n, 3, 1, 1]);
+    (noise + shift, labels)
+}
+
+fn sources(device: &Device) -> (TensorSource, TensorSource) {
+    let (x, y) = toy_data(48, 1, device);
+    let (vx, vy) = toy_data(24, 2, device);
+    (
+        TensorSource::new(x, &y, 8).shuffled(5),
+        TensorSource::new(vx, &vy, 12),
+    )
+}
+
+fn tiny_model() -> ResNet {
+    let device = cpu();
+    device.seed(3);
+    ResNetConfig::resnet18(CLASSES)
+        .with_widths([4, 4, 8, 8])
+        .with_stem(Stem::Cifar)
+        .init(&device)
+}
+
+fn config(epochs: usize) -> LearnerConfig {
+    LearnerConfig::default()
+        .with_epochs(epochs)
+        .with_lr(0.05)
+        .with_optimizer(OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-4,
+        })
+        .with_schedule(
+            Schedule::Step {
+                step_size: 1,
+                gamma: 0.5,
+            },
+            ScheduleUnit::Epoch,
+        )
+}
+
+#[test]
+fn fit_trains_keeps_the_best_epoch_and_writes_its_outputs() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = Learner::new(config(3))
+        .run_dir(dir.path())
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    let h = &outcome.history;
+    assert_eq!(h.epochs.len(), 3);
+    assert_eq!(
+        h.epochs.iter().map(|e| e.lr).collect::<Vec<_>>(),
+        vec![0.05, 0.025, 0.0125]
+    );
+    let best = h
+        .epochs
+        .iter()
+        .max_by(|a, b| a.val_acc.partial_cmp(&b.val_acc).unwrap())
+        .unwrap();
+    assert_eq!(h.best_val_acc, best.val_acc);
+    assert!(h.epochs.iter().all(|e| e.val_acc <= h.best_val_acc));
+    assert!(h.epochs[h.best_epoch - 1].val_acc == h.best_val_acc);
+    // The returned model is the best epoch's: evaluating it reproduces the best accuracy.
+    let eval = evaluate(&outcome.model, &val).unwrap();
+    assert_eq!(eval.accuracy, h.best_val_acc);
+    assert_eq!(eval.len(), 24);
+    let total: u64 = eval.confusion.iter().flatten().sum();
+    assert_eq!(total, 24);
+    assert!(
+        h.best_val_acc > 1.0 / CLASSES as f64,
+        "did not learn: {h:?}"
+    );
+    for file in [
+        "history.json",
+        "history.csv",
+        "config.json",
+        "best_model.bpk",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("history.json")).unwrap()).unwrap();
+    assert_eq!(json["epochs"].as_array().unwrap().len(), 3);
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "seconds",
+        "images_per_sec",
+    ] {
+        assert!(json["epochs"][0].get(key).is_some(), "{key}");
+    }
+    assert!(json.get("best_epoch").is_some() && json.get("best_val_acc").is_some());
+    let csv = std::fs::read_to_string(dir.path().join("history.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let saved = ResNet::load(dir.path().join("best_model.bpk"), &device).unwrap();
+    assert!(changed(&snapshot(&saved), &snapshot(&outcome.model)).is_empty());
+}
+
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let straight = tempfile::tempdir().unwrap();
+    let a = Learner::new(config(4))
+        .run_dir(straight.path())
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let first = Learner::new(config(4))
+        .run_dir(split.path())
+        .stop_after(Some(2))
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert!(!first.completed);
+    assert_eq!(first.history.epochs.len(), 2);
+    // A fresh model object: everything must come from the checkpoint.
+    let b = Learner::new(config(4))
+        .run_dir(split.path())
+        .resume(true)
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert_eq!(b.resumed_from, Some(2));
+    assert!(b.completed);
+
+    let lrs = |h: &finetune::train::History| h.epochs.iter().map(|e| e.lr).collect::<Vec<_>>();
+    assert_eq!(lrs(&a.history), lrs(&b.history));
+    assert_eq!(a.history.best_epoch, b.history.best_epoch);
+    let last =
+        |dir: &std::path::Path| ResNet::load(dir.join("checkpoint/model.bpk"), &device).unwrap();
+    let (wa, wb) = (
+        snapshot(&last(straight.path())),
+        snapshot(&last(split.path())),
+    );
+    for ((path, va), (_, vb)) in wa.iter().zip(&wb) {
+        for (x, y) in va.iter().zip(vb) {
+            let (x, y) = (f32::from_bits(*x), f32::from_bits(*y));
+            assert!((x - y).abs() <= 1e-6, "{path}: {x} vs {y}");
+        }
+    }
+    for (ea, eb) in a.history.epochs.iter().zip(&b.history.epochs) {
+        assert!((ea.train_loss - eb.train_loss).abs() < 1e-6);
+        assert!((ea.val_acc - eb.val_acc).abs() < 1e-9);
+    }
+}
+
+/// Wraps a source and poisons its images from epoch `from` on.
+struct PoisonFrom {
+    inner: TensorSource,
+    poisoned: TensorSource,
+    from: usize,
+}
+
+impl BatchSource for PoisonFrom {
+    fn batches(&self, epoch: usize) -> Arc<dyn DataLoader<ImageBatch>> {
+        if epoch >= self.from {
+            self.poisoned.batches(epoch)
+        } else {
+            self.inner.batches(epoch)
+        }
+    }
+    fn num_items(&self) -> usize {
+        self.inner.num_items()
+    }
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let device = cpu();
+    let (x, y) = toy_data(16, 1, &device);
+    let nan = x.clone().mul_scalar(f32::NAN);
+    let train = PoisonFrom {
+        inner: TensorSource::new(x, &y, 8),
+        poisoned: TensorSource::new(nan, &y, 8),
+        from: 2,
+    };
+    let (_, val) = sources(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let err = Learner::new(config(3))
+        .run_dir(dir.path())
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap_err();
+    match &err {
+        TrainError::NonFiniteLoss {
+            epoch,
+            batch,
+            last_good,
+            ..
+        } => assert_eq!((*epoch, *batch, *last_good), (2, 1, 1)),
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains("epoch 2, batch 1"), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["epochs_done"], 1);
+    ResNet::load(dir.path().join("checkpoint/model.bpk"), &device).unwrap();
+}
+
+#[test]
+fn frozen_backbone_trains_only_the_head_with_or_without_cached_features() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let model = tiny_model().freeze_backbone();
+    let before = snapshot(&model);
+    for cache in [false, true] {
+        let outcome = Learner::new(config(2))
+            .cache_features(cache)
+            .quiet(true)
+            .fit(model.clone(), &train, &val)
+            .unwrap();
+        let moved = changed(&before, &snapshot(&outcome.model));
+        assert!(!moved.is_empty());
+        assert!(moved.iter().all(|p| p.starts_with("fc.")), "{moved:?}");
+        assert_eq!(outcome.model.freeze_state(), model.freeze_state());
+    }
+}
+
+#[test]
+fn feature_caching_is_refused_when_it_would_be_wrong() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let err = Learner::new(config(1))
+        .cache_features(true)
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap_err();
+    assert!(err.to_string().contains("frozen backbone"), "{err}");
+}
+
+#[test]
+fn early_stopping_and_refusing_to_overwrite_a_run() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate too small to change predictions: validation accuracy never improves
+    // after the first epoch.
+    let outcome = Learner::new(
+        config(10)
+            .with_lr(1e-12)
+            .with_monitor(Monitor::ValAccuracy)
+            .with_early_stopping(Some(2)),
+    )
+    .run_dir(dir.path())
+    .quiet(true)
+    .fit(tiny_model(), &train, &val)
+    .unwrap();
+    assert!(outcome.stopped_early);
+    assert_eq!(outcome.history.epochs.len(), 3);
+    assert_eq!(outcome.best_epoch, 1);
+
+    let err = Learner::new(config(1))
+        .run_dir(dir.path())
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("already holds a checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schedules_follow_pytorch() {
+    let step = Schedule::Step {
+        step_size: 7,
+        gamma: 0.1,
+    }
+    .rates(0.001, 15)
+    .unwrap();
+    assert_eq!(step[0], 0.001);
+    assert_eq!(step[6], 0.001);
+    assert!((step[7] - 1e-4).abs() < 1e-12);
+    assert!((step[14] - 1e-5).abs() < 1e-12);
+
+    let cosine = Schedule::Cosine { min_lr: 0.0 }.rates(0.1, 11).unwrap();
+    assert_eq!(cosine[0], 0.1);
+    assert!(cosine.windows(2).all(|w| w[1] <= w[0]));
+
+    let one = Schedule::one_cycle().rates(0.1, 100).unwrap();
+    let peak = one.iter().cloned().fold(0.0, f64::max);
+    let at = one.iter().position(|&r| r == peak).unwrap();
+    assert!(
+        (peak - 0.1).abs() < 1e-9 && (25..=35).contains(&at),
+        "peak {peak} at {at}"
+    );
+    assert!((one[0] - 0.1 / 25.0).abs() < 1e-9);
+    assert!(one[99] < 1e-4);
+
+    let warm = Schedule::Warmup {
+        steps: 4,
+        start_factor: 0.25,
+        then: Box::new(Schedule::Constant),
+    }
+    .rates(0.4, 8)
+    .unwrap();
+    assert!((warm[0] - 0.1).abs() < 1e-9);
+    assert!(warm[1] > warm[0] && warm[4] == 0.4 && warm[7] == 0.4);
+
+    assert!(
+        Schedule::Step {
+            step_size: 0,
+            gamma: 0.1
+        }
+        .rates(0.1, 3)
+        .is_err()
+    );
+}
+
+#[test]
+fn invalid_learner_configs_are_typed_errors() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    for cfg in [
+        config(0),
+        config(1).with_lr(-1.0),
+        config(1).with_backbone_lr_mult(-2.0),
+    ] {
+        let err = Learner::new(cfg)
+            .quiet(true)
+            .fit(tiny_model(), &train, &val)
+            .unwrap_err();
+        assert!(matches!(err, TrainError::Config(_)), "{err}");
+    }
+    let err = Learner::new(config(1))
+        .quiet(true)
+        .fit(tiny_model().freeze(), &train, &val)
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing would train"), "{err}");
+}
+
+#[test]
+fn discriminative_learning_rates_move_the_backbone_less() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let model = tiny_model();
+    let before = snapshot(&model);
+    let frozen_lr = Learner::new(config(1).with_backbone_lr_mult(0.0))
+        .quiet(true)
+        .fit(model.clone(), &train, &val)
+        .unwrap();
+    let moved = changed(&before, &snapshot(&frozen_lr.model));
+    // With a zero backbone rate only the head's weights (and BatchNorm running statistics,
+    // which are not optimizer-driven) change.
+    assert!(moved.iter().any(|p| p.starts_with("fc.")));
+    assert!(
+        moved.iter().all(|p| p.starts_with("fc.")
+            || p.ends_with("running_mean")
+            || p.ends_with("running_var")),
+        "{moved:?}"
+    );
+}
