@@ -59,7 +59,7 @@ pub struct FitOutcome {
 /// println!("best val acc {:.4} at epoch {}", outcome.history.best_val_acc, outcome.best_epoch);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Learner {
     config: LearnerConfig,
     run_dir: Option<PathBuf>,
@@ -68,6 +68,23 @@ pub struct Learner {
     stop_after: Option<usize>,
     class_names: Vec<String>,
     quiet: bool,
+    on_epoch: Option<EpochCallback>,
+}
+
+/// Called after every epoch with its record (logging, memory probes, custom stopping rules).
+pub type EpochCallback = std::sync::Arc<dyn Fn(&EpochRecord) + Send + Sync>;
+
+impl std::fmt::Debug for Learner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Learner")
+            .field("config", &self.config)
+            .field("run_dir", &self.run_dir)
+            .field("resume", &self.resume)
+            .field("cache_features", &self.cache_features)
+            .field("stop_after", &self.stop_after)
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Learner {
@@ -81,7 +98,14 @@ impl Learner {
             stop_after: None,
             class_names: Vec::new(),
             quiet: false,
+            on_epoch: None,
         }
+    }
+
+    /// Calls `callback` after every epoch (after its checkpoint is written).
+    pub fn on_epoch(mut self, callback: EpochCallback) -> Self {
+        self.on_epoch = Some(callback);
+        self
     }
 
     /// The configuration.
@@ -357,10 +381,13 @@ impl Learner {
                 record.images_per_sec,
                 if improved { "  *" } else { "" }
             ));
-            state.history.epochs.push(record);
+            state.history.epochs.push(record.clone());
             state.epochs_done = epoch;
             if let Some(run_dir) = &self.run_dir {
                 checkpoint::save(run_dir, &model.valid(), &best, &optim, &scheduler, &state)?;
+            }
+            if let Some(callback) = &self.on_epoch {
+                callback(&record);
             }
             if config
                 .early_stopping_patience

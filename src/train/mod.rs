@@ -18,7 +18,7 @@ pub use checkpoint::checkpoint_dir;
 pub use config::{LearnerConfig, Monitor, OptimizerConfig};
 pub use evaluate::{Evaluation, evaluate};
 pub use history::{EpochRecord, History};
-pub use learner::{FitOutcome, Learner};
+pub use learner::{EpochCallback, FitOutcome, Learner};
 pub use schedule::{Schedule, ScheduleUnit};
 pub use source::{BatchSource, TensorSource};
 

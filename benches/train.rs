@@ -1,0 +1,295 @@
+//! Training and inference throughput, side by side with PyTorch in the same run.
+//!
+//! ```text
+//! cargo bench --bench train --features wgpu                      # flex (+ wgpu) and PyTorch
+//! cargo bench --bench train -- --devices flex --quick --no-pytorch
+//! cargo bench --bench train --features wgpu -- --devices wgpu --pytorch-device cuda   # on a GPU
+//! ```
+//!
+//! Workloads (ResNet-18 with a 10-class head, images/second, median of timed runs, warm-up
+//! excluded), at 32x32 (batch 128) and 224x224 (batch 32):
+//! - `finetune_step`: one epoch of [`Learner`] training over in-memory batches (forward,
+//!   backward, SGD momentum step, loss read back every batch), everything trainable;
+//! - `frozen_step`: the same with `freeze_backbone()` (the fixed feature extractor: the
+//!   backbone runs without autodiff);
+//! - `eval_forward`: inference forward, logits read back.
+//!
+//! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count); the table
+//! shows Burn / PyTorch per workload. `--leak-epochs N` also runs N epochs and prints the
+//! resident memory after each (it must stay flat).
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use finetune::DeviceChoice;
+use finetune::model::{ResNet, ResNetConfig};
+use finetune::train::{Learner, LearnerConfig, TensorSource};
+
+struct Args {
+    devices: Vec<DeviceChoice>,
+    quick: bool,
+    pytorch: bool,
+    pytorch_device: String,
+    json: Option<String>,
+    leak_epochs: usize,
+    sizes: Vec<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        devices: vec![DeviceChoice::Flex],
+        quick: false,
+        pytorch: true,
+        pytorch_device: "cpu".into(),
+        json: None,
+        leak_epochs: 0,
+        sizes: vec![32, 224],
+    };
+    if cfg!(feature = "wgpu") {
+        args.devices.push(DeviceChoice::Wgpu);
+    }
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--devices" => {
+                args.devices = value()?
+                    .split(',')
+                    .map(|d| d.parse::<DeviceChoice>().map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?
+            }
+            "--sizes" => {
+                args.sizes = value()?
+                    .split(',')
+                    .map(|s| s.parse::<usize>().map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?
+            }
+            "--quick" => args.quick = true,
+            "--no-pytorch" => args.pytorch = false,
+            "--pytorch-device" => args.pytorch_device = value()?,
+            "--json" => args.json = Some(value()?),
+            "--leak-epochs" => {
+                args.leak_epochs = value()?.parse().map_err(|_| "--leak-epochs: a number")?
+            }
+            "--bench" => {} // passed by `cargo bench`
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn batch_for(size: usize) -> usize {
+    if size <= 64 { 128 } else { 32 }
+}
+
+fn model(device: &Device) -> ResNet {
+    ResNetConfig::resnet18(10).init(device)
+}
+
+fn synthetic(n: usize, size: usize, device: &Device) -> TensorSource {
+    let images = Tensor::<4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+    let labels: Vec<usize> = (0..n).map(|i| i % 10).collect();
+    TensorSource::new(images, &labels, batch_for(size))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// Training images/second through the Learner: epoch 1 is warm-up, the median of the others
+/// is reported.
+fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> f64 {
+    let batch = batch_for(size);
+    let batches = if size <= 64 { 3 } else { 2 };
+    let epochs = if quick { 3 } else { 5 };
+    let train = synthetic(batch * batches, size, device);
+    let val = synthetic(batch, size, device);
+    let mut m = model(device);
+    if frozen {
+        m = m.freeze_backbone();
+    }
+    let outcome = Learner::new(LearnerConfig::default().with_epochs(epochs))
+        .quiet(true)
+        .fit(m, &train, &val);
+    match outcome {
+        Ok(o) => median(o.history.epochs[1..].iter().map(|e| e.images_per_sec).collect()),
+        Err(e) => {
+            eprintln!("training failed on {device:?}: {e}");
+            f64::NAN
+        }
+    }
+}
+
+fn eval_throughput(device: &Device, size: usize, quick: bool) -> f64 {
+    let batch = batch_for(size);
+    let m = model(device).valid();
+    let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Default, device);
+    let runs = if quick { 3 } else { 7 };
+    let mut times = Vec::new();
+    for i in 0..runs + 1 {
+        let t0 = Instant::now();
+        let logits = m.forward(x.clone());
+        let _ = logits.into_data();
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    batch as f64 / median(times)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn leak_check(device: &Device, epochs: usize) {
+    let train = synthetic(128 * 4, 32, device);
+    let val = synthetic(128, 32, device);
+    let rss = Arc::new(Mutex::new(Vec::new()));
+    let probe = rss.clone();
+    let result = Learner::new(LearnerConfig::default().with_epochs(epochs))
+        .quiet(true)
+        .on_epoch(Arc::new(move |r| {
+            if let Ok(mut v) = probe.lock() {
+                v.push((r.epoch, rss_mib()));
+            }
+        }))
+        .fit(model(device), &train, &val);
+    if let Err(e) = result {
+        eprintln!("leak check failed: {e}");
+        return;
+    }
+    println!("\nresident memory after each epoch ({device:?}):");
+    if let Ok(v) = rss.lock() {
+        for (epoch, mib) in v.iter() {
+            println!("  epoch {epoch}: {mib:.0} MiB");
+        }
+        if let (Some(first), Some(last)) = (v.get(1), v.last()) {
+            println!(
+                "  growth from epoch 2 to {}: {:+.1} MiB",
+                last.0,
+                last.1 - first.1
+            );
+        }
+    }
+}
+
+fn pytorch(args: &Args, threads: usize) -> Option<serde_json::Value> {
+    let out = std::env::temp_dir().join(format!("finetune-pytorch-{}.json", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_baseline.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args(["--device", &args.pytorch_device])
+        .args(["--threads", &threads.to_string()])
+        .args(["--json", &out.display().to_string()]);
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("PyTorch baseline failed ({s}); is `pip install torch torchvision` done?");
+            return None;
+        }
+        Err(e) => {
+            eprintln!("cannot run python3: {e}");
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_str(&text).ok()
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut rows: Vec<(String, String, f64)> = Vec::new();
+    for choice in &args.devices {
+        let device = match choice.device() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("skipping {choice}: {e}");
+                continue;
+            }
+        };
+        for &size in &args.sizes {
+            for (name, value) in [
+                ("finetune_step", train_throughput(&device, size, false, args.quick)),
+                ("frozen_step", train_throughput(&device, size, true, args.quick)),
+                ("eval_forward", eval_throughput(&device, size, args.quick)),
+            ] {
+                eprintln!("{choice} {name}_{size}: {value:.1} img/s");
+                rows.push((choice.to_string(), format!("{name}_{size}"), value));
+            }
+        }
+        if args.leak_epochs > 0 {
+            leak_check(&device, args.leak_epochs);
+        }
+    }
+    let torch = if args.pytorch {
+        pytorch(&args, threads)
+    } else {
+        None
+    };
+    let torch_label = torch
+        .as_ref()
+        .and_then(|t| t["framework"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "PyTorch".into());
+    println!(
+        "\nResNet-18, 10 classes; batch 128 at 32x32, 32 at 224x224; {threads} threads; images/second"
+    );
+    println!(
+        "{:<20} {:<8} {:>12} {:>18} {:>8}",
+        "workload",
+        "device",
+        "Burn",
+        format!("{torch_label} ({})", args.pytorch_device),
+        "ratio"
+    );
+    println!("{}", "-".repeat(70));
+    let mut json_rows = Vec::new();
+    for (device, workload, burn) in &rows {
+        let reference = torch
+            .as_ref()
+            .and_then(|t| t["workloads"][workload.as_str()].as_f64());
+        let ratio = reference.map(|r| burn / r);
+        println!(
+            "{:<20} {:<8} {:>12.1} {:>18} {:>8}",
+            workload,
+            device,
+            burn,
+            reference.map(|r| format!("{r:.1}")).unwrap_or("-".into()),
+            ratio.map(|r| format!("{r:.2}x")).unwrap_or("-".into()),
+        );
+        json_rows.push(serde_json::json!({
+            "workload": workload, "device": device, "burn": burn,
+            "pytorch": reference, "ratio": ratio,
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "threads": threads, "pytorch": torch, "rows": json_rows });
+        if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
+}
