@@ -16,7 +16,8 @@
 //!
 //! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count); the table
 //! shows Burn / PyTorch per workload. `--leak-epochs N` also runs N epochs and prints the
-//! resident memory after each (it must stay flat).
+//! resident memory after each (it must stay flat). `--workloads finetune_step,...` and
+//! `--sizes 32,224` select a subset (for profiling one workload).
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ struct Args {
     json: Option<String>,
     leak_epochs: usize,
     sizes: Vec<usize>,
+    workloads: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +49,11 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         leak_epochs: 0,
         sizes: vec![32, 224],
+        workloads: vec![
+            "finetune_step".into(),
+            "frozen_step".into(),
+            "eval_forward".into(),
+        ],
     };
     if cfg!(feature = "wgpu") {
         args.devices.push(DeviceChoice::Wgpu);
@@ -67,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
                     .map(|s| s.parse::<usize>().map_err(|e| e.to_string()))
                     .collect::<Result<_, _>>()?
             }
+            "--workloads" => args.workloads = value()?.split(',').map(str::to_string).collect(),
             "--quick" => args.quick = true,
             "--no-pytorch" => args.pytorch = false,
             "--pytorch-device" => args.pytorch_device = value()?,
@@ -97,7 +105,11 @@ fn synthetic(n: usize, size: usize, device: &Device) -> TensorSource {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 /// Training images/second through the Learner: epoch 1 is warm-up, the median of the others
@@ -116,7 +128,12 @@ fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> 
         .quiet(true)
         .fit(m, &train, &val);
     match outcome {
-        Ok(o) => median(o.history.epochs[1..].iter().map(|e| e.images_per_sec).collect()),
+        Ok(o) => median(
+            o.history.epochs[1..]
+                .iter()
+                .map(|e| e.images_per_sec)
+                .collect(),
+        ),
         Err(e) => {
             eprintln!("training failed on {device:?}: {e}");
             f64::NAN
@@ -233,11 +250,15 @@ fn main() {
             }
         };
         for &size in &args.sizes {
-            for (name, value) in [
-                ("finetune_step", train_throughput(&device, size, false, args.quick)),
-                ("frozen_step", train_throughput(&device, size, true, args.quick)),
-                ("eval_forward", eval_throughput(&device, size, args.quick)),
-            ] {
+            for name in ["finetune_step", "frozen_step", "eval_forward"] {
+                if !args.workloads.iter().any(|w| w == name) {
+                    continue;
+                }
+                let value = match name {
+                    "finetune_step" => train_throughput(&device, size, false, args.quick),
+                    "frozen_step" => train_throughput(&device, size, true, args.quick),
+                    _ => eval_throughput(&device, size, args.quick),
+                };
                 eprintln!("{choice} {name}_{size}: {value:.1} img/s");
                 rows.push((choice.to_string(), format!("{name}_{size}"), value));
             }

@@ -4,6 +4,7 @@
 mod block;
 mod config;
 mod freeze;
+mod fused;
 mod io;
 mod resnet;
 mod summary;
@@ -11,6 +12,7 @@ mod summary;
 pub use block::{Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
 pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
+pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;
 pub use resnet::ResNet;
 pub use summary::{ParamSummary, StageCount};

@@ -74,8 +74,9 @@ pub(crate) fn evaluate_with(
     data: &dyn BatchSource,
     head_only: bool,
 ) -> Result<Evaluation, TrainError> {
-    let model = model.valid();
     let classes = model.num_classes();
+    let head = model.valid();
+    let model = model.for_inference();
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut loss_sum = 0.0f64;
     let mut all_predictions = Vec::with_capacity(data.num_items());
@@ -86,7 +87,7 @@ pub(crate) fn evaluate_with(
         let n = batch.targets.dims()[0];
         let images = batch.images.without_autodiff();
         let logits = if head_only {
-            model.forward_head(images.flatten(1, 3))
+            head.forward_head(images.flatten(1, 3))
         } else {
             model.forward(images)
         };

@@ -2,7 +2,6 @@
 //! (frozen BatchNorm included) and no random augmentation, every epoch would recompute the
 //! same embeddings; computing them once turns each later epoch into a few head-only steps.
 
-use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::TrainError;
@@ -17,7 +16,7 @@ pub(crate) fn extract(
     data: &dyn BatchSource,
     shuffle_seed: Option<u64>,
 ) -> Result<TensorSource, TrainError> {
-    let backbone = model.valid();
+    let backbone = model.for_inference();
     let loader = data.batches(1);
     let mut features = Vec::new();
     let mut labels = Vec::with_capacity(data.num_items());

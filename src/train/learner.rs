@@ -295,7 +295,7 @@ impl Learner {
                 ScheduleUnit::Batch => None,
             };
             let mut first_lr = None;
-            let backbone = (head_only && cached.is_none()).then(|| model.valid());
+            let backbone = (head_only && cached.is_none()).then(|| model.for_inference());
             let progress = self.progress(epoch, batches_per_epoch);
             let (mut seen, mut correct, mut loss_sum) = (0usize, 0usize, 0.0f64);
             let loader = train_src.batches(epoch);

@@ -254,3 +254,43 @@ fn with_num_classes_keeps_the_backbone_and_device() {
     assert_eq!(model.device(), device);
     let _: Device = model.device();
 }
+
+#[test]
+fn folded_batch_norm_inference_matches_the_model() {
+    use burn::module::Module;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::{Int, Tensor};
+
+    // Train a few steps so BatchNorm statistics and affine parameters are non-trivial.
+    let device = cpu().autodiff();
+    let mut model = ResNetConfig::resnet50(4)
+        .with_widths([4, 8, 8, 8])
+        .init(&device)
+        .train();
+    let mut optim = SgdConfig::new().init();
+    let loss = CrossEntropyLossConfig::new().init(&device);
+    for _ in 0..3 {
+        let y = Tensor::<1, Int>::from_data([0i64, 1, 2, 3].as_slice(), &device);
+        let out = loss.forward(model.forward(images(4, 64, &device)), y);
+        let grads = GradientsParams::from_grads(out.backward(), &model);
+        model = optim.step(0.02, model, grads);
+    }
+    let model = model.valid();
+    let fused = model.for_inference();
+    let x = images(3, 64, &cpu());
+    let reference = model.forward(x.clone());
+    let scale = reference.clone().abs().max().into_scalar::<f32>();
+    let diff = crate::common::max_abs_diff(reference, fused.forward(x.clone()));
+    assert!(
+        diff <= 1e-5 * scale.max(1.0),
+        "logits differ by {diff} (max |logit| {scale})"
+    );
+    let reference = model.forward_features(x.clone());
+    let scale = reference.clone().abs().max().into_scalar::<f32>();
+    let diff = crate::common::max_abs_diff(reference, fused.forward_features(x));
+    assert!(
+        diff <= 1e-5 * scale.max(1.0),
+        "features differ by {diff} (max |feature| {scale})"
+    );
+}

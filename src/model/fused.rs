@@ -1,0 +1,129 @@
+//! Inference-only ResNet with every BatchNorm folded into the preceding convolution (the
+//! standard "conv-BN folding" of inference compilers, e.g. PyTorch's
+//! `torch.nn.utils.fuse_conv_bn_eval`): `w' = w·γ/√(σ²+ε)` and `b' = β − μ·γ/√(σ²+ε)` per
+//! output channel. Same outputs as the model in inference mode (up to float rounding), without
+//! the normalisation passes over every activation.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
+use burn::nn::{BatchNorm, Linear};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use super::{Block, ResNet};
+
+/// A convolution with its BatchNorm folded in (a biased convolution).
+fn fold(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
+    let weight = conv.weight.val();
+    let [out_ch, _, _, _] = weight.dims();
+    let mean = bn.running_mean.value().without_autodiff();
+    let var = bn.running_var.value().without_autodiff();
+    let gamma = bn.gamma.val().without_autodiff();
+    let beta = bn.beta.val().without_autodiff();
+    let scale = gamma.div(var.add_scalar(bn.epsilon).sqrt());
+    let mut bias = beta.sub(mean.mul(scale.clone()));
+    if let Some(b) = &conv.bias {
+        bias = bias.add(b.val().without_autodiff().mul(scale.clone()));
+    }
+    let weight = weight
+        .without_autodiff()
+        .mul(scale.reshape([out_ch, 1, 1, 1]));
+    Conv2d {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+        stride: conv.stride,
+        kernel_size: conv.kernel_size,
+        dilation: conv.dilation,
+        groups: conv.groups,
+        padding: conv.padding.clone(),
+    }
+}
+
+/// A residual block with folded BatchNorms.
+#[derive(Module, Debug)]
+pub struct FusedBlock {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Option<Conv2d>,
+    downsample: Option<Conv2d>,
+}
+
+impl FusedBlock {
+    fn new(block: &Block) -> Self {
+        FusedBlock {
+            conv1: fold(&block.conv1, &block.bn1),
+            conv2: fold(&block.conv2, &block.bn2),
+            conv3: match (&block.conv3, &block.bn3) {
+                (Some(c), Some(b)) => Some(fold(c, b)),
+                _ => None,
+            },
+            downsample: block.downsample.as_ref().map(|d| fold(&d.conv, &d.bn)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(ds) => ds.forward(x.clone()),
+            None => x.clone(),
+        };
+        let mut out = self.conv2.forward(relu(self.conv1.forward(x)));
+        if let Some(conv3) = &self.conv3 {
+            out = conv3.forward(relu(out));
+        }
+        relu(out + identity)
+    }
+}
+
+/// A [`ResNet`] prepared for inference: BatchNorms folded, no autodiff, same outputs.
+/// Build it with [`ResNet::for_inference`].
+#[derive(Module, Debug)]
+pub struct FusedResNet {
+    conv1: Conv2d,
+    maxpool: Option<MaxPool2d>,
+    layers: Vec<FusedBlock>,
+    avgpool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl FusedResNet {
+    /// Pooled embedding `[B, num_features]`.
+    pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu(self.conv1.forward(images));
+        if let Some(pool) = &self.maxpool {
+            x = pool.forward(x);
+        }
+        for block in &self.layers {
+            x = block.forward(x);
+        }
+        self.avgpool.forward(x).flatten(1, 3)
+    }
+
+    /// Logits `[B, num_classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.forward_features(images))
+    }
+}
+
+impl ResNet {
+    /// Folds every BatchNorm (with its running statistics) into the preceding convolution and
+    /// drops autodiff: a faster model for inference and for a frozen backbone's features. The
+    /// result matches `self.valid()` in inference mode up to float rounding.
+    pub fn for_inference(&self) -> FusedResNet {
+        let model = self.valid();
+        FusedResNet {
+            conv1: fold(&model.conv1, &model.bn1),
+            maxpool: model.maxpool.clone(),
+            layers: model
+                .layer1
+                .iter()
+                .chain(&model.layer2)
+                .chain(&model.layer3)
+                .chain(&model.layer4)
+                .map(FusedBlock::new)
+                .collect(),
+            avgpool: model.avgpool.clone(),
+            fc: model.fc.clone(),
+        }
+    }
+}
