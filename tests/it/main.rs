@@ -6,3 +6,4 @@ mod download;
 mod freeze;
 mod http;
 mod model;
+mod weights;
