@@ -258,14 +258,17 @@ pub fn read_safetensors_f32(path: impl AsRef<Path>, name: &str) -> Result<(Vec<f
     let view = file.tensor(name).map_err(|_| {
         let mut names = file.names();
         names.sort();
-        bad(format!(
-            "no tensor named `{name}` (found: {})",
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        const SHOWN: usize = 8;
+        let mut found = names
+            .iter()
+            .take(SHOWN)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if names.len() > SHOWN {
+            found.push_str(&format!(", ... and {} more", names.len() - SHOWN));
+        }
+        bad(format!("no tensor named `{name}` (found: {found})"))
     })?;
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
