@@ -40,3 +40,4 @@ pub mod weights;
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};
+pub use weights::{LoadOptions, ResNetWeights};

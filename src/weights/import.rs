@@ -15,7 +15,7 @@
 //! left as initialised. A failed load leaves the model untouched.
 //!
 //! ```no_run
-//! use burn::tensor::{Device, Tensor};
+//! use burn::tensor::{Device, FloatDType, Tensor};
 //! use finetune::model::ResNetConfig;
 //! use finetune::weights::LoadOptions;
 //!
@@ -32,14 +32,14 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningState};
 use burn::nn::BatchNorm;
 use burn::store::pytorch_reader::{PickleValue, PytorchError, PytorchReader};
 use burn::store::{
     ApplyResult, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter, PytorchStore,
     PytorchStoreError, SafetensorsStore,
 };
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use super::error::WeightsError;
 use super::keymap::{self, IGNORED_SUFFIX};
@@ -460,7 +460,9 @@ impl WeightsFile {
         }
         match LoadReport::strict(result, &[IGNORED_SUFFIX]) {
             Ok(report) => {
-                *model = candidate;
+                // burn-store keeps a tensor's stored precision: an f16 or f64 file would give
+                // f16/f64 parameters, and the first forward pass with f32 inputs would panic.
+                *model = candidate.map(&mut DeviceFloatDType);
                 Ok(report)
             }
             Err(mismatch) => Err(self.explain(model, mismatch).into()),
@@ -570,6 +572,28 @@ fn independent_copy(model: &ResNet) -> ResNet {
         }
     }
     copy
+}
+
+/// Casts every loaded float tensor to its device's default float type (f32 unless configured
+/// otherwise), keeping its gradient requirement. Parameters still awaiting lazy initialisation
+/// already get that type and are left alone.
+struct DeviceFloatDType;
+
+impl ModuleMapper for DeviceFloatDType {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !param.is_initialized() {
+            return param;
+        }
+        let target = param.lazy_device().settings().float_dtype;
+        param.map(|tensor| {
+            if FloatDType::from(tensor.dtype()) == target {
+                tensor
+            } else {
+                let require_grad = tensor.is_require_grad();
+                tensor.detach().cast(target).set_require_grad(require_grad)
+            }
+        })
+    }
 }
 
 /// Same network apart from the number of classes.

@@ -843,3 +843,45 @@ fn a_frozen_model_keeps_its_freeze_state_when_loading() {
     assert_eq!(model.freeze_state(), state);
     assert_eq!(model.param_summary().trainable(), 16 * 10 + 10);
 }
+
+#[test]
+fn half_and_double_precision_files_load_as_f32() {
+    // burn-store keeps the stored precision; the importer casts to the device's f32 so that
+    // inference with f32 inputs works (it panicked in Burn's kernels before).
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = read_all(&fixture("basic.safetensors"));
+    let convert = |to: Dtype| -> Vec<(String, Vec<usize>, Vec<u8>, Dtype)> {
+        tensors
+            .iter()
+            .map(|(k, shape, bytes, dtype)| {
+                if *dtype != Dtype::F32 {
+                    return (k.clone(), shape.clone(), bytes.clone(), *dtype);
+                }
+                let values = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let out: Vec<u8> = match to {
+                    Dtype::F64 => values.flat_map(|v| (v as f64).to_le_bytes()).collect(),
+                    // bfloat16: the upper half of the f32, rounded to nearest.
+                    _ => values
+                        .flat_map(|v| (((v.to_bits() + 0x8000) >> 16) as u16).to_le_bytes())
+                        .collect(),
+                };
+                (k.clone(), shape.clone(), out, to)
+            })
+            .collect()
+    };
+    for (dtype, tolerance) in [(Dtype::F64, TOLERANCE), (Dtype::BF16, 0.1)] {
+        let path = dir.path().join(format!("{dtype:?}.safetensors"));
+        write_safetensors(&path, &convert(dtype));
+        let (model, _) = ResNet::from_weights_file(&path, &cpu()).unwrap();
+        assert_eq!(
+            model.conv1.weight.val().dtype(),
+            burn::tensor::DType::F32,
+            "{dtype:?}"
+        );
+        let diff = max_abs_diff(model.forward(input()), expected("basic_logits"));
+        assert!(diff <= tolerance, "{dtype:?}: logits differ by {diff}");
+        eprintln!("{dtype:?} file: max |logits - PyTorch f32| = {diff:.2e}");
+    }
+}
