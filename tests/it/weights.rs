@@ -885,3 +885,34 @@ fn half_and_double_precision_files_load_as_f32() {
         eprintln!("{dtype:?} file: max |logits - PyTorch f32| = {diff:.2e}");
     }
 }
+
+#[test]
+fn a_headless_file_loads_only_as_backbone() {
+    // timm's `num_classes=0` exports have no `fc`: strictly that is missing, as a backbone fine.
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = read_all(&fixture("basic.safetensors"));
+    tensors.retain(|(k, ..)| !k.starts_with("fc."));
+    let path = dir.path().join("headless.safetensors");
+    write_safetensors(&path, &tensors);
+    let mut model = basic_config().init(&cpu()).with_num_classes(3);
+    let err = model
+        .load_weights(&path, &LoadOptions::strict())
+        .unwrap_err();
+    let Error::Weights(WeightsError::Mismatch { mismatch, .. }) = &err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(mismatch.missing, vec!["fc.bias", "fc.weight"]);
+    let report = model.load_backbone(&path).unwrap();
+    assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"]);
+    let diff = max_abs_diff(model.forward_features(input()), expected("basic_features"));
+    assert!(diff <= TOLERANCE, "{diff}");
+    let err = ResNet::from_weights_file(&path, &cpu()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Weights(WeightsError::UnknownArchitecture { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("backbone_only"), "{err}");
+}
