@@ -63,6 +63,7 @@ impl Checksum {
                 path: path.to_path_buf(),
                 expected: self.to_string(),
                 actual,
+                url: None,
             })
         }
     }
@@ -146,27 +147,18 @@ pub enum DownloadError {
         /// Where the file is expected.
         path: PathBuf,
     },
-    /// The file's checksum is not the published one.
-    #[error("'{}' is corrupt or not the expected file: expected {expected}, got {actual}. Delete it and download again", path.display())]
+    /// A file's checksum is not the published one: a cached file (`url` is `None`; it is kept
+    /// for inspection) or a fresh download (`url` is set; nothing was kept).
+    #[error("{}", checksum_message(path, expected, actual, url.as_deref()))]
     ChecksumMismatch {
-        /// The file checked.
+        /// The file checked, or where the download would have been placed.
         path: PathBuf,
         /// The expected checksum.
         expected: String,
         /// The digest found.
         actual: String,
-    },
-    /// A freshly downloaded file does not have the published checksum; nothing was kept.
-    #[error("the file downloaded from {url} is not the expected one ({expected}, got {actual}); nothing was kept. Try again, or download it by other means and place it at {}", path.display())]
-    DownloadedChecksumMismatch {
-        /// The URL.
-        url: String,
-        /// Where the file would have been placed.
-        path: PathBuf,
-        /// The expected checksum.
-        expected: String,
-        /// The digest of what arrived.
-        actual: String,
+        /// The URL, when the file was just downloaded.
+        url: Option<String>,
     },
     /// Local file-system failure.
     #[error("{action} '{}': {source}", path.display())]
@@ -182,6 +174,19 @@ pub enum DownloadError {
     /// No cache directory could be determined.
     #[error("no cache directory: set {CACHE_ENV} to a writable directory")]
     NoCacheDir,
+}
+
+fn checksum_message(path: &Path, expected: &str, actual: &str, url: Option<&str>) -> String {
+    match url {
+        Some(url) => format!(
+            "the file downloaded from {url} is not the expected one ({expected}, got {actual}); nothing was kept. Try again, or download it by other means and place it at {}",
+            path.display()
+        ),
+        None => format!(
+            "'{}' is corrupt or not the expected file: expected {expected}, got {actual}. Delete it and download again",
+            path.display()
+        ),
+    }
 }
 
 impl DownloadError {
@@ -424,11 +429,11 @@ fn download_unlocked(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), 
         checksum.verify_file(&partial).map_err(|e| match e {
             DownloadError::ChecksumMismatch {
                 expected, actual, ..
-            } => DownloadError::DownloadedChecksumMismatch {
-                url: url.to_string(),
+            } => DownloadError::ChecksumMismatch {
                 path: dest.to_path_buf(),
                 expected,
                 actual,
+                url: Some(url.to_string()),
             },
             other => other,
         })

@@ -39,7 +39,7 @@ fn a_checksum_mismatch_leaves_no_file() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, DownloadError::DownloadedChecksumMismatch { .. }),
+        matches!(err, DownloadError::ChecksumMismatch { url: Some(_), .. }),
         "{err}"
     );
     let message = err.to_string();
@@ -178,7 +178,7 @@ fn a_corrupted_cached_file_is_an_error_and_is_not_replaced() {
     drop(file);
     let err = fetch_to_with(&server.url("/w.pth"), &dest, &checksum, false).unwrap_err();
     assert!(
-        matches!(err, DownloadError::ChecksumMismatch { .. }),
+        matches!(err, DownloadError::ChecksumMismatch { url: None, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("Delete it"), "{err}");
@@ -193,7 +193,12 @@ fn md5_checksums_are_verified_too() {
     let dest = dir.path().join("c.tar.gz");
     let wrong = Checksum::Md5("00000000000000000000000000000000".into());
     let err = fetch_to_with(&server.url("/c.tar.gz"), &dest, &wrong, false).unwrap_err();
-    let DownloadError::DownloadedChecksumMismatch { actual, .. } = err else {
+    let DownloadError::ChecksumMismatch {
+        actual,
+        url: Some(_),
+        ..
+    } = err
+    else {
         panic!("unexpected {err}");
     };
     // md5("cifar"), computed with Python's hashlib.
