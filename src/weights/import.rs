@@ -1,7 +1,7 @@
 //! Importing torchvision and timm ResNet weights: PyTorch `.pth` checkpoints (`torch.save` zip
 //! archives of a state_dict, as torchvision publishes them) and `.safetensors` files, read by
 //! burn-store's `PytorchStore` and `SafetensorsStore` with its `PyTorchToBurnAdapter`. Key
-//! names are mapped only by [`keymap`](super::keymap).
+//! names are mapped only by [`keymap`].
 //!
 //! A `.pth` may hold a bare state_dict, a checkpoint dict with the state_dict under one key
 //! (`state_dict`, `model`, ...: found automatically), or a whole pickled `nn.Module`
