@@ -128,7 +128,11 @@ fn main() {
     let timing = time(|| {
         std::hint::black_box(ResNetConfig::resnet18(1000).init(&device));
     });
-    row("model init alone (random, for reference)", &pth, timing);
+    row(
+        "model build alone (lazy: nothing materialised)",
+        &pth,
+        timing,
+    );
     let checksum = Checksum::Sha256Prefix("0".into());
     let timing = time(|| {
         let _ = std::hint::black_box(checksum.verify_file(&pth));
