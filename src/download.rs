@@ -5,13 +5,17 @@
 //!   (`~/.cache/finetune` on Linux, via the `dirs` crate).
 //! - A file is downloaded to `<name>.partial`, its checksum (sha256 prefix, or md5) is verified,
 //!   and only then is it renamed into place: an interrupted or corrupt download never leaves a
-//!   file that looks valid. A cached file is verified again before each use.
+//!   file that looks valid. A cached file is verified again before use (re-hashed whenever its
+//!   size or modification time changed since the last verification, which `<name>.verified`
+//!   records). Concurrent downloads of one file are serialised by a lock on `<name>.lock`.
 //! - `FINETUNE_OFFLINE=1` never touches the network.
+//! - [`Cache`] takes the directory and the offline switch explicitly, for callers (and tests)
+//!   that must not depend on process-wide environment variables.
 //! - Every network failure names the URL and the exact path where the file can be placed by hand.
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use md5::Md5;
@@ -59,6 +63,7 @@ impl Checksum {
                 path: path.to_path_buf(),
                 expected: self.to_string(),
                 actual,
+                url: None,
             })
         }
     }
@@ -75,8 +80,7 @@ impl Checksum {
 }
 
 fn hex_digest<D: Digest>(path: &Path) -> Result<String, DownloadError> {
-    let file = File::open(path).map_err(|e| DownloadError::io("reading", path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = File::open(path).map_err(|e| DownloadError::io("reading", path, e))?;
     let mut hasher = D::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -143,15 +147,18 @@ pub enum DownloadError {
         /// Where the file is expected.
         path: PathBuf,
     },
-    /// The file's checksum is not the published one.
-    #[error("'{}' is corrupt or not the expected file: expected {expected}, got {actual}. Delete it and download again", path.display())]
+    /// A file's checksum is not the published one: a cached file (`url` is `None`; it is kept
+    /// for inspection) or a fresh download (`url` is set; nothing was kept).
+    #[error("{}", checksum_message(path, expected, actual, url.as_deref()))]
     ChecksumMismatch {
-        /// The file checked (a `.partial` file is deleted before this is returned).
+        /// The file checked, or where the download would have been placed.
         path: PathBuf,
         /// The expected checksum.
         expected: String,
         /// The digest found.
         actual: String,
+        /// The URL, when the file was just downloaded.
+        url: Option<String>,
     },
     /// Local file-system failure.
     #[error("{action} '{}': {source}", path.display())]
@@ -167,6 +174,19 @@ pub enum DownloadError {
     /// No cache directory could be determined.
     #[error("no cache directory: set {CACHE_ENV} to a writable directory")]
     NoCacheDir,
+}
+
+fn checksum_message(path: &Path, expected: &str, actual: &str, url: Option<&str>) -> String {
+    match url {
+        Some(url) => format!(
+            "the file downloaded from {url} is not the expected one ({expected}, got {actual}); nothing was kept. Try again, or download it by other means and place it at {}",
+            path.display()
+        ),
+        None => format!(
+            "'{}' is corrupt or not the expected file: expected {expected}, got {actual}. Delete it and download again",
+            path.display()
+        ),
+    }
 }
 
 impl DownloadError {
@@ -189,15 +209,90 @@ pub fn cache_dir() -> Result<PathBuf, DownloadError> {
     }
 }
 
-/// Whether `FINETUNE_OFFLINE` forbids network access.
+/// Whether `FINETUNE_OFFLINE` forbids network access (`1`, `true` or `yes`).
 pub fn is_offline() -> bool {
     std::env::var(OFFLINE_ENV)
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
         .unwrap_or(false)
 }
 
+/// A download cache: a directory and whether the network may be used.
+///
+/// [`Cache::from_env`] follows the crate's rules (`FINETUNE_CACHE`, `FINETUNE_OFFLINE`);
+/// [`Cache::new`] takes both explicitly, so that code (and tests) running in parallel need not
+/// touch process-wide environment variables.
+///
+/// ```no_run
+/// use finetune::download::{Cache, Checksum};
+/// let cache = Cache::new("/tmp/my-cache").offline(false);
+/// let path = cache.fetch(
+///     "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+///     "weights",
+///     "resnet18-f37072fd.pth",
+///     &Checksum::Sha256Prefix("f37072fd".into()),
+/// )?;
+/// # Ok::<(), finetune::download::DownloadError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    dir: PathBuf,
+    offline: bool,
+}
+
+impl Cache {
+    /// A cache in `dir` that may download.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Cache {
+            dir: dir.into(),
+            offline: false,
+        }
+    }
+
+    /// The cache the environment describes: [`cache_dir`] and [`is_offline`].
+    pub fn from_env() -> Result<Self, DownloadError> {
+        Ok(Cache {
+            dir: cache_dir()?,
+            offline: is_offline(),
+        })
+    }
+
+    /// Forbids (`true`) or allows (`false`) network access.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether network access is forbidden.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// Where `<subdir>/<file_name>` lives in this cache (whether or not it exists).
+    pub fn path(&self, subdir: &str, file_name: &str) -> PathBuf {
+        self.dir.join(subdir).join(file_name)
+    }
+
+    /// Returns `<dir>/<subdir>/<file_name>`, downloading it from `url` first when it is not
+    /// cached (see [`fetch_to_with`]).
+    pub fn fetch(
+        &self,
+        url: &str,
+        subdir: &str,
+        file_name: &str,
+        checksum: &Checksum,
+    ) -> Result<PathBuf, DownloadError> {
+        fetch_to_with(url, &self.path(subdir, file_name), checksum, self.offline)
+    }
+}
+
 /// Returns `<cache>/<subdir>/<file_name>`, downloading it from `url` first when it is not
-/// cached. A cached file is verified; a cached file that fails verification is an error (it is
+/// cached, with the cache and offline switch from the environment ([`Cache::from_env`]).
+/// A cached file is verified; a cached file that fails verification is an error (it is
 /// not silently replaced).
 pub fn fetch_cached(
     url: &str,
@@ -205,54 +300,149 @@ pub fn fetch_cached(
     file_name: &str,
     checksum: &Checksum,
 ) -> Result<PathBuf, DownloadError> {
-    let dest = cache_dir()?.join(subdir).join(file_name);
-    fetch_to(url, &dest, checksum)
+    Cache::from_env()?.fetch(url, subdir, file_name, checksum)
 }
 
-/// Returns `dest`, downloading it from `url` first when it does not exist (same rules as
-/// [`fetch_cached`]).
+/// Returns `dest`, downloading it from `url` first when it does not exist, honouring
+/// `FINETUNE_OFFLINE` (same rules as [`fetch_cached`]).
 pub fn fetch_to(url: &str, dest: &Path, checksum: &Checksum) -> Result<PathBuf, DownloadError> {
+    fetch_to_with(url, dest, checksum, is_offline())
+}
+
+/// Returns `dest`, downloading it from `url` first when it does not exist; `offline` forbids
+/// the download. An existing file is verified against `checksum` (the digest is recomputed
+/// whenever the file's size or modification time differ from its last successful verification,
+/// recorded in `<dest>.verified`); one that fails is an error, never silently replaced.
+///
+/// Concurrent calls for the same `dest` (threads or processes) are serialised by an advisory
+/// lock on `<dest>.lock`: one downloads, the others then find the verified file.
+pub fn fetch_to_with(
+    url: &str,
+    dest: &Path,
+    checksum: &Checksum,
+    offline: bool,
+) -> Result<PathBuf, DownloadError> {
     if dest.is_file() {
-        checksum.verify_file(dest)?;
+        verify_cached(dest, checksum)?;
         return Ok(dest.to_path_buf());
     }
+    if offline {
+        return Err(DownloadError::Offline {
+            url: url.to_string(),
+            path: dest.to_path_buf(),
+        });
+    }
+    create_parent(dest)?;
+    let lock_path = sibling(dest, ".lock");
+    let lock =
+        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
+    // Another thread or process may have finished the download while we waited.
+    if dest.is_file() {
+        verify_cached(dest, checksum)?;
+        return Ok(dest.to_path_buf());
+    }
+    download_unlocked(url, dest, checksum)?;
+    Ok(dest.to_path_buf())
+}
+
+/// `<dest><suffix>` next to `dest`.
+fn sibling(dest: &Path, suffix: &str) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dest.with_file_name(name)
+}
+
+fn create_parent(dest: &Path) -> Result<(), DownloadError> {
+    match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            fs::create_dir_all(parent).map_err(|e| DownloadError::io("creating", parent, e))
+        }
+        None => Ok(()),
+    }
+}
+
+/// `(size, modification time in ns since the epoch)` of a file, the key of a verification stamp.
+fn file_key(path: &Path) -> Option<(u64, u128)> {
+    let meta = fs::metadata(path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some((meta.len(), mtime))
+}
+
+fn stamp_line(checksum: &Checksum, key: (u64, u128)) -> String {
+    format!("{checksum:?} {} {}", key.0, key.1)
+}
+
+/// Verifies a cached file, skipping the digest when `<dest>.verified` records a successful
+/// verification against the same checksum of a file with the same size and modification time.
+fn verify_cached(dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
+    if *checksum == Checksum::None {
+        return Ok(());
+    }
+    let stamp = sibling(dest, ".verified");
+    if let Some(key) = file_key(dest)
+        && fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_line(checksum, key))
+    {
+        return Ok(());
+    }
+    checksum.verify_file(dest)?;
+    write_stamp(dest, checksum);
+    Ok(())
+}
+
+/// Records a successful verification (best effort: a read-only cache only costs a re-hash).
+fn write_stamp(dest: &Path, checksum: &Checksum) {
+    if let Some(key) = file_key(dest) {
+        let stamp = sibling(dest, ".verified");
+        let _ = fs::write(stamp, stamp_line(checksum, key));
+    }
+}
+
+/// Downloads `url` to `dest` unconditionally (replacing it): to `<dest>.partial`, verified, then
+/// renamed. Refuses when `FINETUNE_OFFLINE` is set.
+pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
     if is_offline() {
         return Err(DownloadError::Offline {
             url: url.to_string(),
             path: dest.to_path_buf(),
         });
     }
-    download(url, dest, checksum)?;
-    Ok(dest.to_path_buf())
+    create_parent(dest)?;
+    let lock_path = sibling(dest, ".lock");
+    let lock =
+        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
+    download_unlocked(url, dest, checksum)
 }
 
-fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    dest.with_file_name(name)
-}
-
-/// Downloads `url` to `dest` unconditionally: to `dest.partial`, verified, then renamed.
-pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| DownloadError::io("creating", parent, e))?;
-    }
-    let partial = partial_path(dest);
+/// The download itself; the caller holds `<dest>.lock`.
+fn download_unlocked(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
+    let partial = sibling(dest, ".partial");
     let result = download_partial(url, dest, &partial).and_then(|()| {
         checksum.verify_file(&partial).map_err(|e| match e {
             DownloadError::ChecksumMismatch {
                 expected, actual, ..
             } => DownloadError::ChecksumMismatch {
                 path: dest.to_path_buf(),
-                expected: format!("{expected} for {url}"),
+                expected,
                 actual,
+                url: Some(url.to_string()),
             },
             other => other,
         })
     });
     match result {
         Ok(()) => {
-            fs::rename(&partial, dest).map_err(|e| DownloadError::io("renaming", &partial, e))
+            fs::rename(&partial, dest).map_err(|e| DownloadError::io("renaming", &partial, e))?;
+            write_stamp(dest, checksum);
+            Ok(())
         }
         Err(e) => {
             let _ = fs::remove_file(&partial);
@@ -269,7 +459,10 @@ fn download_partial(url: &str, dest: &Path, partial: &Path) -> Result<(), Downlo
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
-        .timeout_recv_body(Some(std::time::Duration::from_secs(120)))
+        .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
+        // A stall, not a slow link, is a failure: a total body budget would fail every large
+        // file on a slow connection (ResNet-152 is 230 MB).
+        .timeout_per_read(Some(std::time::Duration::from_secs(60)))
         .http_status_as_error(false)
         .build()
         .into();

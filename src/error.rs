@@ -40,6 +40,10 @@ pub enum Error {
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
 
+    /// Pretrained weights could not be imported.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -6,7 +6,8 @@
 //! - [`model`]: ResNet-18/34/50/101/152 with torchvision's topology and parameter names, head
 //!   replacement ([`ResNet::with_num_classes`]) and freezing ([`ResNet::freeze_backbone`],
 //!   [`ResNet::freeze_to`], [`ResNet::unfreeze`], with an explicit [`BnPolicy`]).
-//! - [`weights`]: strict loading reports.
+//! - [`weights`]: torchvision's pretrained ResNets ([`ResNet::pretrained`]), verified downloads,
+//!   strict `.pth` / `.safetensors` import with PyTorch parity, backbone-only loading.
 //!
 //! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
 //! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
@@ -41,3 +42,4 @@ pub mod weights;
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};
+pub use weights::{LoadOptions, ResNetWeights};

@@ -8,18 +8,29 @@
 //! | BatchNorm `weight` / `bias`     | `gamma` / `beta`                  |
 //! | `fc.weight` `[out, in]`         | `fc.weight` `[in, out]`           |
 //! | `*.num_batches_tracked`         | (ignored)                         |
+//! | `module.*` (`nn.DataParallel`)  | `*`                               |
 //!
 //! The BatchNorm renames and the `Linear` transposition are done by burn-store's
-//! `PyTorchToBurnAdapter`; the two `downsample` renames are [`TORCHVISION_TO_BURN`].
+//! `PyTorchToBurnAdapter`; the `downsample` renames and the `module.` prefix are
+//! [`TORCHVISION_TO_BURN`], applied by [`remapper`].
+
+use burn::store::KeyRemapper;
 
 use crate::model::is_batch_norm_path;
 
 /// Regex key remappings from torchvision/timm names to this crate's, applied before burn-store's
 /// PyTorch adapter.
-pub const TORCHVISION_TO_BURN: [(&str, &str); 2] = [
+pub const TORCHVISION_TO_BURN: [(&str, &str); 3] = [
+    (r"^module\.", ""),
     (r"\.downsample\.0\.", ".downsample.conv."),
     (r"\.downsample\.1\.", ".downsample.bn."),
 ];
+
+/// burn-store's key remapper for [`TORCHVISION_TO_BURN`].
+pub fn remapper() -> KeyRemapper {
+    // The patterns are constants covered by the tests: they always compile.
+    KeyRemapper::from_patterns(TORCHVISION_TO_BURN.to_vec()).unwrap_or_default()
+}
 
 /// Suffix of the only state_dict key that is ignored on import: PyTorch's BatchNorm step
 /// counter, which inference and fine-tuning with a fixed momentum never read.
@@ -53,6 +64,7 @@ pub fn torchvision_to_burn(key: &str) -> Option<String> {
     if key.ends_with(IGNORED_SUFFIX) {
         return None;
     }
+    let key = key.strip_prefix("module.").unwrap_or(key);
     let mut path = key
         .replace(".downsample.0.", ".downsample.conv.")
         .replace(".downsample.1.", ".downsample.bn.");
@@ -64,4 +76,32 @@ pub fn torchvision_to_burn(key: &str) -> Option<String> {
         }
     }
     Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remapper_compiles_every_pattern() {
+        assert_eq!(remapper().to_regex_pairs().len(), TORCHVISION_TO_BURN.len());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for key in [
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_var",
+            "layer3.1.bn2.weight",
+            "fc.bias",
+        ] {
+            let path = torchvision_to_burn(key).unwrap();
+            assert_eq!(burn_to_torchvision(&path, vec![1]).0, key);
+        }
+        assert_eq!(
+            torchvision_to_burn("module.layer1.0.downsample.1.bias").unwrap(),
+            "layer1.0.downsample.bn.beta"
+        );
+        assert_eq!(torchvision_to_burn("bn1.num_batches_tracked"), None);
+    }
 }

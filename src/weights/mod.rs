@@ -1,6 +1,26 @@
-//! Pretrained weights: torchvision key mapping and strict loading reports.
+//! Pretrained weights, after torchvision's multi-weight API and timm's `pretrained=True`: the
+//! registry of torchvision's ImageNet ResNets ([`ResNetWeights`], [`ResNet::pretrained`]),
+//! strict import of `.pth` / `.safetensors` state_dicts ([`WeightsFile`],
+//! [`ResNet::load_weights`], [`ResNet::load_backbone`]), the key mapping ([`keymap`]), load
+//! reports, and the weights' own inference preprocessing and classification helpers.
+//!
+//! [`ResNet::pretrained`]: crate::ResNet::pretrained
+//! [`ResNet::load_weights`]: crate::ResNet::load_weights
+//! [`ResNet::load_backbone`]: crate::ResNet::load_backbone
 
+pub mod error;
+pub mod import;
+pub mod inference;
 pub mod keymap;
+pub mod preprocess;
+pub mod registry;
 pub mod report;
 
+pub use error::WeightsError;
+pub use import::{LoadOptions, WeightsFile, WeightsFormat};
+pub use inference::{
+    Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,
+};
+pub use preprocess::{Preprocess, open_image};
+pub use registry::{ResNetWeights, imagenet_classes};
 pub use report::{LoadMismatch, LoadReport};

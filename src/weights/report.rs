@@ -11,8 +11,30 @@ pub struct LoadReport {
     /// Model paths that received a tensor from the file.
     pub applied: Vec<String>,
     /// Model paths deliberately left as initialised (for example `fc.*` with
-    /// `load_backbone`), or file keys deliberately ignored (`num_batches_tracked`).
+    /// `load_backbone`).
     pub skipped: Vec<String>,
+    /// File keys deliberately ignored (`num_batches_tracked`).
+    pub ignored: Vec<String>,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "applied {} tensors", self.applied.len())?;
+        if !self.skipped.is_empty() {
+            write!(f, "; left as initialised: {}", self.skipped.join(", "))?;
+        }
+        if !self.ignored.is_empty() {
+            write!(f, "; ignored {} file keys", self.ignored.len())?;
+            let suffixes: std::collections::BTreeSet<&str> = self
+                .ignored
+                .iter()
+                .map(|k| k.rsplit('.').next().unwrap_or(k))
+                .collect();
+            let suffixes: Vec<&str> = suffixes.into_iter().collect();
+            write!(f, " ({})", suffixes.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a load was refused: the file and the model disagree.
@@ -72,16 +94,18 @@ impl std::error::Error for LoadMismatch {}
 impl LoadReport {
     /// Turns burn-store's result into a report, or a [`LoadMismatch`] when anything is missing,
     /// unused or mis-shaped. Keys matching one of `ignored_suffixes` (for example
-    /// `num_batches_tracked`) are reported as skipped rather than unused.
+    /// `num_batches_tracked`) are reported as ignored rather than unused; model paths a filter
+    /// excluded are reported as skipped.
     pub fn strict(result: ApplyResult, ignored_suffixes: &[&str]) -> Result<Self, LoadMismatch> {
         let mut mismatch = LoadMismatch {
             missing: result.missing.into_iter().map(|(path, _)| path).collect(),
             ..Default::default()
         };
-        let mut skipped = result.skipped;
+        let skipped = result.skipped;
+        let mut ignored = Vec::new();
         for key in result.unused {
             if ignored_suffixes.iter().any(|s| key.ends_with(s)) {
-                skipped.push(key);
+                ignored.push(key);
             } else {
                 mismatch.unused.push(key);
             }
@@ -102,6 +126,7 @@ impl LoadReport {
             Ok(LoadReport {
                 applied: result.applied,
                 skipped,
+                ignored,
             })
         } else {
             Err(mismatch)

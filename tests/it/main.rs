@@ -7,3 +7,4 @@ mod freeze;
 mod http;
 mod model;
 mod train;
+mod weights;

@@ -1,0 +1,138 @@
+//! Why pretrained weights could not be imported. Every message names the file and says what to
+//! do; all but [`WeightsError::Mismatch`] (which lists the disagreeing tensors) are one line.
+
+use std::path::PathBuf;
+
+use super::report::LoadMismatch;
+
+/// How to write a file this crate reads, quoted by several errors.
+pub const RESAVE_HINT: &str = "re-save it in Python with `torch.save(model.state_dict(), path)` \
+     (or `safetensors.torch.save_file(model.state_dict(), path)`)";
+
+/// Errors of the weights importer and registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// The file does not exist.
+    #[error("weights file '{}' does not exist", path.display())]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The file could not be read.
+    #[error("reading weights file '{}': {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Neither a PyTorch checkpoint nor a safetensors file.
+    #[error("'{}' is neither a PyTorch checkpoint (a zip archive written by `torch.save`) nor a safetensors file: {RESAVE_HINT}", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A pickled Python object (typically a whole `nn.Module`) instead of a state_dict.
+    #[error("'{}' holds a pickled `{found}` object, not a state_dict: {RESAVE_HINT}", path.display())]
+    NotAStateDict {
+        /// The file.
+        path: PathBuf,
+        /// The Python type at the root of the pickle.
+        found: String,
+    },
+
+    /// The file is damaged or truncated.
+    #[error("'{}' is not a readable {format} file ({reason}); it may be truncated or corrupt: download or export it again", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// `PyTorch checkpoint` or `safetensors`.
+        format: &'static str,
+        /// What the reader reported.
+        reason: String,
+    },
+
+    /// The file holds no ResNet state_dict (no `conv1.weight`, also not under `state_dict` or
+    /// `model`).
+    #[error("'{}' holds no ResNet weights (no `conv1.weight`; top-level keys: {keys}): {RESAVE_HINT}", path.display())]
+    NotAResNet {
+        /// The file.
+        path: PathBuf,
+        /// Some of the keys found.
+        keys: String,
+    },
+
+    /// The file's architecture is not the model's.
+    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture (`--arch {file_arch_name}`, or `--arch auto` to read it from the file)", path.display())]
+    WrongArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// Description of the file's architecture.
+        file_arch: String,
+        /// `--arch` value for the file's architecture (`resnet34`, or `auto` for a custom one).
+        file_arch_name: String,
+        /// Description of the model's architecture.
+        model_arch: String,
+    },
+
+    /// Same backbone, different number of classes.
+    #[error("'{}' has a {file_classes}-class head but the model has {model_classes} classes: load only the backbone (`LoadOptions::backbone_only()` / `ResNet::load_backbone`) to keep the new head, or build the model with {file_classes} classes", path.display())]
+    HeadMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Classes of the file's `fc`.
+        file_classes: usize,
+        /// Classes of the model's `fc`.
+        model_classes: usize,
+    },
+
+    /// Missing, unused or mis-shaped tensors (torchvision names).
+    #[error("'{}': {mismatch}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Every disagreement.
+        mismatch: LoadMismatch,
+    },
+
+    /// The architecture could not be read from the file's tensor names and shapes.
+    #[error("cannot infer the architecture of '{}': {reason}; pass it explicitly (`--arch resnet18`, ...)", path.display())]
+    UnknownArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or inconsistent.
+        reason: String,
+    },
+
+    /// A name that is neither a registry entry nor an existing file.
+    #[error("'{name}' is not a known weights name nor an existing file; known names: {known}")]
+    UnknownWeights {
+        /// The name given.
+        name: String,
+        /// The accepted names.
+        known: String,
+    },
+
+    /// A tensor file for inference is not usable.
+    #[error("input tensor file '{}': {reason}", path.display())]
+    BadInput {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An image could not be decoded.
+    #[error("cannot read image '{}': {reason}", path.display())]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+}
