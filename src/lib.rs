@@ -30,10 +30,12 @@
 
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod device;
 pub mod download;
 pub mod error;
 pub mod model;
+pub mod viz;
 pub mod weights;
 
 pub use device::DeviceChoice;

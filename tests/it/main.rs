@@ -1,6 +1,7 @@
 //! The integration tests, in one binary (one link step) with a module per area.
 
 mod common;
+mod data;
 mod devices;
 mod download;
 mod freeze;
