@@ -31,7 +31,7 @@ impl Default for GridStyle {
     }
 }
 
-const PAD: u32 = 8;
+const PAD: u32 = 12;
 
 /// Writes a PNG grid of `images` with their captions to `path` (atomically).
 ///

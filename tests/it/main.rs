@@ -7,3 +7,4 @@ mod download;
 mod freeze;
 mod http;
 mod model;
+mod viz;
