@@ -196,6 +196,11 @@ pub enum DataError {
     #[error("invalid loader configuration: {0}")]
     Config(String),
 
+    /// A batch could not be produced (the error a loader's iterator yields, see
+    /// [`ImageLoader::epoch`](super::ImageLoader::epoch)).
+    #[error("data loader: {0}")]
+    Batch(#[from] burn::data::dataset::DatasetError),
+
     /// A loader worker thread stopped without producing its batches.
     #[error("data loader worker {0} stopped unexpectedly (panicked)")]
     Worker(usize),
@@ -208,5 +213,12 @@ impl DataError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Lets `?` turn a loader iterator's error into the crate's error.
+impl From<burn::data::dataset::DatasetError> for crate::Error {
+    fn from(e: burn::data::dataset::DatasetError) -> Self {
+        crate::Error::Data(DataError::Batch(e))
     }
 }

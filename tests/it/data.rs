@@ -895,3 +895,14 @@ fn the_batcher_plugs_into_burns_dataloader_builder() {
         .collect();
     assert_eq!(sizes, [4, 4, 2]);
 }
+
+#[test]
+fn loaders_and_datasets_can_be_shared_between_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<ImageLoader>();
+    shareable::<ImageDataset>();
+    shareable::<ImageFolder>();
+    shareable::<Cifar10>();
+    shareable::<Pipeline>();
+    shareable::<finetune::data::Subset<finetune::data::ImageItem>>();
+}
