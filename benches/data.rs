@@ -59,7 +59,7 @@ fn tiled_cifar(copies: usize) -> ImageDataset {
 }
 
 fn row(name: &str, batch: usize, workers: &str, rate: f64) {
-    println!("| {name:<44} | {batch:>5} | {workers:>7} | {rate:>12.0} |");
+    println!("| {name:<58} | {batch:>5} | {workers:>7} | {rate:>9.0} |");
 }
 
 fn bench_loader(
@@ -79,17 +79,12 @@ fn bench_loader(
     let mut epoch = 0;
     let rate = measure(|| {
         epoch += 1;
-        host.host_batches(epoch)
-            .expect("batches")
-            .iter()
-            .map(|b| b.len())
-            .sum()
+        host.host_iter(epoch).map(|b| b.expect("batch").len()).sum()
     });
     row(&format!("{name}, host buffers"), batch, "0", rate);
     for workers in [0, 1, 2] {
-        let loader = host.with_pipeline(pipeline.clone());
         let loader = ImageLoader::new(
-            loader.dataset().clone(),
+            dataset.clone(),
             pipeline.clone(),
             LoaderConfig::train(batch, 0).with_workers(workers),
             device.clone(),
@@ -116,10 +111,10 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("finetune data pipeline, {cores} cores, median of {RUNS} runs after a warm-up\n");
     println!(
-        "| {:<44} | {:>5} | {:>7} | {:>12} |",
+        "| {:<58} | {:>5} | {:>7} | {:>9} |",
         "pipeline", "batch", "workers", "images/s"
     );
-    println!("|{:-<46}|{:->7}|{:->9}|{:->14}|", "", "", "", "");
+    println!("|{:-<60}|{:->7}|{:->9}|{:->11}|", "", "", "", "");
     let device = Device::flex();
     let full = tiled_cifar(50);
 

@@ -110,11 +110,10 @@ fn run() -> Result<(), String> {
     );
     loader.check().map_err(|e| e.to_string())?;
     let batch = loader
-        .host_batches(epoch)
-        .map_err(|e| e.to_string())?
-        .into_iter()
+        .host_iter(epoch)
         .next()
-        .ok_or("the dataset has fewer images than --count")?;
+        .ok_or("the dataset has fewer images than --count")?
+        .map_err(|e| e.to_string())?;
     let plane = 3 * batch.width * batch.height;
     let images: Vec<_> = batch
         .images

@@ -245,9 +245,13 @@ impl ImageLoader {
         self.epoch(epoch).iter().collect()
     }
 
-    /// All batches of epoch `epoch` on the host, prepared on the calling thread (for tests,
-    /// pictures and benchmarks).
-    pub fn host_batches(&self, epoch: usize) -> Result<Vec<HostBatch>, DataError> {
+    /// The batches of epoch `epoch` on the host, prepared one at a time on the calling thread
+    /// (for pictures, tests and benchmarks): the same values as [`epoch`](Self::epoch), before
+    /// the upload.
+    pub fn host_iter(
+        &self,
+        epoch: usize,
+    ) -> impl Iterator<Item = Result<HostBatch, DataError>> + use<> {
         let loader = EpochLoader {
             shared: Arc::new(Shared {
                 dataset: self.dataset.clone(),
@@ -262,8 +266,12 @@ impl ImageLoader {
         };
         let mut cache = TransformCache::default();
         (0..loader.num_batches())
-            .map(|b| loader.shared.host_batch(&loader.order, b, &mut cache))
-            .collect()
+            .map(move |b| loader.shared.host_batch(&loader.order, b, &mut cache))
+    }
+
+    /// All batches of epoch `epoch` on the host (see [`host_iter`](Self::host_iter)).
+    pub fn host_batches(&self, epoch: usize) -> Result<Vec<HostBatch>, DataError> {
+        self.host_iter(epoch).collect()
     }
 
     /// Items per epoch (after `drop_last`).
@@ -282,6 +290,17 @@ impl ImageLoader {
             0 => 0,
             bs => self.num_items().div_ceil(bs),
         }
+    }
+
+    /// Images per batch.
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
+    /// Whether every epoch gives the same images (no random transform; the order may still
+    /// change when shuffling), which allows caching backbone features.
+    pub fn is_deterministic(&self) -> bool {
+        !self.batcher.pipeline().is_random()
     }
 
     /// The dataset.
