@@ -179,20 +179,23 @@ pub(crate) fn draw_grid(
     let cell_w = img_w.max(widest) + PAD;
     let line_h = GLYPH * text_scale + 2;
     let cell_h = img_h + 4 + lines * line_h + PAD;
-    let title_h = if style.title.is_some() {
-        GLYPH * 3 + PAD * 2
-    } else {
-        0
-    };
-    let width = cols as u32 * cell_w + PAD;
+    let mut width = cols as u32 * cell_w + PAD;
+    // The title shrinks to fit the grid (the canvas widens for a long title at the smallest size).
+    let title_scale = style.title.as_ref().map(|t| {
+        let fits = |s: u32| Canvas::text_size(t, s).0 + 2 * PAD <= width;
+        let s = [3, 2, 1].into_iter().find(|&s| fits(s)).unwrap_or(1);
+        width = width.max(Canvas::text_size(t, s).0 + 2 * PAD);
+        s
+    });
+    let title_h = title_scale.map_or(0, |s| GLYPH * s + PAD * 2);
     let height = title_h + rows as u32 * cell_h + PAD;
     let mut canvas = Canvas::new(width, height, colors::WHITE);
-    if let Some(title) = &style.title {
+    if let (Some(title), Some(s)) = (&style.title, title_scale) {
         canvas.text_centered(
             i64::from(width / 2),
             i64::from(PAD),
             title,
-            3,
+            s,
             colors::BLACK,
         );
     }
