@@ -7,6 +7,9 @@
 //!   replacement ([`ResNet::with_num_classes`]) and freezing ([`ResNet::freeze_backbone`],
 //!   [`ResNet::freeze_to`], [`ResNet::unfreeze`], with an explicit [`BnPolicy`]).
 //! - [`weights`]: strict loading reports.
+//! - [`data`]: CIFAR-10/100 from the official archives, image folders, seeded splits,
+//!   torchvision's transforms (pixel-exact with Pillow) and a reproducible multi-threaded loader.
+//! - [`viz`]: image grids with captions and a small drawing canvas for pictures.
 //!
 //! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
 //! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
