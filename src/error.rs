@@ -44,6 +44,14 @@ pub enum Error {
     #[error(transparent)]
     Weights(#[from] crate::weights::WeightsError),
 
+    /// A dataset, image folder, split or transform is invalid.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
+    /// A picture could not be drawn or written.
+    #[error(transparent)]
+    Viz(#[from] crate::viz::VizError),
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -8,6 +8,9 @@
 //!   [`ResNet::freeze_to`], [`ResNet::unfreeze`], with an explicit [`BnPolicy`]).
 //! - [`weights`]: torchvision's pretrained ResNets ([`ResNet::pretrained`]), verified downloads,
 //!   strict `.pth` / `.safetensors` import with PyTorch parity, backbone-only loading.
+//! - [`data`]: CIFAR-10/100 from the official archives, image folders, seeded splits,
+//!   torchvision's transforms (pixel-exact with Pillow) and a reproducible multi-threaded loader.
+//! - [`viz`]: image grids with captions and a small drawing canvas for pictures.
 //!
 //! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
 //! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
@@ -37,6 +40,7 @@ pub mod download;
 pub mod error;
 pub mod model;
 pub mod train;
+pub mod viz;
 pub mod weights;
 
 pub use device::DeviceChoice;

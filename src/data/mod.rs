@@ -1,21 +1,60 @@
-//! Data: items, batches. (Placeholder until the data layer lands.)
+//! Data: CIFAR-10/100 from the official archives, image folders, seeded splits, torchvision
+//! transforms, batchers and a reproducible multi-threaded loader — the data side of PyTorch's
+//! transfer-learning tutorial (`torchvision.datasets`, `torchvision.transforms`,
+//! `torch.utils.data`).
+//!
+//! ```no_run
+//! # fn main() -> finetune::Result<()> {
+//! use std::sync::Arc;
+//! use burn::tensor::Device;
+//! use finetune::data::{Cifar10, ImageLoader, LoaderConfig, Normalize, Pipeline, random_split};
+//!
+//! let cifar = Cifar10::download()?;
+//! // The tutorial splits the test set 50/50 into validation and test.
+//! let parts = random_split(cifar.test(), [0.5, 0.5], 42)?;
+//! let device = Device::default();
+//! let train = ImageLoader::new(
+//!     Arc::new(cifar.train()),
+//!     Pipeline::train(Normalize::cifar10()),
+//!     LoaderConfig::train(128, 42),
+//!     device.clone(),
+//! );
+//! let val = ImageLoader::new(
+//!     Arc::new(parts[0].clone()),
+//!     Pipeline::eval(Normalize::cifar10()),
+//!     LoaderConfig::eval(256),
+//!     device,
+//! );
+//! println!("{} train batches, {} val batches", train.num_batches(), val.num_batches());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything stays in memory as `u8` and becomes `f32` one batch at a time. Randomness (splits,
+//! shuffles, augmentation) is seeded and portable: see [`rng`].
 
-use burn::tensor::{Int, Tensor};
+mod batcher;
+mod cifar;
+mod dataset;
+mod error;
+mod folder;
+pub mod functional;
+mod loader;
+pub mod rng;
+mod split;
+mod transform;
 
-/// One labelled image: 8-bit RGB pixels in HWC order and a class index.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageItem {
-    /// The pixels.
-    pub image: image::RgbImage,
-    /// The class index.
-    pub label: usize,
-}
-
-/// A batch: `[B, 3, H, W]` f32 images and `[B]` class indices.
-#[derive(Clone, Debug)]
-pub struct ImageBatch {
-    /// Images.
-    pub images: Tensor<4>,
-    /// Class indices.
-    pub targets: Tensor<1, Int>,
-}
+pub use batcher::{BatchError, HostBatch, ImageBatch, ImageBatcher, SeededItem};
+pub use cifar::{
+    CIFAR_SIZE, CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, Cifar10, Cifar100,
+    DATASETS_SUBDIR,
+};
+pub use dataset::{ImageDataset, ImageItem};
+pub use error::DataError;
+pub use folder::{IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, SkippedFile};
+pub use loader::{ImageLoader, LoaderConfig, default_workers};
+pub use split::{Lengths, Subset, random_split};
+pub use transform::{
+    CIFAR10_MEAN, CIFAR10_STD, CenterCrop, ColorJitter, IMAGENET_MEAN, IMAGENET_STD, Normalize,
+    Pipeline, RandomCrop, RandomHorizontalFlip, Resize, Transform, TransformCache, to_chw,
+};

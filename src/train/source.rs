@@ -8,7 +8,7 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, InMemDataset};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{ImageBatch, ImageItem};
+use crate::data::{ImageBatch, ImageItem, ImageLoader};
 
 /// A source of batches, epoch by epoch.
 ///
@@ -111,5 +111,23 @@ impl BatchSource for TensorSource {
     }
     fn is_deterministic(&self) -> bool {
         true
+    }
+}
+
+impl BatchSource for ImageLoader {
+    fn batches(&self, epoch: usize) -> Arc<dyn DataLoader<ImageBatch>> {
+        self.epoch(epoch)
+    }
+    fn num_items(&self) -> usize {
+        ImageLoader::num_items(self)
+    }
+    fn batch_size(&self) -> usize {
+        ImageLoader::batch_size(self)
+    }
+    fn is_deterministic(&self) -> bool {
+        ImageLoader::is_deterministic(self)
+    }
+    fn items(&self) -> Option<Arc<dyn Dataset<ImageItem>>> {
+        (!self.config().shuffle).then(|| self.dataset().clone())
     }
 }

@@ -1,10 +1,12 @@
 //! The integration tests, in one binary (one link step) with a module per area.
 
 mod common;
+mod data;
 mod devices;
 mod download;
 mod freeze;
 mod http;
 mod model;
 mod train;
+mod viz;
 mod weights;

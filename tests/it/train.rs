@@ -390,3 +390,66 @@ fn discriminative_learning_rates_move_the_backbone_less() {
         "{moved:?}"
     );
 }
+
+/// Colour-coded 16x16 images: class `c` is bright in channel `c`, plus noise.
+fn coloured_dataset(n: usize, seed: u64) -> finetune::data::ImageDataset {
+    let mut state = seed;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u8
+    };
+    let mut pixels = Vec::with_capacity(n * 16 * 16 * 3);
+    let labels: Vec<usize> = (0..n).map(|i| i % CLASSES).collect();
+    for &l in &labels {
+        for _ in 0..16 * 16 {
+            for c in 0..3 {
+                let base = if c == l { 160 } else { 40 };
+                pixels.push(base + next() % 60);
+            }
+        }
+    }
+    let classes = vec!["red".to_string(), "green".into(), "blue".into()];
+    finetune::data::ImageDataset::from_uniform(16, 16, pixels, labels, classes).unwrap()
+}
+
+#[test]
+fn fit_over_image_loaders_writes_the_picture_reports() {
+    use finetune::data::{ImageLoader, LoaderConfig, Normalize, Pipeline};
+    let device = cpu();
+    let train = ImageLoader::new(
+        Arc::new(coloured_dataset(48, 1)),
+        Pipeline::train(Normalize::cifar10()),
+        LoaderConfig::train(8, 7).with_workers(2),
+        device.clone(),
+    );
+    let val = ImageLoader::new(
+        Arc::new(coloured_dataset(12, 2)),
+        Pipeline::eval(Normalize::cifar10()),
+        LoaderConfig::eval(6).with_workers(0),
+        device,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = Learner::new(config(2))
+        .run_dir(dir.path())
+        .class_names(vec!["red".into(), "green".into(), "blue".into()])
+        .quiet(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert_eq!(outcome.evaluation.len(), 12);
+    for file in ["curves.png", "confusion.png", "predictions.png"] {
+        let img = image::open(dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            img.width() > 200 && img.height() > 100,
+            "{file} is too small"
+        );
+    }
+    // The training transform flips at random: feature caching must refuse it.
+    let err = Learner::new(config(1))
+        .cache_features(true)
+        .quiet(true)
+        .fit(tiny_model().freeze_backbone(), &train, &val)
+        .unwrap_err();
+    assert!(err.to_string().contains("without randomness"), "{err}");
+}

@@ -1,0 +1,403 @@
+//! Pixel operations on `u8` RGB images with the semantics of `torchvision.transforms.functional`
+//! on PIL images (Pillow's `Image.resize(BILINEAR)`, `ImageEnhance`, HSV conversion), so that a
+//! pipeline written here gives the same pixels as its torchvision counterpart.
+//!
+//! Resizing follows Pillow's `Resample.c` (Pillow 13): separable triangle filter whose support
+//! widens with the reduction factor (antialiasing when shrinking), coefficients in 22-bit fixed
+//! point, two passes each rounded to `u8` — horizontal first, unless the height shrinks by more
+//! than twice as many pixels as the width (Pillow 13's rule; Pillow 12 and older always start
+//! horizontally, which can change such downscales by one level on a few pixels).
+
+use image::RgbImage;
+
+/// Fixed-point precision of Pillow's 8-bit resampling.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Resampling coefficients for one axis.
+#[derive(Clone, Debug, PartialEq)]
+struct AxisPlan {
+    /// First input index of each output index.
+    start: Vec<usize>,
+    /// Coefficients of each output index (`taps` per output, zero-padded).
+    coeffs: Vec<i32>,
+    /// Number of used coefficients of each output index.
+    len: Vec<usize>,
+    taps: usize,
+}
+
+impl AxisPlan {
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter.
+    fn new(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // bilinear support 1.0, scaled
+        let taps = support.ceil() as usize * 2 + 1;
+        let mut start = Vec::with_capacity(out_size);
+        let mut len = Vec::with_capacity(out_size);
+        let mut coeffs = vec![0i32; out_size * taps];
+        let mut k = vec![0f64; taps];
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            // C's (int) casts truncate toward zero.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let n = xmax.saturating_sub(xmin).min(taps);
+            let mut ww = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(n) {
+                let t = ((x + xmin) as f64 - center + 0.5) * ss;
+                let w = (1.0 - t.abs()).max(0.0);
+                *kx = w;
+                ww += w;
+            }
+            for x in 0..n {
+                let w = if ww != 0.0 { k[x] / ww } else { k[x] };
+                let fixed = w * f64::from(1u32 << PRECISION_BITS);
+                coeffs[xx * taps + x] = if w < 0.0 {
+                    (-0.5 + fixed) as i32
+                } else {
+                    (0.5 + fixed) as i32
+                };
+            }
+            start.push(xmin);
+            len.push(n);
+        }
+        AxisPlan {
+            start,
+            coeffs,
+            len,
+            taps,
+        }
+    }
+
+    fn coeffs(&self, out: usize) -> (usize, &[i32]) {
+        let c = &self.coeffs[out * self.taps..out * self.taps + self.len[out]];
+        (self.start[out], c)
+    }
+}
+
+#[inline(always)]
+fn clip8(v: i32) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// A precomputed bilinear resize from one size to another (Pillow's `Image.resize` with
+/// `BILINEAR`, which torchvision's `Resize` calls on PIL images). Reuse it for every image of
+/// the same size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizePlan {
+    in_w: u32,
+    in_h: u32,
+    out_w: u32,
+    out_h: u32,
+    horizontal: Option<AxisPlan>,
+    vertical: Option<AxisPlan>,
+}
+
+impl ResizePlan {
+    /// The plan for `in_w x in_h -> out_w x out_h` (all sizes at least 1).
+    pub fn new(in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> Self {
+        let horizontal =
+            (in_w != out_w).then(|| AxisPlan::new(in_w as usize, out_w.max(1) as usize));
+        let vertical = (in_h != out_h).then(|| AxisPlan::new(in_h as usize, out_h.max(1) as usize));
+        ResizePlan {
+            in_w,
+            in_h,
+            out_w,
+            out_h,
+            horizontal,
+            vertical,
+        }
+    }
+
+    /// Whether this plan applies to images of `w x h` resized to `out_w x out_h`.
+    pub fn matches(&self, in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> bool {
+        (self.in_w, self.in_h, self.out_w, self.out_h) == (in_w, in_h, out_w, out_h)
+    }
+
+    /// Resizes `img` (which must be `in_w x in_h`; other sizes get a fresh plan).
+    pub fn apply(&self, img: &RgbImage) -> RgbImage {
+        if img.dimensions() != (self.in_w, self.in_h) {
+            return ResizePlan::new(img.width(), img.height(), self.out_w, self.out_h).apply(img);
+        }
+        let (in_w, in_h) = (self.in_w as usize, self.in_h as usize);
+        let (out_w, out_h) = (self.out_w as usize, self.out_h as usize);
+        let src = img.as_raw();
+        // Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice
+        // as many pixels as the width (older Pillow always starts with the horizontal pass).
+        let dh = in_h as i64 - out_h as i64;
+        let horizontal_first = !(dh > 0 && dh > (in_w as i64 - out_w as i64) * 2);
+        let out = match (&self.horizontal, &self.vertical) {
+            (None, None) => src.to_vec(),
+            (Some(h), None) => horizontal_pass(src, in_w, 0, in_h, h, out_w),
+            (None, Some(v)) => vertical_pass(src, in_w, 0, v, out_h),
+            (Some(h), Some(v)) if horizontal_first => {
+                // Only the rows the vertical pass reads.
+                let first = v.start[0];
+                let last = v.start[out_h - 1] + v.len[out_h - 1];
+                let mid = horizontal_pass(src, in_w, first, last - first, h, out_w);
+                vertical_pass(&mid, out_w, first, v, out_h)
+            }
+            (Some(h), Some(v)) => {
+                let mid = vertical_pass(src, in_w, 0, v, out_h);
+                horizontal_pass(&mid, in_w, 0, out_h, h, out_w)
+            }
+        };
+        RgbImage::from_raw(self.out_w, self.out_h, out)
+            .unwrap_or_else(|| RgbImage::new(self.out_w, self.out_h))
+    }
+}
+
+/// Pillow's horizontal pass over `rows` rows of `src` (width `in_w`) starting at `row0`.
+fn horizontal_pass(
+    src: &[u8],
+    in_w: usize,
+    row0: usize,
+    rows: usize,
+    plan: &AxisPlan,
+    out_w: usize,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; rows * out_w * 3];
+    for (r, out_row) in buf.chunks_exact_mut(out_w * 3).enumerate() {
+        let in_row = &src[(row0 + r) * in_w * 3..(row0 + r + 1) * in_w * 3];
+        for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
+            let (x0, k) = plan.coeffs(xx);
+            let mut s = [1i32 << (PRECISION_BITS - 1); 3];
+            for (&w, p) in k.iter().zip(in_row[x0 * 3..].chunks_exact(3)) {
+                s[0] += i32::from(p[0]) * w;
+                s[1] += i32::from(p[1]) * w;
+                s[2] += i32::from(p[2]) * w;
+            }
+            px[0] = clip8(s[0]);
+            px[1] = clip8(s[1]);
+            px[2] = clip8(s[2]);
+        }
+    }
+    buf
+}
+
+/// Pillow's vertical pass: `src` (width `width`) holds the input rows from `row0` on.
+fn vertical_pass(src: &[u8], width: usize, row0: usize, plan: &AxisPlan, out_h: usize) -> Vec<u8> {
+    let stride = width * 3;
+    let mut out = vec![0u8; out_h * stride];
+    let mut acc = vec![0i32; stride];
+    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
+        let (y0, k) = plan.coeffs(yy);
+        let y0 = y0 - row0;
+        acc.fill(1i32 << (PRECISION_BITS - 1));
+        for (i, &w) in k.iter().enumerate() {
+            let in_row = &src[(y0 + i) * stride..(y0 + i + 1) * stride];
+            for (a, &p) in acc.iter_mut().zip(in_row) {
+                *a += i32::from(p) * w;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    out
+}
+
+/// Bilinear resize to exactly `width x height` (see [`ResizePlan`]).
+pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if img.dimensions() == (width, height) {
+        return img.clone();
+    }
+    ResizePlan::new(img.width(), img.height(), width, height).apply(img)
+}
+
+/// The output size of torchvision's `Resize(size)` with an integer size: the shorter side
+/// becomes `size`, the longer one keeps the aspect ratio (truncated, like Python's `int()`).
+pub fn shorter_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (f64::from(size) * f64::from(long) / f64::from(short.max(1))) as u32;
+    if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
+}
+
+/// Crops the `width x height` region whose top-left corner is at `(left, top)`; pixels outside
+/// the image are black (torchvision's `crop`, which pads with zeros).
+pub fn crop(img: &RgbImage, top: i64, left: i64, height: u32, width: u32) -> RgbImage {
+    let (iw, ih) = (i64::from(img.width()), i64::from(img.height()));
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    let src = img.as_raw();
+    // Columns of the output that map inside the image.
+    let x0 = (-left).clamp(0, i64::from(width));
+    let x1 = (iw - left).clamp(x0, i64::from(width));
+    if x1 > x0 {
+        let n = (x1 - x0) as usize * 3;
+        for (y, row) in out.chunks_exact_mut(width as usize * 3).enumerate() {
+            let sy = top + y as i64;
+            if sy < 0 || sy >= ih {
+                continue;
+            }
+            let s = ((sy * iw + left + x0) * 3) as usize;
+            row[x0 as usize * 3..x0 as usize * 3 + n].copy_from_slice(&src[s..s + n]);
+        }
+    }
+    RgbImage::from_raw(width, height, out).unwrap_or_else(|| RgbImage::new(width, height))
+}
+
+/// torchvision's `center_crop`: crops the centre `width x height`, padding with black first when
+/// the image is smaller. Offsets use Python's `round` (ties to even), like torchvision.
+pub fn center_crop(img: &RgbImage, height: u32, width: u32) -> RgbImage {
+    let (iw, ih) = (i64::from(img.width()), i64::from(img.height()));
+    let (cw, ch) = (i64::from(width), i64::from(height));
+    // Padding (when the crop is larger) puts floor(d/2) before; cropping then starts at 0.
+    let top = if ch > ih {
+        -((ch - ih) / 2)
+    } else {
+        ((ih - ch) as f64 / 2.0).round_ties_even() as i64
+    };
+    let left = if cw > iw {
+        -((cw - iw) / 2)
+    } else {
+        ((iw - cw) as f64 / 2.0).round_ties_even() as i64
+    };
+    crop(img, top, left, height, width)
+}
+
+/// Mirrors the image left to right, in place.
+pub fn hflip(img: &mut RgbImage) {
+    let w = img.width() as usize;
+    for row in img.chunks_exact_mut(w * 3) {
+        let (mut i, mut j) = (0, w.saturating_sub(1));
+        while i < j {
+            for c in 0..3 {
+                row.swap(i * 3 + c, j * 3 + c);
+            }
+            i += 1;
+            j -= 1;
+        }
+    }
+}
+
+/// Pillow's `Image.blend(a, b, alpha)` on one byte: `a + alpha * (b - a)` in `f32`, truncated,
+/// clamped when extrapolating.
+#[inline(always)]
+fn blend(a: u8, b: u8, alpha: f32) -> u8 {
+    let v = f32::from(a) + alpha * (f32::from(b) - f32::from(a));
+    if (0.0..=1.0).contains(&alpha) {
+        v as u8
+    } else if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// Pillow's RGB to `L` conversion (ITU-R 601-2 luma in 16-bit fixed point).
+#[inline(always)]
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
+}
+
+/// torchvision's `adjust_brightness` on a PIL image: blends with black.
+pub fn adjust_brightness(img: &mut RgbImage, factor: f32) {
+    for v in img.iter_mut() {
+        *v = blend(0, *v, factor);
+    }
+}
+
+/// torchvision's `adjust_contrast` on a PIL image: blends with the mean grey level (rounded).
+pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
+    let n = (img.width() as u64 * img.height() as u64).max(1);
+    let sum: u64 = img
+        .pixels()
+        .map(|p| u64::from(luma(p[0], p[1], p[2])))
+        .sum();
+    let mean = (sum as f64 / n as f64 + 0.5) as u8;
+    for v in img.iter_mut() {
+        *v = blend(mean, *v, factor);
+    }
+}
+
+/// torchvision's `adjust_saturation` on a PIL image: blends with the greyscale image.
+pub fn adjust_saturation(img: &mut RgbImage, factor: f32) {
+    for p in img.pixels_mut() {
+        let l = luma(p[0], p[1], p[2]);
+        for c in 0..3 {
+            p[c] = blend(l, p[c], factor);
+        }
+    }
+}
+
+/// Pillow's `CLIP8` on an `int`.
+fn clip_int(v: i32) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+/// Pillow's RGB to HSV (`rgb2hsv_row` in `Convert.c`, following `colorsys`): all channels
+/// `u8`, hue scaled to 0..=255. The `f32` / `f64` mix reproduces the C expression types.
+fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if maxc == minc {
+        return [0, 0, maxc];
+    }
+    let cr = f32::from(maxc - minc);
+    let s = cr / f32::from(maxc);
+    let rc = f32::from(maxc - r) / cr;
+    let gc = f32::from(maxc - g) / cr;
+    let bc = f32::from(maxc - b) / cr;
+    let h: f32 = if r == maxc {
+        bc - gc
+    } else if g == maxc {
+        (2.0 + f64::from(rc) - f64::from(bc)) as f32
+    } else {
+        (4.0 + f64::from(gc) - f64::from(rc)) as f32
+    };
+    // Rust's `%` on floats is C's fmod.
+    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+    [
+        clip_int((f64::from(h) * 255.0) as i32),
+        clip_int((f64::from(s) * 255.0) as i32),
+        maxc,
+    ]
+}
+
+/// Pillow's HSV to RGB (`hsv2rgb` in `Convert.c`).
+fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
+    if s == 0 {
+        return [v, v, v];
+    }
+    let h6 = f64::from(h) * 6.0 / 255.0;
+    let i = h6.floor() as i32;
+    let f = (h6 - f64::from(i as f32)) as f32;
+    let fs = (f64::from(s) / 255.0) as f32;
+    let vf = f64::from(v);
+    // C's round(): halves away from zero, like f64::round.
+    let p = clip_int((vf * (1.0 - f64::from(fs))).round() as i32);
+    let q = clip_int((vf * (1.0 - f64::from(fs * f))).round() as i32);
+    let t = clip_int((vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f)))).round() as i32);
+    match i % 6 {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+/// torchvision's `adjust_hue` on a PIL image: shifts the 8-bit hue channel by
+/// `trunc(hue_factor * 255)` (wrapping), `hue_factor` in `[-0.5, 0.5]`.
+pub fn adjust_hue(img: &mut RgbImage, hue_factor: f32) {
+    let shift = (f64::from(hue_factor) * 255.0) as i32 as u8;
+    for p in img.pixels_mut() {
+        let [h, s, v] = rgb_to_hsv(p[0], p[1], p[2]);
+        let [r, g, b] = hsv_to_rgb(h.wrapping_add(shift), s, v);
+        p[0] = r;
+        p[1] = g;
+        p[2] = b;
+    }
+}

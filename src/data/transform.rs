@@ -1,0 +1,570 @@
+//! Image transforms with the names and semantics of `torchvision.transforms` (v1, PIL path):
+//! [`RandomHorizontalFlip`], [`RandomCrop`], [`Resize`], [`CenterCrop`], [`ColorJitter`],
+//! [`Normalize`], composed into a [`Pipeline`] (torchvision's `Compose([..., ToTensor(),
+//! Normalize(...)])`).
+//!
+//! Geometric and colour transforms run on `u8` RGB images exactly like torchvision on PIL images
+//! (see [`functional`](super::functional)); the pipeline then converts to `f32` CHW in `[0, 1]`
+//! (`ToTensor`) and normalises, in one pass through a per-channel lookup table that computes the
+//! same `f32` operations as torchvision.
+//!
+//! Randomness comes from a [`SeededRng`] per image, so an image's augmentation depends only on
+//! its seed — never on the thread or batch it is processed in.
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::error::DataError;
+use super::functional::{
+    ResizePlan, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop,
+    crop, hflip, shorter_side_size,
+};
+use super::rng::SeededRng;
+
+/// Per-channel mean of the CIFAR-10 training images (RGB, in `[0, 1]`).
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// Per-channel standard deviation of the CIFAR-10 training pixels (RGB).
+pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+/// Per-channel mean of ImageNet (what torchvision's pretrained weights expect).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// Per-channel standard deviation of ImageNet.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// `RandomHorizontalFlip(p)`: mirrors the image with probability `p`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RandomHorizontalFlip {
+    /// Probability of flipping.
+    pub p: f64,
+}
+
+impl RandomHorizontalFlip {
+    /// Flips with probability `p`.
+    pub fn new(p: f64) -> Self {
+        RandomHorizontalFlip { p }
+    }
+}
+
+impl Default for RandomHorizontalFlip {
+    fn default() -> Self {
+        RandomHorizontalFlip { p: 0.5 }
+    }
+}
+
+/// `RandomCrop(size, padding)`: pads every side with `padding` black pixels, then crops a
+/// `size x size` square at a uniformly random position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RandomCrop {
+    /// Side of the crop.
+    pub size: u32,
+    /// Black border added on each side first.
+    pub padding: u32,
+}
+
+impl RandomCrop {
+    /// A `size x size` crop after `padding` pixels of zero padding.
+    pub fn new(size: u32, padding: u32) -> Self {
+        RandomCrop { size, padding }
+    }
+}
+
+/// `Resize(size)` with bilinear interpolation (Pillow's, with antialiasing when shrinking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resize {
+    /// `Resize(int)`: the shorter side becomes this, the aspect ratio is kept.
+    Shorter(u32),
+    /// `Resize((h, w))`: exactly this size.
+    Exact {
+        /// Output height.
+        height: u32,
+        /// Output width.
+        width: u32,
+    },
+}
+
+impl Resize {
+    /// `Resize(size)`: the shorter side becomes `size` (a square image becomes `size x size`).
+    pub fn new(size: u32) -> Self {
+        Resize::Shorter(size)
+    }
+
+    /// `Resize((height, width))`.
+    pub fn exact(height: u32, width: u32) -> Self {
+        Resize::Exact { height, width }
+    }
+
+    /// `(width, height)` of the output for an input of `width x height`.
+    pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
+        match *self {
+            Resize::Shorter(size) => shorter_side_size(width, height, size),
+            Resize::Exact { height, width } => (width, height),
+        }
+    }
+}
+
+/// `CenterCrop(size)`: the centre `size x size` square (padded with black if the image is
+/// smaller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CenterCrop {
+    /// Side of the crop.
+    pub size: u32,
+}
+
+impl CenterCrop {
+    /// The centre `size x size` square.
+    pub fn new(size: u32) -> Self {
+        CenterCrop { size }
+    }
+}
+
+/// `ColorJitter(brightness, contrast, saturation, hue)`: factors drawn uniformly from
+/// `[max(0, 1 - b), 1 + b]` (same for contrast and saturation) and `[-hue, hue]`, applied in a
+/// random order. A zero disables the adjustment.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColorJitter {
+    /// Brightness jitter (>= 0).
+    pub brightness: f32,
+    /// Contrast jitter (>= 0).
+    pub contrast: f32,
+    /// Saturation jitter (>= 0).
+    pub saturation: f32,
+    /// Hue jitter, in `[0, 0.5]`.
+    pub hue: f32,
+}
+
+impl ColorJitter {
+    /// `ColorJitter(brightness, contrast, saturation, hue)`.
+    pub fn new(brightness: f32, contrast: f32, saturation: f32, hue: f32) -> Self {
+        ColorJitter {
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        }
+    }
+}
+
+/// `Normalize(mean, std)` applied after `ToTensor` (pixels divided by 255).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    /// Per-channel mean (RGB).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (RGB).
+    pub std: [f32; 3],
+}
+
+impl Normalize {
+    /// `Normalize(mean, std)`.
+    pub fn new(mean: [f32; 3], std: [f32; 3]) -> Self {
+        Normalize { mean, std }
+    }
+
+    /// CIFAR-10 statistics ([`CIFAR10_MEAN`], [`CIFAR10_STD`]).
+    pub fn cifar10() -> Self {
+        Normalize::new(CIFAR10_MEAN, CIFAR10_STD)
+    }
+
+    /// ImageNet statistics ([`IMAGENET_MEAN`], [`IMAGENET_STD`]), for pretrained weights.
+    pub fn imagenet() -> Self {
+        Normalize::new(IMAGENET_MEAN, IMAGENET_STD)
+    }
+
+    /// The normalised value of every byte, per channel: `(v / 255 - mean) / std` in `f32`.
+    pub fn lut(&self) -> [[f32; 256]; 3] {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, out) in table.iter_mut().enumerate() {
+                *out = (v as f32 / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        lut
+    }
+
+    /// Inverts the normalisation of one CHW image back to `u8` pixels (for pictures; the
+    /// tutorial's `imshow` does `inp * std + mean`).
+    pub fn denormalize(&self, chw: &[f32], width: u32, height: u32) -> RgbImage {
+        let plane = width as usize * height as usize;
+        let mut img = RgbImage::new(width, height);
+        for (i, p) in img.pixels_mut().enumerate() {
+            for c in 0..3 {
+                let x = chw.get(c * plane + i).copied().unwrap_or(0.0);
+                p[c] = ((x * self.std[c] + self.mean[c]) * 255.0)
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
+            }
+        }
+        img
+    }
+}
+
+/// One `u8` image transform of a [`Pipeline`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Transform {
+    /// See [`RandomHorizontalFlip`].
+    RandomHorizontalFlip(RandomHorizontalFlip),
+    /// See [`RandomCrop`].
+    RandomCrop(RandomCrop),
+    /// See [`Resize`].
+    Resize(Resize),
+    /// See [`CenterCrop`].
+    CenterCrop(CenterCrop),
+    /// See [`ColorJitter`].
+    ColorJitter(ColorJitter),
+}
+
+impl From<RandomHorizontalFlip> for Transform {
+    fn from(t: RandomHorizontalFlip) -> Self {
+        Transform::RandomHorizontalFlip(t)
+    }
+}
+impl From<RandomCrop> for Transform {
+    fn from(t: RandomCrop) -> Self {
+        Transform::RandomCrop(t)
+    }
+}
+impl From<Resize> for Transform {
+    fn from(t: Resize) -> Self {
+        Transform::Resize(t)
+    }
+}
+impl From<CenterCrop> for Transform {
+    fn from(t: CenterCrop) -> Self {
+        Transform::CenterCrop(t)
+    }
+}
+impl From<ColorJitter> for Transform {
+    fn from(t: ColorJitter) -> Self {
+        Transform::ColorJitter(t)
+    }
+}
+
+impl Transform {
+    /// torchvision's class name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transform::RandomHorizontalFlip(_) => "RandomHorizontalFlip",
+            Transform::RandomCrop(_) => "RandomCrop",
+            Transform::Resize(_) => "Resize",
+            Transform::CenterCrop(_) => "CenterCrop",
+            Transform::ColorJitter(_) => "ColorJitter",
+        }
+    }
+
+    /// Whether the transform draws random numbers.
+    pub fn is_random(&self) -> bool {
+        match self {
+            Transform::RandomHorizontalFlip(t) => t.p > 0.0 && t.p < 1.0,
+            Transform::RandomCrop(_) => true,
+            Transform::Resize(_) | Transform::CenterCrop(_) => false,
+            Transform::ColorJitter(t) => {
+                t.brightness > 0.0 || t.contrast > 0.0 || t.saturation > 0.0 || t.hue > 0.0
+            }
+        }
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> DataError {
+        DataError::Transform {
+            transform: self.name(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), DataError> {
+        match self {
+            Transform::RandomHorizontalFlip(t) if !(0.0..=1.0).contains(&t.p) => {
+                Err(self.invalid(format!("p = {} is not a probability in [0, 1]", t.p)))
+            }
+            Transform::RandomCrop(t) if t.size == 0 => Err(self.invalid("size must be positive")),
+            Transform::CenterCrop(t) if t.size == 0 => Err(self.invalid("size must be positive")),
+            Transform::Resize(Resize::Shorter(0))
+            | Transform::Resize(Resize::Exact { height: 0, .. })
+            | Transform::Resize(Resize::Exact { width: 0, .. }) => {
+                Err(self.invalid("size must be positive"))
+            }
+            Transform::ColorJitter(t) => {
+                for (name, v) in [
+                    ("brightness", t.brightness),
+                    ("contrast", t.contrast),
+                    ("saturation", t.saturation),
+                ] {
+                    if !(v >= 0.0 && v.is_finite()) {
+                        return Err(self.invalid(format!("{name} = {v} must be >= 0")));
+                    }
+                }
+                if !(0.0..=0.5).contains(&t.hue) {
+                    return Err(self.invalid(format!("hue = {} must be in [0, 0.5]", t.hue)));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `(width, height)` of the output for an input of `width x height`, or why the transform
+    /// cannot apply.
+    pub fn output_size(&self, width: u32, height: u32) -> Result<(u32, u32), DataError> {
+        self.validate()?;
+        match self {
+            Transform::RandomCrop(t) => {
+                let (pw, ph) = (width + 2 * t.padding, height + 2 * t.padding);
+                if pw < t.size || ph < t.size {
+                    return Err(self.invalid(format!(
+                        "required crop size {0}x{0} is larger than the padded input image \
+                         {pw}x{ph}: lower the size, add padding or resize first",
+                        t.size
+                    )));
+                }
+                Ok((t.size, t.size))
+            }
+            Transform::Resize(r) => Ok(r.output_size(width, height)),
+            Transform::CenterCrop(t) => Ok((t.size, t.size)),
+            Transform::RandomHorizontalFlip(_) | Transform::ColorJitter(_) => Ok((width, height)),
+        }
+    }
+}
+
+/// Reusable state of a pipeline (cached resize coefficients); one per worker thread.
+#[derive(Debug, Default)]
+pub struct TransformCache {
+    plans: Vec<ResizePlan>,
+}
+
+impl TransformCache {
+    fn plan(&mut self, in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> &ResizePlan {
+        let pos = self
+            .plans
+            .iter()
+            .position(|p| p.matches(in_w, in_h, out_w, out_h));
+        let i = match pos {
+            Some(i) => i,
+            None => {
+                if self.plans.len() >= 16 {
+                    self.plans.remove(0);
+                }
+                self.plans.push(ResizePlan::new(in_w, in_h, out_w, out_h));
+                self.plans.len() - 1
+            }
+        };
+        &self.plans[i]
+    }
+}
+
+/// A composition of transforms (torchvision's `Compose`), ending with `ToTensor` and an
+/// optional [`Normalize`].
+///
+/// ```
+/// use finetune::data::{Normalize, Pipeline, RandomCrop, RandomHorizontalFlip, Resize};
+///
+/// // The tutorial's train and eval transforms, upsampled for ImageNet weights.
+/// let train = Pipeline::new()
+///     .then(Resize::new(224))
+///     .then(RandomHorizontalFlip::new(0.5))
+///     .normalize(Normalize::imagenet());
+/// let eval = Pipeline::new().then(Resize::new(224)).normalize(Normalize::imagenet());
+/// assert!(train.is_random() && !eval.is_random());
+/// assert_eq!(train.output_size(32, 32).unwrap(), (224, 224));
+/// // The classic CIFAR augmentation.
+/// let cifar = Pipeline::new()
+///     .then(RandomCrop::new(32, 4))
+///     .then(RandomHorizontalFlip::new(0.5))
+///     .normalize(Normalize::cifar10());
+/// assert_eq!(cifar, Pipeline::cifar_train());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// The `u8` transforms, applied in order.
+    pub transforms: Vec<Transform>,
+    /// The normalisation after `ToTensor`; `None` leaves values in `[0, 1]`.
+    pub normalize: Option<Normalize>,
+}
+
+impl Pipeline {
+    /// An empty pipeline: `ToTensor` only.
+    pub fn new() -> Self {
+        Pipeline::default()
+    }
+
+    /// Appends a transform.
+    pub fn then(mut self, transform: impl Into<Transform>) -> Self {
+        self.transforms.push(transform.into());
+        self
+    }
+
+    /// Sets the final normalisation.
+    pub fn normalize(mut self, normalize: Normalize) -> Self {
+        self.normalize = Some(normalize);
+        self
+    }
+
+    /// Inserts `Resize(size)` before every other transform (e.g. 32 -> 224 for ImageNet
+    /// weights).
+    pub fn upsample(mut self, size: u32) -> Self {
+        self.transforms.insert(0, Resize::new(size).into());
+        self
+    }
+
+    /// The tutorial's train transform: `RandomHorizontalFlip()` then `normalize`.
+    pub fn train(normalize: Normalize) -> Self {
+        Pipeline::new()
+            .then(RandomHorizontalFlip::default())
+            .normalize(normalize)
+    }
+
+    /// The tutorial's eval transform: `normalize` only.
+    pub fn eval(normalize: Normalize) -> Self {
+        Pipeline::new().normalize(normalize)
+    }
+
+    /// The standard CIFAR augmentation: `RandomCrop(32, padding=4)`, `RandomHorizontalFlip()`,
+    /// CIFAR-10 normalisation.
+    pub fn cifar_train() -> Self {
+        Pipeline::new()
+            .then(RandomCrop::new(32, 4))
+            .then(RandomHorizontalFlip::default())
+            .normalize(Normalize::cifar10())
+    }
+
+    /// CIFAR-10 normalisation only.
+    pub fn cifar_eval() -> Self {
+        Pipeline::eval(Normalize::cifar10())
+    }
+
+    /// Whether any transform is random (when not, the pipeline's output for an image never
+    /// changes, so features can be cached).
+    pub fn is_random(&self) -> bool {
+        self.transforms.iter().any(Transform::is_random)
+    }
+
+    /// Checks every parameter (probabilities, sizes, standard deviations).
+    pub fn validate(&self) -> Result<(), DataError> {
+        for t in &self.transforms {
+            t.validate()?;
+        }
+        if let Some(n) = &self.normalize
+            && let Some(c) = (0..3).find(|&c| !(n.std[c].is_finite() && n.std[c] != 0.0))
+        {
+            return Err(DataError::Transform {
+                transform: "Normalize",
+                reason: format!("std[{c}] = {} must be finite and non-zero", n.std[c]),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(width, height)` of the output for an input of `width x height`, or why the pipeline
+    /// cannot process such images.
+    pub fn output_size(&self, width: u32, height: u32) -> Result<(u32, u32), DataError> {
+        self.validate()?;
+        self.transforms
+            .iter()
+            .try_fold((width, height), |(w, h), t| t.output_size(w, h))
+    }
+
+    /// Applies the `u8` transforms to `image`, drawing randomness from `rng`.
+    pub fn apply(&self, image: RgbImage, rng: &mut SeededRng) -> Result<RgbImage, DataError> {
+        self.apply_cached(image, rng, &mut TransformCache::default())
+    }
+
+    /// Like [`apply`](Self::apply), reusing `cache` (resize coefficients) across images.
+    pub fn apply_cached(
+        &self,
+        mut image: RgbImage,
+        rng: &mut SeededRng,
+        cache: &mut TransformCache,
+    ) -> Result<RgbImage, DataError> {
+        for t in &self.transforms {
+            let (w, h) = t.output_size(image.width(), image.height())?;
+            image = match t {
+                Transform::RandomHorizontalFlip(f) => {
+                    if rng.unit_f64() < f.p {
+                        hflip(&mut image);
+                    }
+                    image
+                }
+                Transform::RandomCrop(c) => {
+                    let pad = i64::from(c.padding);
+                    let (pw, ph) = (
+                        image.width() + 2 * c.padding,
+                        image.height() + 2 * c.padding,
+                    );
+                    if pw == c.size && ph == c.size && pad == 0 {
+                        image
+                    } else {
+                        // torchvision draws the row, then the column.
+                        let top = i64::from(rng.int_inclusive(0, ph - c.size)) - pad;
+                        let left = i64::from(rng.int_inclusive(0, pw - c.size)) - pad;
+                        crop(&image, top, left, c.size, c.size)
+                    }
+                }
+                Transform::Resize(_) => {
+                    if image.dimensions() == (w, h) {
+                        image
+                    } else {
+                        cache
+                            .plan(image.width(), image.height(), w, h)
+                            .apply(&image)
+                    }
+                }
+                Transform::CenterCrop(c) => {
+                    if image.dimensions() == (c.size, c.size) {
+                        image
+                    } else {
+                        center_crop(&image, c.size, c.size)
+                    }
+                }
+                Transform::ColorJitter(j) => {
+                    color_jitter(&mut image, j, rng);
+                    image
+                }
+            };
+        }
+        Ok(image)
+    }
+
+    /// The lookup table of the final `ToTensor` + `Normalize` step.
+    pub fn lut(&self) -> [[f32; 256]; 3] {
+        self.normalize
+            .unwrap_or(Normalize::new([0.0; 3], [1.0; 3]))
+            .lut()
+    }
+}
+
+/// Writes `image` as normalised `f32` CHW into `out` (`3 * h * w` values) through `lut`.
+pub fn to_chw(image: &RgbImage, lut: &[[f32; 256]; 3], out: &mut [f32]) {
+    let plane = image.width() as usize * image.height() as usize;
+    let (r, gb) = out.split_at_mut(plane);
+    let (g, b) = gb.split_at_mut(plane);
+    let (lr, lg, lb) = (&lut[0], &lut[1], &lut[2]);
+    for (((px, r), g), b) in image
+        .as_raw()
+        .chunks_exact(3)
+        .zip(r.iter_mut())
+        .zip(g.iter_mut())
+        .zip(b.iter_mut())
+    {
+        *r = lr[usize::from(px[0])];
+        *g = lg[usize::from(px[1])];
+        *b = lb[usize::from(px[2])];
+    }
+}
+
+fn color_jitter(image: &mut RgbImage, j: &ColorJitter, rng: &mut SeededRng) {
+    // torchvision: fn_idx = randperm(4), then b, c, s, h factors in this order.
+    let order = rng.permutation(4);
+    let mut factor = |v: f32| -> Option<f32> {
+        (v > 0.0).then(|| rng.uniform(f64::from((1.0 - v).max(0.0)), f64::from(1.0 + v)) as f32)
+    };
+    let b = factor(j.brightness);
+    let c = factor(j.contrast);
+    let s = factor(j.saturation);
+    let h = (j.hue > 0.0).then(|| rng.uniform(-f64::from(j.hue), f64::from(j.hue)) as f32);
+    for op in order {
+        match (op, b, c, s, h) {
+            (0, Some(b), ..) => adjust_brightness(image, b),
+            (1, _, Some(c), ..) => adjust_contrast(image, c),
+            (2, _, _, Some(s), _) => adjust_saturation(image, s),
+            (3, _, _, _, Some(h)) => adjust_hue(image, h),
+            _ => {}
+        }
+    }
+}
