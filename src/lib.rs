@@ -39,6 +39,7 @@ pub mod device;
 pub mod download;
 pub mod error;
 pub mod model;
+pub mod recipe;
 pub mod train;
 pub mod viz;
 pub mod weights;

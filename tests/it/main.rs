@@ -7,6 +7,7 @@ mod download;
 mod freeze;
 mod http;
 mod model;
+mod recipe;
 mod train;
 mod viz;
 mod weights;

@@ -1,0 +1,153 @@
+//! The command line shared by the `finetune` and `feature_extractor` examples: flags to
+//! [`TutorialOptions`], then [`finetune::recipe::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
+use finetune::weights::ResNetWeights;
+
+use crate::args::Args;
+
+const KNOWN: &[&str] = &[
+    "epochs",
+    "batch-size",
+    "lr",
+    "train-limit",
+    "val-limit",
+    "device",
+    "out",
+    "resume",
+    "seed",
+    "upsample",
+    "data-dir",
+    "image-folder",
+    "sample",
+    "weights",
+    "arch",
+    "workers",
+    "image-size",
+    "cache-features",
+    "help",
+];
+
+fn usage(example: &str, mode: Mode) -> String {
+    format!(
+        "usage: cargo run --release --example {example} -- [options]
+
+Reproduces PyTorch's transfer-learning tutorial on CIFAR-10 ({}).
+
+data (default: CIFAR-10, downloaded and cached; the bundled sample when unavailable):
+  --data-dir DIR        an extracted cifar-10-batches-bin directory
+  --image-folder DIR    your own images: DIR/train/<class>/*, DIR/val/<class>/* [, DIR/test/<class>/*]
+  --sample              the bundled 1,000-image CIFAR-10 sample
+  --image-size N        image folders: resize to NxN at load (default 224)
+model:
+  --weights auto|none|NAME|FILE   ImageNet weights (auto: download and cache; random
+                                  initialisation when unavailable), a registry name such as
+                                  resnet50.v2, or a .pth/.safetensors file
+  --arch resnet18|resnet34|resnet50|resnet101|resnet152   (default resnet18)
+training:
+  --epochs N (5) --batch-size N (128) --lr X (0.001) --seed N (42)
+  --train-limit N --val-limit N   use fewer images
+  --upsample N          resize images to NxN (224 matches ImageNet weights)
+  --device auto|flex|ndarray|wgpu
+  --workers N           batch-preparation threads (default: all cores){}
+  --out DIR             run directory (default runs/{example}-<time>)
+  --resume              continue the run in --out from its checkpoint",
+        match mode {
+            Mode::FineTune => "every layer trains",
+            Mode::FeatureExtractor => "frozen backbone, only the new head trains",
+        },
+        match mode {
+            Mode::FeatureExtractor => "\n  --cache-features      compute the backbone's features once (no random flip)",
+            Mode::FineTune => "",
+        }
+    )
+}
+
+fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
+    let mut o = TutorialOptions::new(mode);
+    o.epochs = args.or("epochs", o.epochs)?;
+    o.batch_size = args.or("batch-size", o.batch_size)?;
+    o.lr = args.or("lr", o.lr)?;
+    o.seed = args.or("seed", o.seed)?;
+    o.train_limit = args.opt("train-limit")?;
+    o.val_limit = args.opt("val-limit")?;
+    o.upsample = args.opt("upsample")?;
+    o.workers = args.opt("workers")?;
+    o.image_size = args.or("image-size", o.image_size)?;
+    o.resume = args.flag("resume");
+    o.cache_features = args.flag("cache-features");
+    if let Some(device) = args.get("device") {
+        o.device = device.parse().map_err(|e: finetune::Error| e.to_string())?;
+    }
+    if let Some(out) = args.get("out") {
+        o.out = Some(PathBuf::from(out));
+    }
+    if let Some(arch) = args.get("arch") {
+        o.arch = arch.to_string();
+    }
+    let sources = [
+        args.get("data-dir").is_some(),
+        args.get("image-folder").is_some(),
+        args.flag("sample"),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err("choose one of --data-dir, --image-folder and --sample".into());
+    }
+    if let Some(dir) = args.get("data-dir") {
+        o.data = DataChoice::CifarDir(dir.into());
+    } else if let Some(dir) = args.get("image-folder") {
+        o.data = DataChoice::ImageFolder(dir.into());
+    } else if args.flag("sample") {
+        o.data = DataChoice::Sample;
+    }
+    o.weights = match args.get("weights") {
+        None | Some("auto") => WeightsChoice::Auto,
+        Some("none") => WeightsChoice::None,
+        Some(value) => {
+            let path = PathBuf::from(value);
+            if path.exists() {
+                WeightsChoice::File(path)
+            } else {
+                match value.parse::<ResNetWeights>() {
+                    Ok(w) => WeightsChoice::Named(w),
+                    Err(_) => {
+                        return Err(format!(
+                            "--weights: '{value}' is neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    Ok(o)
+}
+
+/// Parses the command line and runs the tutorial in `mode`.
+pub fn main(example: &str, mode: Mode) -> ExitCode {
+    let result = Args::parse(&["resume", "sample", "cache-features"]).and_then(|args| {
+        if args.flag("help") {
+            println!("{}", usage(example, mode));
+            return Ok(None);
+        }
+        args.reject_unknown(KNOWN)?;
+        options(&args, mode).map(Some)
+    });
+    let opts = match result {
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}\n(see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The whole PyTorch "Transfer Learning for Computer Vision" tutorial (Chilamkurthy, PyTorch
+//! tutorials) as one call, run on CIFAR-10: load the data (the official archive, an extracted
+//! directory, the user's image folders, or the bundled sample), split the test set 50/50 into
+//! validation and test, start from torchvision's ImageNet ResNet, replace the head, fine-tune
+//! everything or train only the head on a frozen backbone, then report test accuracy and
+//! pictures. The `finetune` and `feature_extractor` examples are thin command lines over
+//! [`run`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::data::dataset::Dataset;
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::DeviceChoice;
+use crate::data::{
+    Cifar10, ImageFolder, ImageFolderOptions, ImageItem, ImageLoader, LoaderConfig, Normalize,
+    Pipeline, Subset, random_split,
+};
+use crate::error::{Error, Result};
+use crate::model::{ResNet, ResNetConfig};
+use crate::train::{
+    Evaluation, History, Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate,
+};
+use crate::weights::ResNetWeights;
+
+/// Fine-tune everything, or train only a new head on a frozen backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every parameter trains (the tutorial's "finetuning the ConvNet").
+    FineTune,
+    /// The backbone is frozen, BatchNorm included (the tutorial's "ConvNet as fixed feature
+    /// extractor").
+    FeatureExtractor,
+}
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataChoice {
+    /// CIFAR-10 from the cache, downloading it if needed; the bundled sample when it can be
+    /// neither found nor downloaded.
+    Auto,
+    /// An extracted `cifar-10-batches-bin` directory.
+    CifarDir(PathBuf),
+    /// The user's own images: `DIR/train/<class>/*` and `DIR/val/<class>/*` (and optionally
+    /// `DIR/test/<class>/*`; without it the validation folder is split 50/50 into validation
+    /// and test, like the CIFAR test set).
+    ImageFolder(PathBuf),
+    /// The CIFAR-10 sample shipped with the crate (1,000 train and 200 test images).
+    Sample,
+}
+
+/// Which weights the backbone starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightsChoice {
+    /// The architecture's torchvision ImageNet weights, downloaded and cached; random
+    /// initialisation when they can be neither found nor downloaded.
+    Auto,
+    /// These registry weights (an error when unavailable).
+    Named(ResNetWeights),
+    /// A `.pth` / `.safetensors` state_dict (an error when it does not load strictly).
+    File(PathBuf),
+    /// Random initialisation.
+    None,
+}
+
+/// Everything the tutorial run can be told.
+#[derive(Clone, Debug)]
+pub struct TutorialOptions {
+    /// Fine-tune or fixed feature extractor.
+    pub mode: Mode,
+    /// Images.
+    pub data: DataChoice,
+    /// Starting weights.
+    pub weights: WeightsChoice,
+    /// Architecture name (`resnet18`, ...).
+    pub arch: String,
+    /// Epochs (tutorial: 25; our default 5).
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning rate (SGD, momentum 0.9, StepLR 7/0.1 per epoch).
+    pub lr: f64,
+    /// Use at most this many training images.
+    pub train_limit: Option<usize>,
+    /// Use at most this many validation (and test) images.
+    pub val_limit: Option<usize>,
+    /// Device.
+    pub device: DeviceChoice,
+    /// Run directory (default: `runs/<mode>-<unix time>`).
+    pub out: Option<PathBuf>,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Seed of the split, the order and the augmentation.
+    pub seed: u64,
+    /// Resize images to this square size (224 for ImageNet weights at their native
+    /// resolution).
+    pub upsample: Option<u32>,
+    /// Feature extractor only: compute the frozen backbone's features once (the training
+    /// transform then has no random flip).
+    pub cache_features: bool,
+    /// Batch-preparation threads (default: all cores).
+    pub workers: Option<usize>,
+    /// Image folders: the square size images are resized to at load.
+    pub image_size: u32,
+}
+
+impl TutorialOptions {
+    /// The tutorial's settings for `mode`: CIFAR-10 (auto), ImageNet ResNet-18 weights (auto),
+    /// 5 epochs, batch 128, SGD lr 0.001 momentum 0.9, StepLR 7/0.1, seed 42, 32x32 images.
+    pub fn new(mode: Mode) -> Self {
+        TutorialOptions {
+            mode,
+            data: DataChoice::Auto,
+            weights: WeightsChoice::Auto,
+            arch: "resnet18".into(),
+            epochs: 5,
+            batch_size: 128,
+            lr: 0.001,
+            train_limit: None,
+            val_limit: None,
+            device: DeviceChoice::Auto,
+            out: None,
+            resume: false,
+            seed: 42,
+            upsample: None,
+            cache_features: false,
+            workers: None,
+            image_size: 224,
+        }
+    }
+}
+
+/// What a tutorial run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TutorialReport {
+    /// The run directory (checkpoints, history, pictures, best model).
+    pub run_dir: PathBuf,
+    /// Mode.
+    pub mode: Mode,
+    /// The data used, in words.
+    pub data: String,
+    /// The starting weights, in words.
+    pub weights: String,
+    /// Device.
+    pub device: String,
+    /// Images in the train / validation / test splits.
+    pub sizes: [usize; 3],
+    /// Best epoch (from 1).
+    pub best_epoch: usize,
+    /// Validation accuracy of the best epoch.
+    pub best_val_acc: f64,
+    /// Accuracy of the best model on the test split.
+    pub test_acc: f64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Median training throughput over the epochs, images/second.
+    pub train_images_per_sec: f64,
+    /// Wall time of the whole run, seconds.
+    pub seconds: f64,
+    /// Per-epoch history.
+    pub history: History,
+}
+
+struct Data {
+    train: Arc<dyn Dataset<ImageItem>>,
+    val: Arc<dyn Dataset<ImageItem>>,
+    test: Arc<dyn Dataset<ImageItem>>,
+    classes: Vec<String>,
+    description: String,
+    is_cifar: bool,
+}
+
+fn limit(ds: Arc<dyn Dataset<ImageItem>>, n: Option<usize>) -> Arc<dyn Dataset<ImageItem>> {
+    match n {
+        Some(n) if n < ds.len() => Arc::new(Subset::range(ds, 0..n)),
+        _ => ds,
+    }
+}
+
+fn split_half(
+    ds: impl Dataset<ImageItem> + 'static,
+    seed: u64,
+) -> Result<(Arc<dyn Dataset<ImageItem>>, Arc<dyn Dataset<ImageItem>>)> {
+    let mut parts = random_split(ds, [0.5, 0.5], seed)?;
+    let test = parts.pop();
+    let val = parts.pop();
+    match (val, test) {
+        (Some(v), Some(t)) => Ok((Arc::new(v), Arc::new(t))),
+        _ => Err(Error::InvalidConfig(
+            "the 50/50 split produced no parts".into(),
+        )),
+    }
+}
+
+fn cifar_data(cifar: Cifar10, what: String, seed: u64) -> Result<Data> {
+    let (val, test) = split_half(cifar.test(), seed)?;
+    Ok(Data {
+        train: Arc::new(cifar.train()),
+        val,
+        test,
+        classes: cifar.classes().to_vec(),
+        description: what,
+        is_cifar: true,
+    })
+}
+
+fn folder(dir: &Path, size: u32) -> Result<ImageFolder> {
+    Ok(ImageFolder::open_with(
+        dir,
+        ImageFolderOptions::default().resize(size),
+    )?)
+}
+
+fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
+    match &opts.data {
+        DataChoice::Sample => cifar_data(
+            Cifar10::sample()?,
+            "the bundled CIFAR-10 sample".into(),
+            opts.seed,
+        ),
+        DataChoice::CifarDir(dir) => cifar_data(
+            Cifar10::from_dir(dir)?,
+            format!("CIFAR-10 from {}", dir.display()),
+            opts.seed,
+        ),
+        DataChoice::Auto => match Cifar10::download() {
+            Ok(cifar) => {
+                let what = format!("CIFAR-10 ({})", cifar.dir().display());
+                cifar_data(cifar, what, opts.seed)
+            }
+            Err(e) => {
+                let sample = Cifar10::sample()?;
+                say(&format!(
+                    "CIFAR-10 could not be found or downloaded ({}); running on the bundled sample ({} train / {} test images)",
+                    first_line(&e.to_string()),
+                    sample.train().len(),
+                    sample.test().len()
+                ));
+                cifar_data(sample, "the bundled CIFAR-10 sample".into(), opts.seed)
+            }
+        },
+        DataChoice::ImageFolder(root) => {
+            let train = folder(&root.join("train"), opts.image_size)?;
+            let val = folder(&root.join("val"), opts.image_size)?;
+            if train.classes() != val.classes() {
+                return Err(Error::InvalidConfig(format!(
+                    "{} and {} have different class folders ({:?} vs {:?})",
+                    root.join("train").display(),
+                    root.join("val").display(),
+                    train.classes(),
+                    val.classes()
+                )));
+            }
+            let classes = train.classes().to_vec();
+            let (val, test): (Arc<dyn Dataset<ImageItem>>, Arc<dyn Dataset<ImageItem>>) =
+                if root.join("test").is_dir() {
+                    let test = folder(&root.join("test"), opts.image_size)?;
+                    if test.classes() != classes.as_slice() {
+                        return Err(Error::InvalidConfig(format!(
+                            "{} has different class folders than {}",
+                            root.join("test").display(),
+                            root.join("train").display()
+                        )));
+                    }
+                    (Arc::new(val.dataset()), Arc::new(test.dataset()))
+                } else {
+                    split_half(val.dataset(), opts.seed)?
+                };
+            Ok(Data {
+                train: Arc::new(train.dataset()),
+                val,
+                test,
+                classes,
+                description: format!("image folders in {}", root.display()),
+                is_cifar: false,
+            })
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// The model with the requested starting weights and the normalisation to use with it.
+fn build_model(
+    opts: &TutorialOptions,
+    num_classes: usize,
+    is_cifar: bool,
+    device: &Device,
+    say: &dyn Fn(&str),
+) -> Result<(ResNet, Normalize, String)> {
+    let random = |why: Option<String>| -> Result<(ResNet, Normalize, String)> {
+        if let Some(why) = why {
+            say(&format!(
+                "ImageNet weights could not be found or downloaded ({why}); starting from random initialisation"
+            ));
+        }
+        let model = ResNetConfig::from_name(&opts.arch, num_classes)?.try_init(device)?;
+        let normalize = if is_cifar {
+            Normalize::cifar10()
+        } else {
+            Normalize::imagenet()
+        };
+        Ok((model, normalize, "random initialisation".into()))
+    };
+    let pretrained = |weights: ResNetWeights| -> Result<(ResNet, Normalize, String)> {
+        let model = ResNet::pretrained(weights, device)?.try_with_num_classes(num_classes)?;
+        let p = weights.preprocess();
+        Ok((model, Normalize::new(p.mean, p.std), weights.name()))
+    };
+    match &opts.weights {
+        WeightsChoice::None => random(None),
+        WeightsChoice::Named(w) => pretrained(*w),
+        WeightsChoice::Auto => {
+            let weights = ResNetWeights::default_for(&opts.arch)?;
+            match pretrained(weights) {
+                Ok(found) => Ok(found),
+                Err(e) => random(Some(first_line(&e.to_string()).to_string())),
+            }
+        }
+        WeightsChoice::File(path) => {
+            let (model, _) = ResNet::from_weights_file(path, device)?;
+            let model = model.try_with_num_classes(num_classes)?;
+            Ok((
+                model,
+                Normalize::imagenet(),
+                format!("weights from {}", path.display()),
+            ))
+        }
+    }
+}
+
+fn default_run_dir(mode: Mode) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = match mode {
+        Mode::FineTune => "finetune",
+        Mode::FeatureExtractor => "feature_extractor",
+    };
+    PathBuf::from("runs").join(format!("{name}-{secs}"))
+}
+
+/// Runs the tutorial. Progress goes to stdout (one line per epoch; a progress bar on a
+/// terminal); the outputs go to the run directory: `checkpoint/`, `history.json`,
+/// `history.csv`, `config.json`, `best_model.bpk`, `curves.png`, `confusion.png`,
+/// `predictions.png` and `summary.json`.
+///
+/// ```no_run
+/// use finetune::recipe::{Mode, TutorialOptions, run};
+/// let report = run(&TutorialOptions::new(Mode::FineTune))?;
+/// println!("test accuracy {:.4}", report.test_acc);
+/// # Ok::<(), finetune::Error>(())
+/// ```
+pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
+    let started = Instant::now();
+    let say = |line: &str| println!("{line}");
+    if opts.resume && opts.out.is_none() {
+        return Err(Error::InvalidConfig(
+            "--resume needs the run directory to continue: pass --out DIR".into(),
+        ));
+    }
+    if opts.cache_features && opts.mode != Mode::FeatureExtractor {
+        return Err(Error::InvalidConfig(
+            "feature caching needs the feature-extractor mode (a frozen backbone)".into(),
+        ));
+    }
+    let device = opts.device.device()?;
+    let data = load_data(opts, &say)?;
+    let train = limit(data.train.clone(), opts.train_limit);
+    let val = limit(data.val.clone(), opts.val_limit);
+    let test = limit(data.test.clone(), opts.val_limit);
+    let (mut model, normalize, weights) =
+        build_model(opts, data.classes.len(), data.is_cifar, &device, &say)?;
+    if opts.mode == Mode::FeatureExtractor {
+        model = model.freeze_backbone();
+    }
+
+    let mut train_pipeline = if opts.cache_features {
+        Pipeline::eval(normalize)
+    } else {
+        Pipeline::train(normalize)
+    };
+    let mut eval_pipeline = Pipeline::eval(normalize);
+    if let Some(size) = opts.upsample {
+        train_pipeline = train_pipeline.upsample(size);
+        eval_pipeline = eval_pipeline.upsample(size);
+    }
+    let workers = opts.workers.unwrap_or_else(crate::data::default_workers);
+    let train_loader = ImageLoader::new(
+        train.clone(),
+        train_pipeline,
+        LoaderConfig::train(opts.batch_size, opts.seed).with_workers(workers),
+        device.clone(),
+    );
+    let eval_loader = |ds: Arc<dyn Dataset<ImageItem>>| {
+        ImageLoader::new(
+            ds,
+            eval_pipeline.clone(),
+            LoaderConfig::eval(opts.batch_size).with_workers(workers),
+            device.clone(),
+        )
+    };
+    let (val_loader, test_loader) = (eval_loader(val.clone()), eval_loader(test.clone()));
+    for loader in [&train_loader, &val_loader, &test_loader] {
+        loader.check()?;
+    }
+
+    let run_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_run_dir(opts.mode));
+    let resolved = opts.device.resolve();
+    say(&format!(
+        "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | run dir {}",
+        match opts.mode {
+            Mode::FineTune => "fine-tuning",
+            Mode::FeatureExtractor => "training the head of (frozen backbone)",
+        },
+        opts.arch,
+        resolved,
+        data.description,
+        weights,
+        train.len(),
+        val.len(),
+        test.len(),
+        match opts.upsample {
+            Some(s) => format!("{s}x{s}"),
+            None => "native size".into(),
+        },
+        run_dir.display()
+    ));
+    if opts.cache_features {
+        say("caching features: the training transform has no random flip");
+    }
+
+    let config = LearnerConfig::default()
+        .with_epochs(opts.epochs)
+        .with_lr(opts.lr)
+        .with_seed(opts.seed)
+        .with_optimizer(OptimizerConfig::sgd(0.9))
+        .with_schedule(
+            Schedule::Step {
+                step_size: 7,
+                gamma: 0.1,
+            },
+            ScheduleUnit::Epoch,
+        );
+    let outcome = Learner::new(config)
+        .run_dir(&run_dir)
+        .resume(opts.resume)
+        .cache_features(opts.cache_features)
+        .class_names(data.classes.clone())
+        .fit(model, &train_loader, &val_loader)
+        .map_err(Error::from)?;
+    let test_eval: Evaluation = evaluate(&outcome.model, &test_loader)?;
+    let mut speeds: Vec<f64> = outcome
+        .history
+        .epochs
+        .iter()
+        .map(|e| e.images_per_sec)
+        .collect();
+    speeds.sort_by(f64::total_cmp);
+    let report = TutorialReport {
+        run_dir: run_dir.clone(),
+        mode: opts.mode,
+        data: data.description,
+        weights,
+        device: resolved.to_string(),
+        sizes: [train.len(), val.len(), test.len()],
+        best_epoch: outcome.best_epoch,
+        best_val_acc: outcome.history.best_val_acc,
+        test_acc: test_eval.accuracy,
+        test_loss: test_eval.loss,
+        train_images_per_sec: speeds.get(speeds.len() / 2).copied().unwrap_or(0.0),
+        seconds: started.elapsed().as_secs_f64(),
+        history: outcome.history,
+    };
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| Error::InvalidConfig(format!("serialising the summary: {e}")))?;
+    let summary = run_dir.join("summary.json");
+    std::fs::write(&summary, json).map_err(|e| Error::io("writing", &summary, e))?;
+    say(&format!(
+        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
+        report.test_acc,
+        report.test_loss,
+        report.best_epoch,
+        report.best_val_acc,
+        report.seconds,
+        run_dir.display()
+    ));
+    Ok(report)
+}

@@ -1,0 +1,71 @@
+//! The tutorial recipe end to end on the bundled CIFAR-10 sample: a short run, then a resumed
+//! one, with every output file.
+
+use finetune::DeviceChoice;
+use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
+
+fn options(mode: Mode, out: &std::path::Path, epochs: usize) -> TutorialOptions {
+    let mut o = TutorialOptions::new(mode);
+    o.data = DataChoice::Sample;
+    o.weights = WeightsChoice::None;
+    o.device = DeviceChoice::Flex;
+    o.epochs = epochs;
+    o.batch_size = 16;
+    o.train_limit = Some(48);
+    o.val_limit = Some(16);
+    o.workers = Some(1);
+    o.out = Some(out.to_path_buf());
+    o
+}
+
+#[test]
+fn the_tutorial_runs_on_the_sample_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(&options(Mode::FineTune, dir.path(), 1)).unwrap();
+    assert_eq!(first.sizes, [48, 16, 16]);
+    assert_eq!(first.history.epochs.len(), 1);
+    let mut more = options(Mode::FineTune, dir.path(), 2);
+    more.resume = true;
+    let second = run(&more).unwrap();
+    assert_eq!(second.history.epochs.len(), 2);
+    assert_eq!(second.history.epochs[0], first.history.epochs[0]);
+    for file in [
+        "summary.json",
+        "history.json",
+        "history.csv",
+        "config.json",
+        "best_model.bpk",
+        "curves.png",
+        "confusion.png",
+        "predictions.png",
+        "checkpoint/model.bpk",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    assert!((0.0..=1.0).contains(&second.test_acc));
+}
+
+#[test]
+fn the_feature_extractor_caches_features_and_bad_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(Mode::FeatureExtractor, dir.path(), 2);
+    o.cache_features = true;
+    let report = run(&o).unwrap();
+    assert_eq!(report.history.epochs.len(), 2);
+
+    let mut bad = options(Mode::FineTune, &dir.path().join("other"), 1);
+    bad.cache_features = true;
+    assert!(
+        run(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("feature-extractor")
+    );
+    let mut bad = options(Mode::FineTune, dir.path(), 1);
+    bad.out = None;
+    bad.resume = true;
+    assert!(run(&bad).unwrap_err().to_string().contains("--out"));
+    let mut missing = options(Mode::FineTune, &dir.path().join("x"), 1);
+    missing.data = DataChoice::CifarDir(dir.path().join("no-such-dir"));
+    assert!(run(&missing).is_err());
+}
