@@ -174,6 +174,9 @@ struct Data {
     is_cifar: bool,
 }
 
+/// A shared image dataset.
+type Images = Arc<dyn Dataset<ImageItem>>;
+
 fn limit(ds: Arc<dyn Dataset<ImageItem>>, n: Option<usize>) -> Arc<dyn Dataset<ImageItem>> {
     match n {
         Some(n) if n < ds.len() => Arc::new(Subset::range(ds, 0..n)),
@@ -181,10 +184,7 @@ fn limit(ds: Arc<dyn Dataset<ImageItem>>, n: Option<usize>) -> Arc<dyn Dataset<I
     }
 }
 
-fn split_half(
-    ds: impl Dataset<ImageItem> + 'static,
-    seed: u64,
-) -> Result<(Arc<dyn Dataset<ImageItem>>, Arc<dyn Dataset<ImageItem>>)> {
+fn split_half(ds: impl Dataset<ImageItem> + 'static, seed: u64) -> Result<(Images, Images)> {
     let mut parts = random_split(ds, [0.5, 0.5], seed)?;
     let test = parts.pop();
     let val = parts.pop();
@@ -256,20 +256,19 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                 )));
             }
             let classes = train.classes().to_vec();
-            let (val, test): (Arc<dyn Dataset<ImageItem>>, Arc<dyn Dataset<ImageItem>>) =
-                if root.join("test").is_dir() {
-                    let test = folder(&root.join("test"), opts.image_size)?;
-                    if test.classes() != classes.as_slice() {
-                        return Err(Error::InvalidConfig(format!(
-                            "{} has different class folders than {}",
-                            root.join("test").display(),
-                            root.join("train").display()
-                        )));
-                    }
-                    (Arc::new(val.dataset()), Arc::new(test.dataset()))
-                } else {
-                    split_half(val.dataset(), opts.seed)?
-                };
+            let (val, test): (Images, Images) = if root.join("test").is_dir() {
+                let test = folder(&root.join("test"), opts.image_size)?;
+                if test.classes() != classes.as_slice() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{} has different class folders than {}",
+                        root.join("test").display(),
+                        root.join("train").display()
+                    )));
+                }
+                (Arc::new(val.dataset()), Arc::new(test.dataset()))
+            } else {
+                split_half(val.dataset(), opts.seed)?
+            };
             Ok(Data {
                 train: Arc::new(train.dataset()),
                 val,

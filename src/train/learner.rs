@@ -279,13 +279,11 @@ impl Learner {
 
         let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
         let mut stopped_early = false;
-        let mut ran = 0usize;
         let first = state.epochs_done + 1;
-        for epoch in first..=config.epochs {
+        for (ran, epoch) in (first..=config.epochs).enumerate() {
             if self.stop_after.is_some_and(|n| ran >= n) {
                 break;
             }
-            ran += 1;
             let started = Instant::now();
             let epoch_lr: Option<ModuleLearningRate> = match config.schedule_unit {
                 ScheduleUnit::Epoch => {
