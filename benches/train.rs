@@ -12,21 +12,22 @@
 //!   backward, SGD momentum step, loss read back every batch), everything trainable;
 //! - `frozen_step`: the same with `freeze_backbone()` (the fixed feature extractor: the
 //!   backbone runs without autodiff);
-//! - `eval_forward`: inference forward, logits read back.
+//! - `eval_forward`: inference forward through `ResNet::for_inference()` (BatchNorm folded),
+//!   logits read back.
 //!
 //! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count); the table
 //! shows Burn / PyTorch per workload. `--leak-epochs N` also runs N epochs and prints the
 //! resident memory after each (it must stay flat). `--workloads finetune_step,...` and
-//! `--sizes 32,224` select a subset (for profiling one workload).
+//! `--sizes 32,224` select a subset (for profiling one workload); `--conv backend|gemm` forces
+//! Burn's own convolution or the batched-GEMM lowering (default: per device).
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use finetune::DeviceChoice;
-use finetune::model::{ResNet, ResNetConfig};
+use finetune::model::{ConvImpl, ResNet, ResNetConfig, set_conv_impl};
 use finetune::train::{Learner, LearnerConfig, TensorSource};
 
 struct Args {
@@ -38,6 +39,7 @@ struct Args {
     leak_epochs: usize,
     sizes: Vec<usize>,
     workloads: Vec<String>,
+    conv: ConvImpl,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         leak_epochs: 0,
         sizes: vec![32, 224],
+        conv: ConvImpl::Auto,
         workloads: vec![
             "finetune_step".into(),
             "frozen_step".into(),
@@ -75,6 +78,16 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--workloads" => args.workloads = value()?.split(',').map(str::to_string).collect(),
+            "--conv" => {
+                args.conv = match value()?.as_str() {
+                    "auto" => ConvImpl::Auto,
+                    "backend" => ConvImpl::Backend,
+                    "gemm" => ConvImpl::Gemm,
+                    other => {
+                        return Err(format!("--conv: unknown '{other}' (auto, backend, gemm)"));
+                    }
+                }
+            }
             "--quick" => args.quick = true,
             "--no-pytorch" => args.pytorch = false,
             "--pytorch-device" => args.pytorch_device = value()?,
@@ -143,7 +156,8 @@ fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> 
 
 fn eval_throughput(device: &Device, size: usize, quick: bool) -> f64 {
     let batch = batch_for(size);
-    let m = model(device).valid();
+    // The library's inference path: BatchNorm folded (and, on CPU, the host GEMM backbone).
+    let m = model(device).for_inference();
     let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Default, device);
     let runs = if quick { 3 } else { 7 };
     let mut times = Vec::new();
@@ -237,6 +251,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    set_conv_impl(args.conv);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -48,3 +48,8 @@ pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};
 pub use weights::{LoadOptions, ResNetWeights};
+
+/// The README's code examples, compiled (not run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -47,7 +47,9 @@ pub enum DataChoice {
     CifarDir(PathBuf),
     /// The user's own images: `DIR/train/<class>/*` and `DIR/val/<class>/*` (and optionally
     /// `DIR/test/<class>/*`; without it the validation folder is split 50/50 into validation
-    /// and test, like the CIFAR test set).
+    /// and test, like the CIFAR test set). A `DIR` without `train/` holds the class folders
+    /// itself: [`TutorialOptions::holdout`] of it is split off, half for validation and half
+    /// for test.
     ImageFolder(PathBuf),
     /// The CIFAR-10 sample shipped with the crate (1,000 train and 200 test images).
     Sample,
@@ -106,6 +108,8 @@ pub struct TutorialOptions {
     pub workers: Option<usize>,
     /// Image folders: the square size images are resized to at load.
     pub image_size: u32,
+    /// Image folders without `train/`: the fraction held out for validation and test.
+    pub holdout: f64,
 }
 
 impl TutorialOptions {
@@ -130,6 +134,7 @@ impl TutorialOptions {
             cache_features: false,
             workers: None,
             image_size: 224,
+            holdout: 0.1,
         }
     }
 }
@@ -243,6 +248,41 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                 cifar_data(sample, "the bundled CIFAR-10 sample".into(), opts.seed)
             }
         },
+        DataChoice::ImageFolder(root) if !root.join("train").is_dir() => {
+            if !(opts.holdout > 0.0 && opts.holdout < 1.0) {
+                return Err(Error::InvalidConfig(format!(
+                    "holdout must be between 0 and 1 (got {})",
+                    opts.holdout
+                )));
+            }
+            let all = folder(root, opts.image_size)?;
+            let classes = all.classes().to_vec();
+            let n = all.len();
+            let held = ((n as f64 * opts.holdout).round() as usize).clamp(2, n.saturating_sub(1));
+            let val_n = held / 2;
+            let mut parts =
+                random_split(all.dataset(), [n - held, val_n, held - val_n], opts.seed)?;
+            let (test, val, train) = match (parts.pop(), parts.pop(), parts.pop()) {
+                (Some(t), Some(v), Some(tr)) => (t, v, tr),
+                _ => {
+                    return Err(Error::InvalidConfig(
+                        "the hold-out split produced no parts".into(),
+                    ));
+                }
+            };
+            Ok(Data {
+                train: Arc::new(train),
+                val: Arc::new(val),
+                test: Arc::new(test),
+                classes,
+                description: format!(
+                    "image folder {} ({:.0}% held out for validation and test)",
+                    root.display(),
+                    opts.holdout * 100.0
+                ),
+                is_cifar: false,
+            })
+        }
         DataChoice::ImageFolder(root) => {
             let train = folder(&root.join("train"), opts.image_size)?;
             let val = folder(&root.join("val"), opts.image_size)?;

@@ -27,6 +27,7 @@ const KNOWN: &[&str] = &[
     "arch",
     "workers",
     "image-size",
+    "holdout",
     "cache-features",
     "help",
 ];
@@ -42,6 +43,7 @@ data (default: CIFAR-10, downloaded and cached; the bundled sample when unavaila
   --image-folder DIR    your own images: DIR/train/<class>/*, DIR/val/<class>/* [, DIR/test/<class>/*]
   --sample              the bundled 1,000-image CIFAR-10 sample
   --image-size N        image folders: resize to NxN at load (default 224)
+  --holdout F           image folders without train/: fraction held out for val + test (0.1)
 model:
   --weights auto|none|NAME|FILE   ImageNet weights (auto: download and cache; random
                                   initialisation when unavailable), a registry name such as
@@ -77,6 +79,7 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
     o.upsample = args.opt("upsample")?;
     o.workers = args.opt("workers")?;
     o.image_size = args.or("image-size", o.image_size)?;
+    o.holdout = args.or("holdout", o.holdout)?;
     o.resume = args.flag("resume");
     o.cache_features = args.flag("cache-features");
     if let Some(device) = args.get("device") {

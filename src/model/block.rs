@@ -2,6 +2,7 @@
 //! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
 //! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
 
+use super::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -59,7 +60,7 @@ pub struct Downsample {
 impl Downsample {
     /// Applies the shortcut projection.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(conv2d(&self.conv, x))
     }
 }
 
@@ -126,10 +127,10 @@ impl Block {
             Some(ds) => ds.forward(x.clone()),
             None => x.clone(),
         };
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
-        out = self.bn2.forward(self.conv2.forward(out));
+        let mut out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        out = self.bn2.forward(conv2d(&self.conv2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(relu(out)));
+            out = bn3.forward(conv2d(conv3, relu(out)));
         }
         relu(out + identity)
     }

@@ -4,10 +4,14 @@
 //! output channel. Same outputs as the model in inference mode (up to float rounding), without
 //! the normalisation passes over every activation.
 
+use std::sync::Arc;
+
+use super::conv::{ConvImpl, conv_impl, conv2d, is_cpu};
+use super::host::{HostBackbone, HostBlock, HostConv};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
-use burn::nn::{BatchNorm, Linear};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
@@ -64,19 +68,20 @@ impl FusedBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(ds) => ds.forward(x.clone()),
+            Some(ds) => conv2d(ds, x.clone()),
             None => x.clone(),
         };
-        let mut out = self.conv2.forward(relu(self.conv1.forward(x)));
+        let mut out = conv2d(&self.conv2, relu(conv2d(&self.conv1, x)));
         if let Some(conv3) = &self.conv3 {
-            out = conv3.forward(relu(out));
+            out = conv2d(conv3, relu(out));
         }
         relu(out + identity)
     }
 }
 
 /// A [`ResNet`] prepared for inference: BatchNorms folded, no autodiff, same outputs.
-/// Build it with [`ResNet::for_inference`].
+/// Build it with [`ResNet::for_inference`]. On CPU devices the backbone runs on a batched-GEMM
+/// host path ([`ConvImpl`](super::ConvImpl) `Backend` turns it off).
 #[derive(Module, Debug)]
 pub struct FusedResNet {
     conv1: Conv2d,
@@ -84,12 +89,59 @@ pub struct FusedResNet {
     layers: Vec<FusedBlock>,
     avgpool: AdaptiveAvgPool2d,
     fc: Linear,
+    #[module(skip)]
+    host: Option<Arc<HostBackbone>>,
 }
 
 impl FusedResNet {
+    /// Whether the backbone runs on the CPU host path.
+    pub fn uses_host_path(&self) -> bool {
+        self.host.is_some()
+    }
+
+    fn host_backbone(&self) -> Option<HostBackbone> {
+        let conv = |c: &Conv2d| HostConv::new(c);
+        let mut blocks = Vec::with_capacity(self.layers.len());
+        for b in &self.layers {
+            blocks.push(HostBlock {
+                conv1: conv(&b.conv1)?,
+                conv2: conv(&b.conv2)?,
+                conv3: match &b.conv3 {
+                    Some(c) => Some(conv(c)?),
+                    None => None,
+                },
+                downsample: match &b.downsample {
+                    Some(c) => Some(conv(c)?),
+                    None => None,
+                },
+            });
+        }
+        let pool_ok = match &self.maxpool {
+            None => true,
+            Some(p) => {
+                p.kernel_size == [3, 3]
+                    && p.stride == [2, 2]
+                    && p.dilation == [1, 1]
+                    && !p.ceil_mode
+                    && matches!(p.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+            }
+        };
+        pool_ok.then_some(())?;
+        Some(HostBackbone {
+            stem: conv(&self.conv1)?,
+            max_pool: self.maxpool.is_some(),
+            blocks,
+        })
+    }
+
     /// Pooled embedding `[B, num_features]`.
     pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.conv1.forward(images));
+        if let Some(host) = &self.host
+            && let Some(features) = host.forward_features(images.clone())
+        {
+            return features;
+        }
+        let mut x = relu(conv2d(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
@@ -110,8 +162,15 @@ impl ResNet {
     /// drops autodiff: a faster model for inference and for a frozen backbone's features. The
     /// result matches `self.valid()` in inference mode up to float rounding.
     pub fn for_inference(&self) -> FusedResNet {
+        self.for_inference_with(conv_impl())
+    }
+
+    /// [`for_inference`](Self::for_inference) with an explicit convolution choice:
+    /// [`ConvImpl::Backend`] keeps the backbone on Burn's kernels, [`ConvImpl::Gemm`] forces
+    /// the host GEMM path, [`ConvImpl::Auto`] uses the host path on CPU devices.
+    pub fn for_inference_with(&self, conv: ConvImpl) -> FusedResNet {
         let model = self.valid();
-        FusedResNet {
+        let mut fused = FusedResNet {
             conv1: fold(&model.conv1, &model.bn1),
             maxpool: model.maxpool.clone(),
             layers: model
@@ -124,6 +183,16 @@ impl ResNet {
                 .collect(),
             avgpool: model.avgpool.clone(),
             fc: model.fc.clone(),
+            host: None,
+        };
+        let host_path = match conv {
+            ConvImpl::Backend => false,
+            ConvImpl::Gemm => true,
+            ConvImpl::Auto => is_cpu(&model.device()),
+        };
+        if host_path {
+            fused.host = fused.host_backbone().map(Arc::new);
         }
+        fused
     }
 }

@@ -3,14 +3,17 @@
 
 mod block;
 mod config;
+mod conv;
 mod freeze;
 mod fused;
+mod host;
 mod io;
 mod resnet;
 mod summary;
 
 pub use block::{Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
+pub use conv::{ConvImpl, GEMM_MAX_PIXELS, conv_impl, conv2d, conv2d_with, set_conv_impl};
 pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
 pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;

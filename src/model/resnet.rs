@@ -3,6 +3,7 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
+use super::conv::conv2d;
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -129,7 +130,7 @@ impl ResNet {
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.
     pub fn forward_feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::TrainError;
 use super::source::BatchSource;
-use crate::model::ResNet;
+use crate::model::{FusedResNet, ResNet};
 
 /// The result of [`evaluate`].
 #[derive(Clone, Debug, PartialEq)]
@@ -64,19 +64,28 @@ pub(crate) fn batch_stats(
 /// Evaluates `model` (in inference mode: BatchNorm uses running statistics) on every batch of
 /// `data` (its epoch-1 batches).
 pub fn evaluate(model: &ResNet, data: &dyn BatchSource) -> Result<Evaluation, TrainError> {
-    evaluate_with(model, data, false)
+    evaluate_with(model, data, EvalPath::Full)
 }
 
-/// [`evaluate`]; with `head_only`, the batches hold pooled features `[B, F, 1, 1]` and only the
-/// head runs.
+/// How [`evaluate_with`] turns a batch into logits.
+pub(crate) enum EvalPath<'a> {
+    /// The whole model, BatchNorm folded.
+    Full,
+    /// The batches hold pooled features `[B, F, 1, 1]`: only the head runs.
+    HeadOnly,
+    /// A prepared (frozen) backbone, then the model's current head.
+    Backbone(&'a FusedResNet),
+}
+
+/// [`evaluate`] along a chosen path.
 pub(crate) fn evaluate_with(
     model: &ResNet,
     data: &dyn BatchSource,
-    head_only: bool,
+    path: EvalPath<'_>,
 ) -> Result<Evaluation, TrainError> {
     let classes = model.num_classes();
     let head = model.valid();
-    let model = model.for_inference();
+    let full = matches!(path, EvalPath::Full).then(|| model.for_inference());
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut loss_sum = 0.0f64;
     let mut all_predictions = Vec::with_capacity(data.num_items());
@@ -86,10 +95,13 @@ pub(crate) fn evaluate_with(
         let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
         let n = batch.targets.dims()[0];
         let images = batch.images.without_autodiff();
-        let logits = if head_only {
-            head.forward_head(images.flatten(1, 3))
-        } else {
-            model.forward(images)
+        let logits = match (&path, &full) {
+            (EvalPath::HeadOnly, _) => head.forward_head(images.flatten(1, 3)),
+            (EvalPath::Backbone(backbone), _) => {
+                head.forward_head(backbone.forward_features(images))
+            }
+            (EvalPath::Full, Some(fused)) => fused.forward(images),
+            (EvalPath::Full, None) => head.forward(images),
         };
         let (loss, predictions, targets) = batch_stats(logits, batch.targets.without_autodiff())?;
         loss_sum += loss as f64 * n as f64;

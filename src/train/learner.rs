@@ -18,7 +18,7 @@ use burn::tensor::Tensor;
 use super::TrainError;
 use super::checkpoint::{self, LoopState};
 use super::config::LearnerConfig;
-use super::evaluate::{Evaluation, evaluate_with, read_indices};
+use super::evaluate::{EvalPath, Evaluation, evaluate_with, read_indices};
 use super::features;
 use super::history::{EpochRecord, History};
 use super::schedule::ScheduleUnit;
@@ -277,6 +277,8 @@ impl Learner {
             None => (train, val),
         };
 
+        // A frozen backbone never changes: fold it (and, on CPU, prepare its host path) once.
+        let backbone = (head_only && cached.is_none()).then(|| model.for_inference());
         let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
         let mut stopped_early = false;
         let first = state.epochs_done + 1;
@@ -293,7 +295,6 @@ impl Learner {
                 ScheduleUnit::Batch => None,
             };
             let mut first_lr = None;
-            let backbone = (head_only && cached.is_none()).then(|| model.for_inference());
             let progress = self.progress(epoch, batches_per_epoch);
             let (mut seen, mut correct, mut loss_sum) = (0usize, 0usize, 0.0f64);
             let loader = train_src.batches(epoch);
@@ -342,7 +343,7 @@ impl Learner {
                 )));
             }
             let train_seconds = started.elapsed().as_secs_f64();
-            let eval = evaluate_with(&model, val_src, cached.is_some())?;
+            let eval = evaluate_with(&model, val_src, eval_path(cached.is_some(), &backbone))?;
             let record = EpochRecord {
                 epoch,
                 lr: first_lr.unwrap_or(config.lr),
@@ -415,8 +416,8 @@ impl Learner {
 
         // The tutorial's `model.load_state_dict(best_model_wts)`.
         let evaluation = match &cached {
-            Some((_, v)) => evaluate_with(&best, v, true)?,
-            None => evaluate_with(&best, val, false)?,
+            Some((_, v)) => evaluate_with(&best, v, EvalPath::HeadOnly)?,
+            None => evaluate_with(&best, val, eval_path(false, &backbone))?,
         };
         if let Some(run_dir) = &self.run_dir {
             self.write_reports(run_dir, &best, &state.history, &evaluation, val)?;
@@ -486,6 +487,15 @@ impl Progress {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The evaluation path of a run: cached features, a prepared frozen backbone, or the model.
+fn eval_path(cached: bool, backbone: &Option<crate::model::FusedResNet>) -> EvalPath<'_> {
+    match (cached, backbone) {
+        (true, _) => EvalPath::HeadOnly,
+        (false, Some(b)) => EvalPath::Backbone(b),
+        (false, None) => EvalPath::Full,
     }
 }
 

@@ -261,6 +261,7 @@ fn folded_batch_norm_inference_matches_the_model() {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Int, Tensor};
+    use finetune::model::ConvImpl;
 
     // Train a few steps so BatchNorm statistics and affine parameters are non-trivial.
     let device = cpu().autodiff();
@@ -277,20 +278,73 @@ fn folded_batch_norm_inference_matches_the_model() {
         model = optim.step(0.02, model, grads);
     }
     let model = model.valid();
-    let fused = model.for_inference();
     let x = images(3, 64, &cpu());
-    let reference = model.forward(x.clone());
-    let scale = reference.clone().abs().max().into_scalar::<f32>();
-    let diff = crate::common::max_abs_diff(reference, fused.forward(x.clone()));
-    assert!(
-        diff <= 1e-5 * scale.max(1.0),
-        "logits differ by {diff} (max |logit| {scale})"
-    );
-    let reference = model.forward_features(x.clone());
-    let scale = reference.clone().abs().max().into_scalar::<f32>();
-    let diff = crate::common::max_abs_diff(reference, fused.forward_features(x));
-    assert!(
-        diff <= 1e-5 * scale.max(1.0),
-        "features differ by {diff} (max |feature| {scale})"
-    );
+    for (conv, host) in [(ConvImpl::Backend, false), (ConvImpl::Gemm, true)] {
+        let fused = model.for_inference_with(conv);
+        assert_eq!(fused.uses_host_path(), host);
+        let reference = model.forward(x.clone());
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        let diff = crate::common::max_abs_diff(reference, fused.forward(x.clone()));
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "logits differ by {diff} (max |logit| {scale})"
+        );
+        let reference = model.forward_features(x.clone());
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        let diff = crate::common::max_abs_diff(reference, fused.forward_features(x.clone()));
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "features differ by {diff} (max |feature| {scale})"
+        );
+    }
+}
+
+#[test]
+fn batched_gemm_convolution_matches_burns_forward_and_gradients() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use finetune::model::ConvImpl;
+
+    let device = cpu().autodiff();
+    // (in, out, kernel, stride, padding, bias, input size)
+    let cases = [
+        (3, 8, 7, 2, 3, false, 19),
+        (8, 8, 3, 1, 1, false, 9),
+        (8, 16, 3, 2, 1, true, 9),
+        (8, 16, 1, 2, 0, false, 7),
+        (16, 4, 1, 1, 0, true, 5),
+    ];
+    for (cin, cout, k, s, p, bias, size) in cases {
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(bias)
+            .init(&device);
+        let x = Tensor::<4>::random(
+            [3, cin, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+        .require_grad();
+        let run = |choice| {
+            let out = finetune::model::conv2d_with(&conv, x.clone(), choice);
+            let grads = (out.clone() * out.clone()).sum().backward();
+            let gw = conv.weight.grad(&grads).unwrap();
+            let gx = x.grad(&grads).unwrap();
+            (out.without_autodiff(), gw, gx)
+        };
+        let (o1, w1, x1) = run(ConvImpl::Backend);
+        let (o2, w2, x2) = run(ConvImpl::Gemm);
+        let scale = |t: &Tensor<4>| t.clone().abs().max().into_scalar::<f32>().max(1.0);
+        for (name, a, b) in [
+            ("output", o1, o2),
+            ("weight grad", w1, w2),
+            ("input grad", x1, x2),
+        ] {
+            let tol = 1e-5 * scale(&a);
+            let d = crate::common::max_abs_diff(a, b);
+            assert!(d <= tol, "{name} differs by {d} for k{k} s{s} p{p}");
+        }
+    }
 }

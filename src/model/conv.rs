@@ -1,0 +1,166 @@
+//! Convolution as one matrix product over the whole batch ("im2col + GEMM", Chellapilla et al.
+//! 2006; the lowering cuDNN and oneDNN fall back to), written with Burn tensor operations so
+//! autodiff differentiates it: the backward pass is two large matrix products too.
+//!
+//! Why: Burn 0.22's CPU (flex) convolution runs one small GEMM per image and per 512-pixel tile.
+//! On CIFAR-sized inputs the late stages have 1-16 output pixels per image, so ResNet-18's
+//! convolutions become hundreds of matrix-vector products that re-pack the weights for every
+//! image. Folding the batch into the GEMM's N dimension (`N = batch x pixels`) turns them into a
+//! few large products. On GPUs the backend's own convolution kernels stay in use.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Slice, Tensor};
+
+/// Which convolution implementation the models use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvImpl {
+    /// On CPU devices (flex, ndarray): the batched GEMM lowering for layers whose output has
+    /// fewer than [`GEMM_MAX_PIXELS`] pixels per image (where the backend's per-image tiles are
+    /// too small), the backend's convolution otherwise; inference ([`FusedResNet`]) runs on the
+    /// host GEMM path. Elsewhere: the backend's own kernels.
+    ///
+    /// [`FusedResNet`]: super::FusedResNet
+    #[default]
+    Auto,
+    /// Always the backend's own convolution.
+    Backend,
+    /// Always the batched GEMM lowering.
+    Gemm,
+}
+
+/// Output pixels per image below which [`ConvImpl::Auto`] lowers a CPU convolution to one
+/// batched GEMM (Burn's flex convolution tiles 512 pixels of one image per GEMM).
+pub const GEMM_MAX_PIXELS: usize = 512;
+
+static CONV_IMPL: AtomicU8 = AtomicU8::new(0);
+
+/// Selects the convolution implementation for every model in the process (for benchmarks and
+/// debugging; the default [`ConvImpl::Auto`] is the fast choice).
+pub fn set_conv_impl(choice: ConvImpl) {
+    let v = match choice {
+        ConvImpl::Auto => 0,
+        ConvImpl::Backend => 1,
+        ConvImpl::Gemm => 2,
+    };
+    CONV_IMPL.store(v, Ordering::Relaxed);
+}
+
+/// The implementation selected by [`set_conv_impl`].
+pub fn conv_impl() -> ConvImpl {
+    match CONV_IMPL.load(Ordering::Relaxed) {
+        1 => ConvImpl::Backend,
+        2 => ConvImpl::Gemm,
+        _ => ConvImpl::Auto,
+    }
+}
+
+pub(crate) fn is_cpu(device: &Device) -> bool {
+    #[allow(unused_mut)]
+    let mut cpu = false;
+    #[cfg(feature = "flex")]
+    {
+        cpu |= *device == Device::flex();
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    {
+        cpu |= *device == Device::ndarray();
+    }
+    let _ = device;
+    cpu
+}
+
+/// Applies `conv` to `x` `[B, Cin, H, W]` with the selected implementation (what the models
+/// use for every convolution).
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_with(conv, x, conv_impl())
+}
+
+/// [`conv2d`] with an explicit implementation choice.
+pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
+    let gemm = match choice {
+        ConvImpl::Backend => false,
+        ConvImpl::Gemm => true,
+        ConvImpl::Auto => {
+            let [_, _, h, w] = x.dims();
+            let [sh, sw] = conv.stride;
+            h.div_ceil(sh.max(1)) * w.div_ceil(sw.max(1)) < GEMM_MAX_PIXELS && is_cpu(&x.device())
+        }
+    };
+    if gemm
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && let Some(padding) = explicit_padding(&conv.padding)
+    {
+        return conv2d_gemm(conv, x, padding);
+    }
+    conv.forward(x)
+}
+
+/// `(top, left, bottom, right)` for explicit or valid padding.
+fn explicit_padding(padding: &PaddingConfig2d) -> Option<[usize; 4]> {
+    match *padding {
+        PaddingConfig2d::Explicit(t, l, b, r) => Some([t, l, b, r]),
+        PaddingConfig2d::Valid => Some([0, 0, 0, 0]),
+        _ => None,
+    }
+}
+
+/// The strided window `[start, start + (n - 1) * step]` of one dimension.
+fn window(start: usize, n: usize, step: usize) -> Slice {
+    Slice::new(
+        start as isize,
+        Some((start + (n - 1) * step + 1) as isize),
+        step as isize,
+    )
+}
+
+/// im2col + one GEMM: `W[Cout, Cin·kh·kw] x cols[Cin·kh·kw, B·Ho·Wo]`.
+fn conv2d_gemm(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
+    let weight = conv.weight.val();
+    let [c_out, c_in, kh, kw] = weight.dims();
+    let [b, _, h, w] = x.dims();
+    let [sh, sw] = conv.stride;
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    let ho = (hp - kh) / sh + 1;
+    let wo = (wp - kw) / sw + 1;
+    let all = Slice::new(0, None, 1);
+
+    let cols: Tensor<2> = if kh == 1 && kw == 1 && top + left + bottom + right == 0 {
+        // 1x1: subsample, then channels first.
+        let x = if sh == 1 && sw == 1 {
+            x
+        } else {
+            x.slice([all, all, window(0, ho, sh), window(0, wo, sw)])
+        };
+        x.swap_dims(0, 1).reshape([c_in, b * ho * wo])
+    } else {
+        let x = if top + left + bottom + right > 0 {
+            x.pad([(0, 0), (0, 0), (top, bottom), (left, right)], 0.0)
+        } else {
+            x
+        };
+        let mut taps = Vec::with_capacity(kh * kw);
+        for i in 0..kh {
+            for j in 0..kw {
+                taps.push(
+                    x.clone()
+                        .slice([all, all, window(i, ho, sh), window(j, wo, sw)]),
+                );
+            }
+        }
+        // [B, Cin, kh·kw, Ho, Wo] -> [Cin, kh·kw, B, Ho, Wo] -> [Cin·kh·kw, B·Ho·Wo]
+        Tensor::stack::<5>(taps, 2)
+            .permute([1, 2, 0, 3, 4])
+            .reshape([c_in * kh * kw, b * ho * wo])
+    };
+    let out = weight.reshape([c_out, c_in * kh * kw]).matmul(cols);
+    let mut out = out.reshape([c_out, b, ho, wo]).swap_dims(0, 1);
+    if let Some(bias) = &conv.bias {
+        out = out + bias.val().reshape([1, c_out, 1, 1]);
+    }
+    out
+}

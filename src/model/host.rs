@@ -1,0 +1,319 @@
+//! A CPU inference path for BatchNorm-folded ResNets: NHWC activations, im2col over the whole
+//! batch and one `gemm` call per convolution (the `gemm` crate that Burn's flex backend uses
+//! itself), with the bias, the residual addition and the ReLU fused into the product's
+//! accumulator. This is the lowering oneDNN-style CPU inference engines use; it exists because
+//! Burn 0.22's flex convolution runs one small GEMM per image and per 512-pixel tile, which on
+//! CIFAR-sized inputs turns the late stages into matrix-vector products (see the crate's
+//! benchmark notes). Used by [`FusedResNet`](super::FusedResNet) on CPU devices; outputs match
+//! the Burn path to float rounding (tested).
+
+use std::fmt;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+/// NHWC activations of a batch.
+struct Act {
+    data: Vec<f32>,
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+/// A convolution with its (folded) bias, weights laid out as `[kh·kw·Cin, Cout]`.
+pub(crate) struct HostConv {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    c_in: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+}
+
+fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
+}
+
+impl HostConv {
+    /// `None` when the convolution is not one this path handles (groups, dilation,
+    /// asymmetric or computed padding).
+    pub(crate) fn new(conv: &Conv2d) -> Option<Self> {
+        if conv.groups != 1 || conv.dilation != [1, 1] {
+            return None;
+        }
+        let pad = match conv.padding {
+            PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [t, l],
+            PaddingConfig2d::Valid => [0, 0],
+            _ => return None,
+        };
+        let [c_out, c_in, kh, kw] = conv.weight.dims();
+        // [Cout, Cin, kh, kw] -> [kh, kw, Cin, Cout], transposed by the backend.
+        let weight = read_f32(conv.weight.val().permute([2, 3, 1, 0]))?;
+        let bias = match &conv.bias {
+            Some(b) => read_f32(b.val())?,
+            None => vec![0f32; c_out],
+        };
+        Some(HostConv {
+            weight,
+            bias,
+            c_in,
+            c_out,
+            kh,
+            kw,
+            stride: conv.stride,
+            pad,
+        })
+    }
+
+    fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            (h + 2 * self.pad[0] - self.kh) / self.stride[0] + 1,
+            (w + 2 * self.pad[1] - self.kw) / self.stride[1] + 1,
+        )
+    }
+
+    /// `relu?(conv(x) + bias + residual?)`.
+    fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
+        let (ho, wo) = self.out_size(x.h, x.w);
+        let n = x.b * ho * wo;
+        let k = self.kh * self.kw * self.c_in;
+        let direct = self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0];
+        // The accumulator starts as bias (+ residual): the product is added to it.
+        let mut out = vec![0f32; n * self.c_out];
+        out.par_chunks_mut(self.c_out * 64)
+            .enumerate()
+            .for_each(|(chunk, rows)| {
+                for (r, row) in rows.chunks_mut(self.c_out).enumerate() {
+                    row.copy_from_slice(&self.bias);
+                    if let Some(res) = residual {
+                        let at = (chunk * 64 + r) * self.c_out;
+                        for (o, v) in row.iter_mut().zip(&res.data[at..at + self.c_out]) {
+                            *o += v;
+                        }
+                    }
+                }
+            });
+        if direct {
+            gemm_acc(&mut out, &x.data, &self.weight, n, k, self.c_out);
+        } else {
+            // im2col in row tiles of about 8 MB, reusing one buffer: large images never
+            // materialise their whole patch matrix.
+            let tile = ((8 << 20) / (4 * k)).max(256).min(n);
+            let mut cols = vec![0f32; tile * k];
+            let mut r0 = 0;
+            while r0 < n {
+                let rows = tile.min(n - r0);
+                let cols = &mut cols[..rows * k];
+                self.im2col(x, ho, wo, r0, cols);
+                let dst = &mut out[r0 * self.c_out..(r0 + rows) * self.c_out];
+                gemm_acc(dst, cols, &self.weight, rows, k, self.c_out);
+                r0 += rows;
+            }
+        }
+        if relu {
+            out.par_chunks_mut(1 << 14).for_each(|chunk| {
+                for v in chunk {
+                    *v = v.max(0.0);
+                }
+            });
+        }
+        Act {
+            data: out,
+            b: x.b,
+            h: ho,
+            w: wo,
+            c: self.c_out,
+        }
+    }
+
+    /// Patch rows `first..first + cols.len() / k` of the `[B·Ho·Wo, kh·kw·Cin]` im2col
+    /// matrix, zero-padded, into `cols`.
+    fn im2col(&self, x: &Act, ho: usize, wo: usize, first: usize, cols: &mut [f32]) {
+        let k = self.kh * self.kw * self.c_in;
+        let (sh, sw) = (self.stride[0], self.stride[1]);
+        let (ph, pw) = (self.pad[0] as isize, self.pad[1] as isize);
+        let c = x.c;
+        cols.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+            row.fill(0.0);
+            let p = first + r;
+            let b = p / (ho * wo);
+            let oy = (p / wo) % ho;
+            let ox = p % wo;
+            for i in 0..self.kh {
+                let y = (oy * sh) as isize + i as isize - ph;
+                if y < 0 || y >= x.h as isize {
+                    continue;
+                }
+                for j in 0..self.kw {
+                    let xx = (ox * sw) as isize + j as isize - pw;
+                    if xx < 0 || xx >= x.w as isize {
+                        continue;
+                    }
+                    let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
+                    let dst = (i * self.kw + j) * c;
+                    row[dst..dst + c].copy_from_slice(&x.data[src..src + c]);
+                }
+            }
+        });
+    }
+}
+
+/// `out[m, n] += lhs[m, k] · rhs[k, n]`, all row-major.
+fn gemm_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
+    assert!(out.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
+    let parallelism = if m * n * k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three buffers hold exactly m·n, m·k and k·n elements (checked above) and the
+    // strides describe dense row-major matrices of those shapes; `out` does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// 3x3 stride-2 padding-1 max-pool (torchvision's stem pool).
+fn max_pool(x: &Act) -> Act {
+    let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
+    let c = x.c;
+    let mut out = vec![f32::NEG_INFINITY; x.b * ho * wo * c];
+    out.par_chunks_mut(c).enumerate().for_each(|(p, dst)| {
+        let b = p / (ho * wo);
+        let oy = (p / wo) % ho;
+        let ox = p % wo;
+        for i in 0..3 {
+            let y = (oy * 2 + i) as isize - 1;
+            if y < 0 || y >= x.h as isize {
+                continue;
+            }
+            for j in 0..3 {
+                let xx = (ox * 2 + j) as isize - 1;
+                if xx < 0 || xx >= x.w as isize {
+                    continue;
+                }
+                let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
+                for (d, s) in dst.iter_mut().zip(&x.data[src..src + c]) {
+                    *d = d.max(*s);
+                }
+            }
+        }
+    });
+    Act {
+        data: out,
+        b: x.b,
+        h: ho,
+        w: wo,
+        c,
+    }
+}
+
+/// A residual block on the host.
+pub(crate) struct HostBlock {
+    pub(crate) conv1: HostConv,
+    pub(crate) conv2: HostConv,
+    pub(crate) conv3: Option<HostConv>,
+    pub(crate) downsample: Option<HostConv>,
+}
+
+/// A folded ResNet's backbone on the host.
+pub(crate) struct HostBackbone {
+    pub(crate) stem: HostConv,
+    pub(crate) max_pool: bool,
+    pub(crate) blocks: Vec<HostBlock>,
+}
+
+impl fmt::Debug for HostBackbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostBackbone")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostBackbone {
+    /// Pooled features `[B, C]` of images `[B, Cin, H, W]`; `None` when the input cannot be
+    /// read back or its channel count differs from the stem's.
+    pub(crate) fn forward_features(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+        let device = images.device();
+        let [b, c, h, w] = images.dims();
+        if c != self.stem.c_in {
+            return None;
+        }
+        let nchw = read_f32(images)?;
+        let mut data = vec![0f32; nchw.len()];
+        data.par_chunks_mut(w * c)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (bi, y) = (row / h, row % h);
+                for x in 0..w {
+                    for ch in 0..c {
+                        dst[x * c + ch] = nchw[((bi * c + ch) * h + y) * w + x];
+                    }
+                }
+            });
+        let mut x = self.stem.forward(&Act { data, b, h, w, c }, None, true);
+        if self.max_pool {
+            x = max_pool(&x);
+        }
+        for block in &self.blocks {
+            let identity = block
+                .downsample
+                .as_ref()
+                .map(|d| d.forward(&x, None, false));
+            let y = block.conv1.forward(&x, None, true);
+            x = match &block.conv3 {
+                Some(conv3) => {
+                    let y = block.conv2.forward(&y, None, true);
+                    conv3.forward(&y, Some(identity.as_ref().unwrap_or(&x)), true)
+                }
+                None => block
+                    .conv2
+                    .forward(&y, Some(identity.as_ref().unwrap_or(&x)), true),
+            };
+        }
+        // Global average pool.
+        let (hw, c) = (x.h * x.w, x.c);
+        let mut pooled = vec![0f32; x.b * c];
+        pooled.par_chunks_mut(c).enumerate().for_each(|(bi, dst)| {
+            for p in 0..hw {
+                let src = (bi * hw + p) * c;
+                for (d, s) in dst.iter_mut().zip(&x.data[src..src + c]) {
+                    *d += s;
+                }
+            }
+            for d in dst.iter_mut() {
+                *d /= hw as f32;
+            }
+        });
+        Some(Tensor::from_data(
+            TensorData::new(pooled, [x.b, c]),
+            &device,
+        ))
+    }
+}
