@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 /// A device family that can be selected at run time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DeviceChoice {
-    /// `wgpu` when compiled in (feature `wgpu`), otherwise `flex`.
+    /// `wgpu` when it is compiled in (feature `wgpu`) and the machine has a hardware GPU
+    /// adapter; `flex` otherwise (a software Vulkan driver such as Mesa's lavapipe is not
+    /// chosen automatically).
     #[default]
     Auto,
     /// Burn's pure-Rust CPU backend (feature `flex`, the default).
@@ -49,10 +51,10 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The concrete choice `Auto` stands for in this build.
+    /// The concrete choice `Auto` stands for in this build on this machine.
     pub fn resolve(self) -> DeviceChoice {
         match self {
-            DeviceChoice::Auto if cfg!(feature = "wgpu") => DeviceChoice::Wgpu,
+            DeviceChoice::Auto if has_hardware_gpu() => DeviceChoice::Wgpu,
             DeviceChoice::Auto if cfg!(feature = "flex") => DeviceChoice::Flex,
             DeviceChoice::Auto if cfg!(feature = "ndarray") => DeviceChoice::NdArray,
             other => other,
@@ -92,4 +94,23 @@ impl DeviceChoice {
             )),
         }
     }
+}
+
+/// Whether wgpu sees a hardware GPU (discrete, integrated or virtual; not a CPU/software
+/// adapter). Probed once per process.
+#[cfg(feature = "wgpu")]
+pub fn has_hardware_gpu() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+    })
+}
+
+/// Whether wgpu sees a hardware GPU: always false without the `wgpu` feature.
+#[cfg(not(feature = "wgpu"))]
+pub fn has_hardware_gpu() -> bool {
+    false
 }

@@ -57,3 +57,15 @@ fn ndarray_matches_flex() {
 fn flex_is_deterministic() {
     compare_on(&cpu());
 }
+
+#[test]
+fn auto_never_picks_a_software_gpu() {
+    use finetune::DeviceChoice;
+    // CI and this test machine have only Mesa's software Vulkan: `auto` must stay on the CPU.
+    let resolved = DeviceChoice::Auto.resolve();
+    if finetune::device::has_hardware_gpu() {
+        assert_eq!(resolved, DeviceChoice::Wgpu);
+    } else {
+        assert_eq!(resolved, DeviceChoice::Flex);
+    }
+}
