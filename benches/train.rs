@@ -218,9 +218,15 @@ fn leak_check(device: &Device, epochs: usize) {
 
 fn pytorch(args: &Args, threads: usize) -> Option<serde_json::Value> {
     let out = std::env::temp_dir().join(format!("finetune-pytorch-{}.json", std::process::id()));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_baseline.py");
+    // From the repository root (a binary carried to another machine), else where it was built.
+    let local = std::path::Path::new("benches/pytorch_baseline.py");
+    let script = if local.is_file() {
+        local.to_path_buf()
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_baseline.py")
+    };
     let mut cmd = Command::new("python3");
-    cmd.arg(script)
+    cmd.arg(&script)
         .args(["--device", &args.pytorch_device])
         .args(["--threads", &threads.to_string()])
         .args(["--json", &out.display().to_string()]);
