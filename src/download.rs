@@ -333,11 +333,7 @@ pub fn fetch_to_with(
         });
     }
     create_parent(dest)?;
-    let lock_path = sibling(dest, ".lock");
-    let lock =
-        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
-    lock.lock()
-        .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
+    let _lock = lock_download(dest)?;
     // Another thread or process may have finished the download while we waited.
     if dest.is_file() {
         verify_cached(dest, checksum)?;
@@ -404,6 +400,17 @@ fn write_stamp(dest: &Path, checksum: &Checksum) {
     }
 }
 
+/// Takes the exclusive `<dest>.lock` that serialises downloads of one file across threads and
+/// processes; released when the returned file is dropped.
+fn lock_download(dest: &Path) -> Result<File, DownloadError> {
+    let lock_path = sibling(dest, ".lock");
+    let lock =
+        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
+    Ok(lock)
+}
+
 /// Downloads `url` to `dest` unconditionally (replacing it): to `<dest>.partial`, verified, then
 /// renamed. Refuses when `FINETUNE_OFFLINE` is set.
 pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
@@ -414,11 +421,7 @@ pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), Downl
         });
     }
     create_parent(dest)?;
-    let lock_path = sibling(dest, ".lock");
-    let lock =
-        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
-    lock.lock()
-        .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
+    let _lock = lock_download(dest)?;
     download_unlocked(url, dest, checksum)
 }
 

@@ -57,6 +57,29 @@ fn glyph(c: char) -> [u8; 8] {
     }
 }
 
+/// Calls `plot` for every pixel of the line from `(x0, y0)` to `(x1, y1)`, both ends included
+/// (Bresenham; at most `max(|dx|, |dy|) + 1` steps).
+fn bresenham(x0: i64, y0: i64, x1: i64, y1: i64, mut plot: impl FnMut(i64, i64)) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+    for _ in 0..=dx.max(-dy) {
+        plot(x, y);
+        if x == x1 && y == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
 /// An RGB image to draw on.
 #[derive(Clone, Debug)]
 pub struct Canvas {
@@ -125,25 +148,7 @@ impl Canvas {
 
     /// A 1-pixel line from `(x0, y0)` to `(x1, y1)`, both ends included (Bresenham).
     pub fn line(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: Color) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        // Bounded: at most max(|dx|, |dy|) + 1 steps.
-        for _ in 0..=dx.max(-dy) {
-            self.put(x, y, color);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
+        bresenham(x0, y0, x1, y1, |x, y| self.put(x, y, color));
     }
 
     /// A line `width` pixels thick (squares stamped along a Bresenham line).
@@ -152,24 +157,9 @@ impl Canvas {
             return self.line(x0, y0, x1, y1, color);
         }
         let half = i64::from(width / 2);
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        for _ in 0..=dx.max(-dy) {
-            self.fill_rect(x - half, y - half, width, width, color);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
+        bresenham(x0, y0, x1, y1, |x, y| {
+            self.fill_rect(x - half, y - half, width, width, color)
+        });
     }
 
     /// `(width, height)` of `text` drawn at `scale` (one line).

@@ -59,7 +59,7 @@ fn chart(
     let glyph = i64::from(GLYPH * scale);
     let (left, right, top, bottom) = (
         x0 + 9 * glyph,
-        x0 + w - glyph,
+        x0 + w - 2 * glyph,
         y0 + 3 * glyph,
         y0 + h - 4 * glyph,
     );
