@@ -83,8 +83,11 @@ fn parse_args() -> Result<Args, String> {
                     "auto" => ConvImpl::Auto,
                     "backend" => ConvImpl::Backend,
                     "gemm" => ConvImpl::Gemm,
+                    "host" => ConvImpl::Host,
                     other => {
-                        return Err(format!("--conv: unknown '{other}' (auto, backend, gemm)"));
+                        return Err(format!(
+                            "--conv: unknown '{other}' (auto, backend, gemm, host)"
+                        ));
                     }
                 }
             }

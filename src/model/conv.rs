@@ -17,18 +17,24 @@ use burn::tensor::{Device, Slice, Tensor};
 /// Which convolution implementation the models use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvImpl {
-    /// On CPU devices (flex, ndarray): the batched GEMM lowering for layers whose output has
-    /// fewer than [`GEMM_MAX_PIXELS`] pixels per image (where the backend's per-image tiles are
-    /// too small), the backend's convolution otherwise; inference ([`FusedResNet`]) runs on the
-    /// host GEMM path. Elsewhere: the backend's own kernels.
+    /// On flex: [`ConvImpl::Host`] for f32 tensors. On ndarray: the batched GEMM lowering for
+    /// layers whose output has fewer than [`GEMM_MAX_PIXELS`] pixels per image (where the
+    /// backend's per-image tiles are too small), the backend's convolution otherwise. Inference
+    /// through [`FusedResNet`] on CPU runs on its own host GEMM path. Elsewhere (GPUs): the
+    /// backend's own kernels.
     ///
     /// [`FusedResNet`]: super::FusedResNet
     #[default]
     Auto,
     /// Always the backend's own convolution.
     Backend,
-    /// Always the batched GEMM lowering.
+    /// Always the batched GEMM lowering written with Burn tensor operations (any device;
+    /// autodiff differentiates it).
     Gemm,
+    /// The flex-only convolution with a hand-written backward pass (NCHW im2col + one GEMM per
+    /// chunk of images, forward and backward). Falls back to [`ConvImpl::Backend`] on other
+    /// devices, for non-f32 tensors, and when the crate is built without the `flex` feature.
+    Host,
 }
 
 /// Output pixels per image below which [`ConvImpl::Auto`] lowers a CPU convolution to one
@@ -44,6 +50,7 @@ pub fn set_conv_impl(choice: ConvImpl) {
         ConvImpl::Auto => 0,
         ConvImpl::Backend => 1,
         ConvImpl::Gemm => 2,
+        ConvImpl::Host => 3,
     };
     CONV_IMPL.store(v, Ordering::Relaxed);
 }
@@ -53,7 +60,21 @@ pub fn conv_impl() -> ConvImpl {
     match CONV_IMPL.load(Ordering::Relaxed) {
         1 => ConvImpl::Backend,
         2 => ConvImpl::Gemm,
+        3 => ConvImpl::Host,
         _ => ConvImpl::Auto,
+    }
+}
+
+/// Whether `device` is the flex CPU device (with or without autodiff).
+fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
     }
 }
 
@@ -81,20 +102,35 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// [`conv2d`] with an explicit implementation choice.
 pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
+    let simple = conv.groups == 1 && conv.dilation == [1, 1];
+    let padding = explicit_padding(&conv.padding).filter(|_| simple);
+    let host = matches!(choice, ConvImpl::Auto | ConvImpl::Host) && is_flex(&x.device());
+    #[cfg(feature = "flex")]
+    if host
+        && let Some(padding) = padding
+        && super::host_conv::supported(&x, &conv.weight.val())
+    {
+        let out = super::host_conv::conv2d_host(x, conv.weight.val(), conv.stride, padding);
+        return match &conv.bias {
+            Some(bias) => {
+                let c_out = bias.dims()[0];
+                out + bias.val().reshape([1, c_out, 1, 1])
+            }
+            None => out,
+        };
+    }
     let gemm = match choice {
-        ConvImpl::Backend => false,
+        ConvImpl::Backend | ConvImpl::Host => false,
         ConvImpl::Gemm => true,
         ConvImpl::Auto => {
             let [_, _, h, w] = x.dims();
             let [sh, sw] = conv.stride;
-            h.div_ceil(sh.max(1)) * w.div_ceil(sw.max(1)) < GEMM_MAX_PIXELS && is_cpu(&x.device())
+            !host
+                && h.div_ceil(sh.max(1)) * w.div_ceil(sw.max(1)) < GEMM_MAX_PIXELS
+                && is_cpu(&x.device())
         }
     };
-    if gemm
-        && conv.groups == 1
-        && conv.dilation == [1, 1]
-        && let Some(padding) = explicit_padding(&conv.padding)
-    {
+    if gemm && let Some(padding) = padding {
         return conv2d_gemm(conv, x, padding);
     }
     conv.forward(x)

@@ -187,7 +187,7 @@ impl ResNet {
         };
         let host_path = match conv {
             ConvImpl::Backend => false,
-            ConvImpl::Gemm => true,
+            ConvImpl::Gemm | ConvImpl::Host => true,
             ConvImpl::Auto => is_cpu(&model.device()),
         };
         if host_path {

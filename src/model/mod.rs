@@ -7,6 +7,8 @@ mod conv;
 mod freeze;
 mod fused;
 mod host;
+#[cfg(feature = "flex")]
+mod host_conv;
 mod io;
 mod resnet;
 mod summary;

@@ -300,7 +300,7 @@ fn folded_batch_norm_inference_matches_the_model() {
 }
 
 #[test]
-fn batched_gemm_convolution_matches_burns_forward_and_gradients() {
+fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, Tensor};
@@ -314,6 +314,14 @@ fn batched_gemm_convolution_matches_burns_forward_and_gradients() {
         (8, 16, 3, 2, 1, true, 9),
         (8, 16, 1, 2, 0, false, 7),
         (16, 4, 1, 1, 0, true, 5),
+        (4, 6, 3, 2, 0, false, 8),
+        (5, 3, 5, 3, 2, false, 11),
+        // Kernel taps that only ever see padding (ResNet's last stage on 32x32 inputs).
+        (8, 6, 3, 1, 1, false, 1),
+        (8, 6, 3, 2, 1, true, 2),
+        (4, 5, 5, 1, 2, false, 2),
+        // Large enough that the host convolution splits the batch into GEMM chunks (2 + 1).
+        (64, 4, 3, 1, 1, false, 40),
     ];
     for (cin, cout, k, s, p, bias, size) in cases {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
@@ -325,26 +333,49 @@ fn batched_gemm_convolution_matches_burns_forward_and_gradients() {
             [3, cin, size, size],
             Distribution::Normal(0.0, 1.0),
             &device,
-        )
-        .require_grad();
-        let run = |choice| {
+        );
+        let r = Tensor::<4>::random(
+            conv2d_with_dims(&conv, &x),
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        // Gradients with the input differentiated and, like a network's first convolution,
+        // without.
+        let run = |choice, input_grad: bool| {
+            let x = if input_grad {
+                x.clone().require_grad()
+            } else {
+                x.clone()
+            };
             let out = finetune::model::conv2d_with(&conv, x.clone(), choice);
-            let grads = (out.clone() * out.clone()).sum().backward();
+            let grads = (out.clone() * r.clone()).sum().backward();
             let gw = conv.weight.grad(&grads).unwrap();
-            let gx = x.grad(&grads).unwrap();
+            let gx = x.grad(&grads);
+            assert_eq!(gx.is_some(), input_grad);
             (out.without_autodiff(), gw, gx)
         };
-        let (o1, w1, x1) = run(ConvImpl::Backend);
-        let (o2, w2, x2) = run(ConvImpl::Gemm);
         let scale = |t: &Tensor<4>| t.clone().abs().max().into_scalar::<f32>().max(1.0);
-        for (name, a, b) in [
-            ("output", o1, o2),
-            ("weight grad", w1, w2),
-            ("input grad", x1, x2),
-        ] {
-            let tol = 1e-5 * scale(&a);
-            let d = crate::common::max_abs_diff(a, b);
-            assert!(d <= tol, "{name} differs by {d} for k{k} s{s} p{p}");
+        let (o1, w1, x1) = run(ConvImpl::Backend, true);
+        for choice in [ConvImpl::Gemm, ConvImpl::Host] {
+            let (o2, w2, x2) = run(choice, true);
+            let (_, w3, _) = run(choice, false);
+            for (name, a, b) in [
+                ("output", o1.clone(), o2),
+                ("weight grad", w1.clone(), w2),
+                ("weight grad without input grad", w1.clone(), w3),
+                ("input grad", x1.clone().unwrap(), x2.unwrap()),
+            ] {
+                let tol = 1e-5 * scale(&a);
+                let d = crate::common::max_abs_diff(a, b);
+                assert!(
+                    d <= tol,
+                    "{choice:?}: {name} differs by {d} for k{k} s{s} p{p}"
+                );
+            }
         }
     }
+}
+
+fn conv2d_with_dims(conv: &burn::nn::conv::Conv2d, x: &burn::tensor::Tensor<4>) -> [usize; 4] {
+    finetune::model::conv2d_with(conv, x.clone(), finetune::model::ConvImpl::Backend).dims()
 }

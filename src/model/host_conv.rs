@@ -1,0 +1,641 @@
+//! Training convolution for Burn's flex CPU backend: batched im2col + one GEMM per chunk of
+//! images (Chellapilla, Puri and Simard, 2006, "High Performance Convolutional Neural Networks
+//! for Document Processing"), with the backward pass written the same way (`dW = dY · colsᵀ`,
+//! `dX = col2im(Wᵀ · dY)`), registered as a Burn backend extension with its own autodiff step.
+//!
+//! Why: Burn 0.22's flex convolution converts NCHW to NHWC and back around every call and runs
+//! one small GEMM per image and 512-pixel tile, forward and backward; on a fine-tuning step the
+//! copies cost as much as the arithmetic. Here the layout stays NCHW, the batch is folded into
+//! the GEMM's N dimension (so late ResNet stages with 1-16 pixels per image still get large
+//! products), transposed operands are passed to `gemm` as strides instead of being copied, and
+//! nothing is differentiated that does not need it (no `dX` for the input images, no `dW` for
+//! frozen weights).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Bytes, DType, Shape, Tensor};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Floats of im2col buffer per chunk of images (8 MiB): large enough for big GEMMs, small
+/// enough not to multiply the activation memory.
+const COLS_BUDGET: usize = 1 << 21;
+
+/// A convolution on flex tensors with a hand-written backward pass (see the module docs).
+#[backend_extension(Flex, Autodiff)]
+pub(crate) trait HostConv: Backend {
+    /// `x [B, C, H, W]`, `weight [O, C, kh, kw]`, no bias, no dilation, one group.
+    #[allow(clippy::too_many_arguments)]
+    fn host_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_top: usize,
+        pad_left: usize,
+        pad_bottom: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Shapes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    pt: usize,
+    pl: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        x: &Shape,
+        weight: &Shape,
+        sh: usize,
+        sw: usize,
+        pt: usize,
+        pl: usize,
+        pb: usize,
+        pr: usize,
+    ) -> Self {
+        let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
+        let (o, kh, kw) = (weight[0], weight[2], weight[3]);
+        assert!(
+            weight[1] == c && sh > 0 && sw > 0 && h + pt + pb >= kh && w + pl + pr >= kw,
+            "host_conv2d: input {x:?} does not fit weight {weight:?}"
+        );
+        Self {
+            b,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            sh,
+            sw,
+            pt,
+            pl,
+            ho: (h + pt + pb - kh) / sh + 1,
+            wo: (w + pl + pr - kw) / sw + 1,
+        }
+    }
+
+    /// Rows of the im2col matrix (`C·kh·kw`).
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output pixels per image.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Images per GEMM chunk.
+    fn chunk(&self) -> usize {
+        (COLS_BUDGET / (self.k() * self.p()).max(1)).clamp(1, self.b.max(1))
+    }
+
+    /// The output columns `[lo, hi)` whose input column `ow·sw + j - pl` lies inside the image.
+    fn valid_cols(&self, j: usize) -> (usize, usize) {
+        let lo = self.pl.saturating_sub(j).div_ceil(self.sw);
+        let hi = if self.w + self.pl > j {
+            ((self.w + self.pl - j - 1) / self.sw + 1).min(self.wo)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+
+    /// The kernel taps that ever see the image, `(rows, cols)` as ranges: on small feature maps
+    /// (a 3x3 convolution with padding 1 on a 1x1 map) the others only ever multiply padding.
+    fn live_taps(&self) -> (Range<usize>, Range<usize>) {
+        let rows: Vec<usize> = (0..self.kh)
+            .filter(|&i| (0..self.ho).any(|oh| self.input_row(oh, i).is_some()))
+            .collect();
+        let cols: Vec<usize> = (0..self.kw)
+            .filter(|&j| {
+                let (lo, hi) = self.valid_cols(j);
+                lo < hi
+            })
+            .collect();
+        let range = |v: &[usize]| match (v.first(), v.last()) {
+            (Some(&a), Some(&b)) => a..b + 1,
+            _ => 0..0,
+        };
+        (range(&rows), range(&cols))
+    }
+
+    /// The same convolution restricted to its [`live_taps`](Self::live_taps), when some are
+    /// dead: the kernel window shrinks and the padding with it; outputs are unchanged.
+    fn trimmed(&self) -> Option<(Self, Range<usize>, Range<usize>)> {
+        let (rows, cols) = self.live_taps();
+        if (rows.len() == self.kh && cols.len() == self.kw) || rows.is_empty() || cols.is_empty() {
+            return None;
+        }
+        let g = Self {
+            kh: rows.len(),
+            kw: cols.len(),
+            pt: self.pt - rows.start,
+            pl: self.pl - cols.start,
+            ..*self
+        };
+        Some((g, rows, cols))
+    }
+
+    /// For a stride-1 convolution whose output is as large as its input: the offset of tap
+    /// `(i, j)` in the flattened input plane (`input[n + shift]` feeds output `n`).
+    fn same_shift(&self, i: usize, j: usize) -> Option<isize> {
+        (self.sh == 1 && self.sw == 1 && self.ho == self.h && self.wo == self.w).then(|| {
+            (i as isize - self.pt as isize) * self.w as isize + j as isize - self.pl as isize
+        })
+    }
+
+    /// The input row for output row `oh` and kernel row `i`, if inside the image.
+    fn input_row(&self, oh: usize, i: usize) -> Option<usize> {
+        (oh * self.sh + i)
+            .checked_sub(self.pt)
+            .filter(|&ih| ih < self.h)
+    }
+}
+
+/// `x` as a dense f32 slice owner (copies only when `x` is a strided view).
+fn dense(x: FlexTensor) -> FlexTensor {
+    if x.as_slice::<f32>().is_some() {
+        x
+    } else {
+        x.to_contiguous()
+    }
+}
+
+fn f32s(x: &FlexTensor) -> &[f32] {
+    x.as_slice::<f32>()
+        .expect("host_conv2d works on dense f32 tensors (checked before dispatch)")
+}
+
+fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::from(shape.to_vec())),
+        DType::F32,
+    )
+}
+
+/// One GEMM, `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given by its row and column
+/// strides (so transposes cost nothing).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        dst.len() >= m * n
+            && lhs.len() > last(lhs_rs, lhs_cs, m, k)
+            && rhs.len() > last(rhs_rs, rhs_cs, k, n),
+        "host_conv2d: GEMM operands too small"
+    );
+    let parallelism = if m * n * k >= 48 * 48 * 48 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index the strides reach lies inside its slice (checked above), `dst` is a
+    // dense row-major m x n matrix, and `dst` is a unique borrow, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// im2col for images `b0..b0 + nb`: `cols[k, bb·P + p]`, `k = (c·kh + i)·kw + j`.
+fn im2col(g: &Geometry, x: &[f32], b0: usize, nb: usize, cols: &mut [f32]) {
+    let p = g.p();
+    cols[..g.k() * nb * p]
+        .par_chunks_mut(nb * p)
+        .enumerate()
+        .for_each(|(k, row)| im2col_row(g, x, b0, nb, k, row));
+}
+
+/// One row `k` of [`im2col`].
+#[inline(never)]
+fn im2col_row(g: &Geometry, x: &[f32], b0: usize, nb: usize, k: usize, row: &mut [f32]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    let (c, i, j) = (k / (g.kh * g.kw), (k / g.kw) % g.kh, k % g.kw);
+    let (lo, hi) = g.valid_cols(j);
+    if let Some(shift) = g.same_shift(i, j) {
+        // Stride 1, output as large as the input: the tap is the plane shifted by `shift`
+        // elements, so one copy per image, then zeros where rows wrap around.
+        let first = (-shift).clamp(0, p as isize) as usize;
+        let last = (p as isize - shift).clamp(first as isize, p as isize) as usize;
+        for bb in 0..nb {
+            let plane = &x[((b0 + bb) * g.c + c) * hw..][..hw];
+            let dst = &mut row[bb * p..][..p];
+            dst[..first].fill(0.0);
+            dst[last..].fill(0.0);
+            let from = (first as isize + shift) as usize;
+            dst[first..last].copy_from_slice(&plane[from..from + last - first]);
+            if lo > 0 || hi < g.wo {
+                for r in dst.chunks_exact_mut(g.wo) {
+                    r[..lo].fill(0.0);
+                    r[hi..].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
+    for bb in 0..nb {
+        let plane = &x[((b0 + bb) * g.c + c) * hw..][..hw];
+        for oh in 0..g.ho {
+            let dst = &mut row[bb * p + oh * g.wo..][..g.wo];
+            let Some(ih) = g.input_row(oh, i) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &plane[ih * g.w..][..g.w];
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            if lo < hi {
+                let first = lo * g.sw + j - g.pl;
+                if g.sw == 1 {
+                    dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                } else {
+                    for (d, s) in dst[lo..hi]
+                        .iter_mut()
+                        .zip(src[first..].iter().step_by(g.sw))
+                    {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The inverse scatter of [`im2col`]: `dx[b0..b0 + nb] += col2im(dcols)`.
+fn col2im(g: &Geometry, dcols: &[f32], b0: usize, nb: usize, dx: &mut [f32]) {
+    let hw = g.h * g.w;
+    dx[b0 * g.c * hw..(b0 + nb) * g.c * hw]
+        .par_chunks_mut(hw)
+        .enumerate()
+        .for_each(|(q, plane)| col2im_plane(g, dcols, nb, q, plane));
+}
+
+/// One image plane `q = bb·C + c` of [`col2im`].
+#[inline(never)]
+fn col2im_plane(g: &Geometry, dcols: &[f32], nb: usize, q: usize, plane: &mut [f32]) {
+    let p = g.p();
+    let (bb, c) = (q / g.c, q % g.c);
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let k = (c * g.kh + i) * g.kw + j;
+            let (lo, hi) = g.valid_cols(j);
+            if lo >= hi {
+                continue;
+            }
+            let row = &dcols[k * nb * p + bb * p..][..p];
+            if let Some(shift) = g.same_shift(i, j)
+                && lo == 0
+                && hi == g.wo
+            {
+                // Whole rows shifted by `shift`: one contiguous accumulation.
+                let first = (-shift).clamp(0, p as isize) as usize;
+                let last = (p as isize - shift).clamp(first as isize, p as isize) as usize;
+                let from = (first as isize + shift) as usize;
+                for (d, s) in plane[from..from + last - first]
+                    .iter_mut()
+                    .zip(&row[first..last])
+                {
+                    *d += *s;
+                }
+                continue;
+            }
+            for oh in 0..g.ho {
+                let Some(ih) = g.input_row(oh, i) else {
+                    continue;
+                };
+                let src = &row[oh * g.wo + lo..oh * g.wo + hi];
+                let first = ih * g.w + lo * g.sw + j - g.pl;
+                let dst = &mut plane[first..];
+                if g.sw == 1 {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                } else {
+                    for (d, s) in dst.iter_mut().step_by(g.sw).zip(src) {
+                        *d += *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[b0 + bb, o, :] = chunk[o, bb·P..]`.
+fn scatter(g: &Geometry, b0: usize, nb: usize, chunk: &[f32], y: &mut [f32]) {
+    let p = g.p();
+    y[b0 * g.o * p..(b0 + nb) * g.o * p]
+        .par_chunks_mut(p)
+        .enumerate()
+        .for_each(|(q, dst)| {
+            let (bb, o) = (q / g.o, q % g.o);
+            dst.copy_from_slice(&chunk[o * nb * p + bb * p..][..p]);
+        });
+}
+
+/// `chunk[o, bb·P + p] = dy[b0 + bb, o, p]`, the inverse of [`scatter`].
+fn gather(g: &Geometry, b0: usize, nb: usize, dy: &[f32], chunk: &mut [f32]) {
+    let p = g.p();
+    let rows = &dy[b0 * g.o * p..(b0 + nb) * g.o * p];
+    chunk[..g.o * nb * p]
+        .par_chunks_mut(nb * p)
+        .enumerate()
+        .for_each(|(o, dst)| {
+            for bb in 0..nb {
+                dst[bb * p..][..p].copy_from_slice(&rows[(bb * g.o + o) * p..][..p]);
+            }
+        });
+}
+
+/// `weight[:, :, rows, cols]`, dense.
+fn crop_weight(g: &Geometry, weight: &[f32], rows: &Range<usize>, cols: &Range<usize>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(g.o * g.c * rows.len() * cols.len());
+    for oc in 0..g.o * g.c {
+        for i in rows.clone() {
+            out.extend_from_slice(&weight[(oc * g.kh + i) * g.kw..][cols.clone()]);
+        }
+    }
+    out
+}
+
+fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    match g.trimmed() {
+        Some((t, rows, cols)) => forward_dense(&t, x, &crop_weight(g, weight, &rows, &cols)),
+        None => forward_dense(g, x, weight),
+    }
+}
+
+fn forward_dense(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
+    let mut y = vec![0.0f32; g.b * g.o * p];
+    let mut cols = vec![0.0f32; k * nb_max * p];
+    let mut out = if nb_max > 1 {
+        vec![0.0f32; g.o * nb_max * p]
+    } else {
+        Vec::new()
+    };
+    let mut b0 = 0;
+    while b0 < g.b {
+        let nb = nb_max.min(g.b - b0);
+        im2col(g, x, b0, nb, &mut cols);
+        let dims = (g.o, nb * p, k);
+        if nb == 1 {
+            let dst = &mut y[b0 * g.o * p..][..g.o * p];
+            gemm(dims, dst, false, weight, (k, 1), &cols, (p, 1));
+        } else {
+            gemm(dims, &mut out, false, weight, (k, 1), &cols, (nb * p, 1));
+            scatter(g, b0, nb, &out, &mut y);
+        }
+        b0 += nb;
+    }
+    y
+}
+
+/// `(dx, dw)`, each only when asked for.
+fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let Some((t, rows, cols)) = g.trimmed() else {
+        return backward_dense(g, x, weight, dy, need_dx, need_dw);
+    };
+    let cropped = crop_weight(g, weight, &rows, &cols);
+    let (dx, dw_live) = backward_dense(&t, x, &cropped, dy, need_dx, need_dw);
+    // Dead taps get zero gradient.
+    let dw = dw_live.map(|live| {
+        let mut dw = vec![0.0f32; g.o * g.k()];
+        for (oc, src) in live.chunks_exact(t.kh * t.kw).enumerate() {
+            for (r, i) in rows.clone().enumerate() {
+                dw[(oc * g.kh + i) * g.kw..][cols.clone()]
+                    .copy_from_slice(&src[r * t.kw..][..t.kw]);
+            }
+        }
+        dw
+    });
+    (dx, dw)
+}
+
+fn backward_dense(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
+    let mut dx = need_dx.then(|| vec![0.0f32; g.b * g.c * g.h * g.w]);
+    let mut dw = need_dw.then(|| vec![0.0f32; g.o * k]);
+    let mut cols = vec![0.0f32; k * nb_max * p];
+    let mut dy_chunk = if nb_max > 1 {
+        vec![0.0f32; g.o * nb_max * p]
+    } else {
+        Vec::new()
+    };
+    let mut b0 = 0;
+    while b0 < g.b {
+        let nb = nb_max.min(g.b - b0);
+        let n = nb * p;
+        let dyc: &[f32] = if nb == 1 {
+            &dy[b0 * g.o * p..][..g.o * p]
+        } else {
+            gather(g, b0, nb, dy, &mut dy_chunk);
+            &dy_chunk
+        };
+        if let Some(dw) = dw.as_mut() {
+            im2col(g, x, b0, nb, &mut cols);
+            // dW[O, K] += dY[O, n] · colsᵀ[n, K]
+            gemm((g.o, k, n), dw, b0 > 0, dyc, (n, 1), &cols, (1, n));
+        }
+        if let Some(dx) = dx.as_mut() {
+            // dcols[K, n] = Wᵀ[K, O] · dY[O, n]
+            gemm((k, n, g.o), &mut cols, false, weight, (1, k), dyc, (n, 1));
+            col2im(g, &cols, b0, nb, dx);
+        }
+        b0 += nb;
+    }
+    (dx, dw)
+}
+
+impl HostConv for Flex {
+    fn host_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        stride_h: usize,
+        stride_w: usize,
+        pad_top: usize,
+        pad_left: usize,
+        pad_bottom: usize,
+        pad_right: usize,
+    ) -> FlexTensor {
+        let g = Geometry::new(
+            &x.shape(),
+            &weight.shape(),
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+        );
+        let (x, weight) = (dense(x), dense(weight));
+        let y = forward(&g, f32s(&x), f32s(&weight));
+        tensor(y, [g.b, g.o, g.ho, g.wo])
+    }
+}
+
+#[derive(Debug)]
+struct HostConvBackward;
+
+impl Backward<Flex, 2> for HostConvBackward {
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let dy = dense(grad);
+        let (dx, dw) = backward(
+            &g,
+            f32s(&x),
+            f32s(&weight),
+            f32s(&dy),
+            node_x.is_some(),
+            node_weight.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, tensor(dx, [g.b, g.c, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_weight, dw) {
+            grads.register::<Flex>(node.id, tensor(dw, [g.o, g.c, g.kh, g.kw]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
+    fn host_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_top: usize,
+        pad_left: usize,
+        pad_bottom: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self> {
+        let prep = HostConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful();
+        let (x, weight) = (dense(x.into_primitive()), dense(weight.into_primitive()));
+        let conv = |x: FlexTensor, weight: FlexTensor| {
+            Flex::host_conv2d(
+                x, weight, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+            )
+        };
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let g = Geometry::new(
+                    &x.shape(),
+                    &weight.shape(),
+                    stride_h,
+                    stride_w,
+                    pad_top,
+                    pad_left,
+                    pad_bottom,
+                    pad_right,
+                );
+                let state = (x.clone(), weight.clone(), g);
+                prep.finish(state, conv(x, weight))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv(x, weight)),
+        }
+    }
+}
+
+/// Whether [`conv2d_host`] handles tensors on this device with this dtype.
+pub(crate) fn supported(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    x.dtype() == DType::F32 && weight.dtype() == DType::F32
+}
+
+/// `x [B, C, H, W]` convolved with `weight [O, C, kh, kw]` (no bias), on the flex device.
+pub(crate) fn conv2d_host(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    [sh, sw]: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> Tensor<4> {
+    let out = <Dispatch as HostConv>::host_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        sh,
+        sw,
+        top,
+        left,
+        bottom,
+        right,
+    );
+    Tensor::from_dispatch(out)
+}
