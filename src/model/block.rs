@@ -2,7 +2,7 @@
 //! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
 //! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
 
-use super::conv::conv2d;
+use super::conv::{batch_norm, conv2d};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -39,7 +39,7 @@ pub(crate) fn conv(
 }
 
 /// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1); weight 1 (or 0), bias 0.
-pub(crate) fn batch_norm(channels: usize, zero_weight: bool, device: &Device) -> BatchNorm {
+pub(crate) fn new_batch_norm(channels: usize, zero_weight: bool, device: &Device) -> BatchNorm {
     let mut bn = BatchNormConfig::new(channels).init(device);
     if zero_weight {
         bn.gamma = Initializer::Zeros.init([channels], device);
@@ -60,7 +60,7 @@ pub struct Downsample {
 impl Downsample {
     /// Applies the shortcut projection.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(conv2d(&self.conv, x))
+        batch_norm(&self.bn, conv2d(&self.conv, x))
     }
 }
 
@@ -97,25 +97,25 @@ impl Block {
         let out_ch = width * kind.expansion();
         let downsample = (stride != 1 || in_ch != out_ch).then(|| Downsample {
             conv: conv(in_ch, out_ch, 1, stride, 0, device),
-            bn: batch_norm(out_ch, false, device),
+            bn: new_batch_norm(out_ch, false, device),
         });
         match kind {
             BlockKind::Basic => Block {
                 conv1: conv(in_ch, width, 3, stride, 1, device),
-                bn1: batch_norm(width, false, device),
+                bn1: new_batch_norm(width, false, device),
                 conv2: conv(width, width, 3, 1, 1, device),
-                bn2: batch_norm(width, zero_init_residual, device),
+                bn2: new_batch_norm(width, zero_init_residual, device),
                 conv3: None,
                 bn3: None,
                 downsample,
             },
             BlockKind::Bottleneck => Block {
                 conv1: conv(in_ch, width, 1, 1, 0, device),
-                bn1: batch_norm(width, false, device),
+                bn1: new_batch_norm(width, false, device),
                 conv2: conv(width, width, 3, stride, 1, device),
-                bn2: batch_norm(width, false, device),
+                bn2: new_batch_norm(width, false, device),
                 conv3: Some(conv(width, out_ch, 1, 1, 0, device)),
-                bn3: Some(batch_norm(out_ch, zero_init_residual, device)),
+                bn3: Some(new_batch_norm(out_ch, zero_init_residual, device)),
                 downsample,
             },
         }
@@ -127,10 +127,10 @@ impl Block {
             Some(ds) => ds.forward(x.clone()),
             None => x.clone(),
         };
-        let mut out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
-        out = self.bn2.forward(conv2d(&self.conv2, out));
+        let mut out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv2d(conv3, relu(out)));
+            out = batch_norm(bn3, conv2d(conv3, relu(out)));
         }
         relu(out + identity)
     }

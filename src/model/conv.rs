@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Slice, Tensor};
@@ -134,6 +135,29 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
         return conv2d_gemm(conv, x, padding);
     }
     conv.forward(x)
+}
+
+/// Applies `bn` to `x`, what the models use for every BatchNorm: in training on flex (when
+/// the selected [`ConvImpl`] is `Auto` or `Host`), with host kernels that compute the batch
+/// statistics and the backward pass in one pass each (same semantics as
+/// [`BatchNorm::forward`], running statistics included); elsewhere [`BatchNorm::forward`].
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_with(bn, x, conv_impl())
+}
+
+/// [`batch_norm`] with an explicit kernel choice (`Backend` and `Gemm` mean Burn's own).
+pub fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if matches!(choice, ConvImpl::Auto | ConvImpl::Host)
+        && bn.training.is_enabled()
+        && x.device().is_autodiff()
+        && is_flex(&x.device())
+        && super::host_norm::supported(bn, &x)
+    {
+        return super::host_norm::batch_norm_train(bn, x);
+    }
+    let _ = choice;
+    bn.forward(x)
 }
 
 /// `(top, left, bottom, right)` for explicit or valid padding.

@@ -20,11 +20,56 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Bytes, DType, Shape, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::ops::Range;
 
 /// Floats of im2col buffer per chunk of images (8 MiB): large enough for big GEMMs, small
 /// enough not to multiply the activation memory.
 const COLS_BUDGET: usize = 1 << 21;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A reusable per-thread work buffer of at least `n` floats whose contents are unspecified:
+/// every user overwrites what it later reads. Saves zeroing and page-faulting megabytes of
+/// fresh memory on every convolution.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn new(n: usize) -> Self {
+        let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+        if v.len() < n {
+            v.resize(n, 0.0);
+        }
+        Scratch(v)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        SCRATCH.with(|s| {
+            let mut pool = s.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(v);
+            }
+        });
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
 
 /// A convolution on flex tensors with a hand-written backward pass (see the module docs).
 #[backend_extension(Flex, Autodiff)]
@@ -320,13 +365,37 @@ fn im2col_row(g: &Geometry, x: &[f32], b0: usize, nb: usize, k: usize, row: &mut
     }
 }
 
-/// The inverse scatter of [`im2col`]: `dx[b0..b0 + nb] += col2im(dcols)`.
-fn col2im(g: &Geometry, dcols: &[f32], b0: usize, nb: usize, dx: &mut [f32]) {
+/// The inverse scatter of [`im2col`]: `dx[b0..b0 + nb] += col2im(dcols)`; `dcols` is
+/// consumed (its entries that fall outside the image are zeroed on the way).
+fn col2im(g: &Geometry, dcols: &mut [f32], b0: usize, nb: usize, dx: &mut [f32]) {
     let hw = g.h * g.w;
+    zero_wrapped(g, nb, dcols);
+    let dcols = &*dcols;
     dx[b0 * g.c * hw..(b0 + nb) * g.c * hw]
         .par_chunks_mut(hw)
         .enumerate()
         .for_each(|(q, plane)| col2im_plane(g, dcols, nb, q, plane));
+}
+
+/// For same-size stride-1 convolutions: zeroes the gradient entries of taps whose input column
+/// falls outside the image, so [`col2im_plane`] can add each tap as one shifted plane.
+fn zero_wrapped(g: &Geometry, nb: usize, dcols: &mut [f32]) {
+    if g.same_shift(0, 0).is_none() {
+        return;
+    }
+    let p = g.p();
+    dcols[..g.k() * nb * p]
+        .par_chunks_mut(nb * p)
+        .enumerate()
+        .for_each(|(k, row)| {
+            let (lo, hi) = g.valid_cols(k % g.kw);
+            if lo > 0 || hi < g.wo {
+                for r in row.chunks_exact_mut(g.wo) {
+                    r[..lo].fill(0.0);
+                    r[hi..].fill(0.0);
+                }
+            }
+        });
 }
 
 /// One image plane `q = bb·C + c` of [`col2im`].
@@ -342,11 +411,9 @@ fn col2im_plane(g: &Geometry, dcols: &[f32], nb: usize, q: usize, plane: &mut [f
                 continue;
             }
             let row = &dcols[k * nb * p + bb * p..][..p];
-            if let Some(shift) = g.same_shift(i, j)
-                && lo == 0
-                && hi == g.wo
-            {
-                // Whole rows shifted by `shift`: one contiguous accumulation.
+            if let Some(shift) = g.same_shift(i, j) {
+                // The plane shifted by `shift`: one contiguous accumulation (the entries that
+                // wrap around a row were zeroed by `zero_wrapped`).
                 let first = (-shift).clamp(0, p as isize) as usize;
                 let last = (p as isize - shift).clamp(first as isize, p as isize) as usize;
                 let from = (first as isize + shift) as usize;
@@ -426,12 +493,8 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 fn forward_dense(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
     let mut y = vec![0.0f32; g.b * g.o * p];
-    let mut cols = vec![0.0f32; k * nb_max * p];
-    let mut out = if nb_max > 1 {
-        vec![0.0f32; g.o * nb_max * p]
-    } else {
-        Vec::new()
-    };
+    let mut cols = Scratch::new(k * nb_max * p);
+    let mut out = Scratch::new(if nb_max > 1 { g.o * nb_max * p } else { 0 });
     let mut b0 = 0;
     while b0 < g.b {
         let nb = nb_max.min(g.b - b0);
@@ -488,12 +551,8 @@ fn backward_dense(
     let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
     let mut dx = need_dx.then(|| vec![0.0f32; g.b * g.c * g.h * g.w]);
     let mut dw = need_dw.then(|| vec![0.0f32; g.o * k]);
-    let mut cols = vec![0.0f32; k * nb_max * p];
-    let mut dy_chunk = if nb_max > 1 {
-        vec![0.0f32; g.o * nb_max * p]
-    } else {
-        Vec::new()
-    };
+    let mut cols = Scratch::new(k * nb_max * p);
+    let mut dy_chunk = Scratch::new(if nb_max > 1 { g.o * nb_max * p } else { 0 });
     let mut b0 = 0;
     while b0 < g.b {
         let nb = nb_max.min(g.b - b0);
@@ -512,7 +571,7 @@ fn backward_dense(
         if let Some(dx) = dx.as_mut() {
             // dcols[K, n] = Wᵀ[K, O] · dY[O, n]
             gemm((k, n, g.o), &mut cols, false, weight, (1, k), dyc, (n, 1));
-            col2im(g, &cols, b0, nb, dx);
+            col2im(g, &mut cols, b0, nb, dx);
         }
         b0 += nb;
     }

@@ -9,13 +9,18 @@ mod fused;
 mod host;
 #[cfg(feature = "flex")]
 mod host_conv;
+#[cfg(feature = "flex")]
+mod host_norm;
 mod io;
 mod resnet;
 mod summary;
 
 pub use block::{Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
-pub use conv::{ConvImpl, GEMM_MAX_PIXELS, conv_impl, conv2d, conv2d_with, set_conv_impl};
+pub use conv::{
+    ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_with, conv_impl, conv2d, conv2d_with,
+    set_conv_impl,
+};
 pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
 pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;

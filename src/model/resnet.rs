@@ -3,14 +3,14 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
-use super::conv::conv2d;
+use super::conv::{batch_norm, conv2d};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::block::{Block, batch_norm, conv};
+use super::block::{Block, conv, new_batch_norm};
 use super::config::{ResNetConfig, Stem};
 use super::freeze::FreezeState;
 use crate::error::{Error, Result};
@@ -95,7 +95,7 @@ impl ResNet {
         let layer1 = stages.pop().unwrap_or_default();
         ResNet {
             conv1,
-            bn1: batch_norm(w0, false, device),
+            bn1: new_batch_norm(w0, false, device),
             maxpool,
             layer1,
             layer2,
@@ -130,7 +130,7 @@ impl ResNet {
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.
     pub fn forward_feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
+        let mut x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

@@ -379,3 +379,69 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
 fn conv2d_with_dims(conv: &burn::nn::conv::Conv2d, x: &burn::tensor::Tensor<4>) -> [usize; 4] {
     finetune::model::conv2d_with(conv, x.clone(), finetune::model::ConvImpl::Backend).dims()
 }
+
+#[test]
+fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use finetune::model::{ConvImpl, batch_norm_with};
+
+    let device = cpu().autodiff();
+    for (shape, trainable_affine) in [
+        ([4, 6, 5, 5], true),
+        ([3, 5, 1, 1], true),
+        ([2, 3, 7, 4], false),
+    ] {
+        let c = shape[1];
+        let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<4>::random(shape, Distribution::Normal(1.0, 2.0), &device);
+        let r = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |choice| {
+            let mut bn = BatchNormConfig::new(c).with_momentum(0.3).init(&device);
+            bn.gamma = Param::from_tensor(gamma.clone());
+            bn.beta = Param::from_tensor(beta.clone());
+            if !trainable_affine {
+                bn.gamma = bn.gamma.set_require_grad(false);
+                bn.beta = bn.beta.set_require_grad(false);
+            }
+            let x = x.clone().require_grad();
+            let y = batch_norm_with(&bn, x.clone(), choice);
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let grad1 = |t: &Param<Tensor<1>>| t.grad(&grads);
+            (
+                y.without_autodiff(),
+                x.grad(&grads).unwrap(),
+                grad1(&bn.gamma),
+                grad1(&bn.beta),
+                bn.running_mean.value().without_autodiff(),
+                bn.running_var.value().without_autodiff(),
+            )
+        };
+        let (y1, dx1, dg1, db1, rm1, rv1) = run(ConvImpl::Backend);
+        let (y2, dx2, dg2, db2, rm2, rv2) = run(ConvImpl::Host);
+        assert_eq!(dg1.is_some(), trainable_affine);
+        assert_eq!(dg2.is_some(), trainable_affine);
+        let close4 = |name: &str, a: Tensor<4>, b: Tensor<4>| {
+            let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
+            let d = crate::common::max_abs_diff(a, b);
+            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {shape:?}");
+        };
+        let close1 = |name: &str, a: Tensor<1>, b: Tensor<1>| {
+            let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
+            let d = (a - b).abs().max().into_scalar::<f32>();
+            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {shape:?}");
+        };
+        close4("output", y1, y2);
+        close4("input grad", dx1, dx2);
+        if let (Some(a), Some(b)) = (dg1, dg2) {
+            close1("gamma grad", a, b);
+        }
+        if let (Some(a), Some(b)) = (db1, db2) {
+            close1("beta grad", a, b);
+        }
+        close1("running mean", rm1, rm2);
+        close1("running var", rv1, rv2);
+    }
+}
