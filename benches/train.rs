@@ -132,7 +132,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// is reported.
 fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> f64 {
     let batch = batch_for(size);
-    let batches = if size <= 64 { 3 } else { 2 };
+    let batches = if size <= 64 { 8 } else { 2 };
     let epochs = if quick { 3 } else { 5 };
     let train = synthetic(batch * batches, size, device);
     let val = synthetic(batch, size, device);

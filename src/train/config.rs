@@ -4,12 +4,12 @@
 
 use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::schedule::{Schedule, ScheduleUnit};
+use super::sgd::FusedSgd;
 
 /// The optimizer, with PyTorch's defaults and semantics (SGD momentum without dampening).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ impl OptimizerConfig {
         }
     }
 
-    /// Builds Burn's optimizer.
+    /// Builds the optimizer: [`FusedSgd`] for SGD, Burn's Adam and AdamW.
     pub fn build(&self) -> Result<ModuleOptimizer, TrainError> {
         let decay = |wd: f64| (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
         match *self {
@@ -90,16 +90,11 @@ impl OptimizerConfig {
                         "SGD needs 0 <= momentum < 1 and weight_decay >= 0 (got {momentum}, {weight_decay})"
                     )));
                 }
-                let momentum = (momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(nesterov)
-                });
-                Ok(SgdConfig::new()
-                    .with_momentum(momentum)
-                    .with_weight_decay(decay(weight_decay))
-                    .init())
+                Ok(ModuleOptimizer::from(FusedSgd {
+                    momentum: momentum as f32,
+                    nesterov,
+                    weight_decay: weight_decay as f32,
+                }))
             }
             OptimizerConfig::Adam {
                 beta1,

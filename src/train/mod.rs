@@ -10,6 +10,7 @@ mod history;
 mod learner;
 mod report;
 mod schedule;
+mod sgd;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use evaluate::{Evaluation, evaluate};
 pub use history::{EpochRecord, History};
 pub use learner::{EpochCallback, FitOutcome, Learner};
 pub use schedule::{Schedule, ScheduleUnit};
+pub use sgd::{FusedSgd, FusedSgdState};
 pub use source::{BatchSource, TensorSource};
 
 /// Why training stopped with an error.

@@ -453,3 +453,70 @@ fn fit_over_image_loaders_writes_the_picture_reports() {
         .unwrap_err();
     assert!(err.to_string().contains("without randomness"), "{err}");
 }
+
+#[test]
+fn fused_sgd_matches_burns_sgd_step_for_step() {
+    use burn::module::Module;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+    use burn::tensor::Int;
+    use finetune::train::FusedSgd;
+
+    let device = cpu().autodiff();
+    let (images, labels) = toy_data(8, 3, &device);
+    let targets = Tensor::<1, Int>::from_data(
+        labels
+            .iter()
+            .map(|&l| l as i64)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &device,
+    );
+    for (momentum, nesterov, wd) in [(0.9, false, 0.0), (0.9, true, 5e-4), (0.0, false, 1e-3)] {
+        let burn_sgd = {
+            let mut c = SgdConfig::new();
+            if momentum > 0.0 {
+                c = c.with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov),
+                ));
+            }
+            if wd > 0.0 {
+                c = c.with_weight_decay(Some(WeightDecayConfig::new(wd as f32)));
+            }
+            c.init()
+        };
+        let fused = ModuleOptimizer::from(FusedSgd {
+            momentum: momentum as f32,
+            nesterov,
+            weight_decay: wd as f32,
+        });
+        let run = |mut optim: ModuleOptimizer| {
+            let mut model = tiny_model().fork(&device).train();
+            let loss_fn = CrossEntropyLossConfig::new().init(&device);
+            for _ in 0..3 {
+                let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(0.05, model, grads);
+            }
+            snapshot(&model.valid())
+        };
+        let (a, b) = (run(burn_sgd), run(fused));
+        assert_eq!(a.len(), b.len());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(&p, &q)| (f32::from_bits(p) - f32::from_bits(q)).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                d <= 1e-6,
+                "{name} differs by {d} (momentum {momentum}, nesterov {nesterov}, wd {wd})"
+            );
+        }
+    }
+}
