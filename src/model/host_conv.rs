@@ -22,10 +22,69 @@ use burn::tensor::{Bytes, DType, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Floats of im2col buffer per chunk of images (8 MiB): large enough for big GEMMs, small
 /// enough not to multiply the activation memory.
 const COLS_BUDGET: usize = 1 << 21;
+
+/// Largest im2col matrix (floats, 32 MiB) a training convolution keeps from its forward pass
+/// for its weight gradient instead of rebuilding it in the backward pass.
+const KEEP_COLS_MAX: usize = 1 << 23;
+
+/// Largest total (floats, 256 MiB) of im2col matrices kept at once by all convolutions.
+const KEEP_COLS_TOTAL: usize = 1 << 26;
+
+static KEPT_FLOATS: AtomicUsize = AtomicUsize::new(0);
+
+/// Buffers of dropped [`KeptCols`], reused by the next forward passes (a training step keeps the
+/// same matrices every time; fresh allocations of this size would be zeroed and page-faulted
+/// in again on every step).
+static KEPT_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// An im2col matrix kept for the backward pass, counted against [`KEEP_COLS_TOTAL`].
+#[derive(Debug)]
+struct KeptCols(Vec<f32>);
+
+impl KeptCols {
+    /// A matrix of `n` floats (unspecified contents: im2col overwrites them all), if the budget
+    /// allows.
+    fn new(n: usize) -> Option<Self> {
+        let reserved = n <= KEEP_COLS_MAX
+            && KEPT_FLOATS
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |kept| {
+                    (kept + n <= KEEP_COLS_TOTAL).then_some(kept + n)
+                })
+                .is_ok();
+        if !reserved {
+            return None;
+        }
+        let mut v = {
+            let mut pool = KEPT_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            // The smallest pooled buffer that is large enough, else the largest.
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].len() >= n)
+                .min_by_key(|&i| pool[i].len())
+                .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
+            best.map(|i| pool.swap_remove(i)).unwrap_or_default()
+        };
+        v.resize(n, 0.0);
+        Some(KeptCols(v))
+    }
+}
+
+impl Drop for KeptCols {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        KEPT_FLOATS.fetch_sub(v.len(), Ordering::AcqRel);
+        let mut pool = KEPT_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let pooled: usize = pool.iter().map(Vec::capacity).sum();
+        if pooled + v.capacity() <= KEEP_COLS_TOTAL {
+            pool.push(v);
+        }
+    }
+}
 
 /// Reduction length (images x pixels in a chunk) from which the weight-gradient GEMM is split
 /// across threads instead of parallelised inside `gemm`.
@@ -488,26 +547,45 @@ fn crop_weight(g: &Geometry, weight: &[f32], rows: &Range<usize>, cols: &Range<u
     out
 }
 
-fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// The convolution; with `keep`, also the im2col matrix for the backward pass when it fits
+/// the budget.
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], keep: bool) -> (Vec<f32>, Option<KeptCols>) {
     match g.trimmed() {
-        Some((t, rows, cols)) => forward_dense(&t, x, &crop_weight(g, weight, &rows, &cols)),
-        None => forward_dense(g, x, weight),
+        Some((t, rows, cols)) => forward_dense(&t, x, &crop_weight(g, weight, &rows, &cols), keep),
+        None => forward_dense(g, x, weight, keep),
     }
 }
 
-fn forward_dense(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
+fn forward_dense(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    keep: bool,
+) -> (Vec<f32>, Option<KeptCols>) {
+    let (k, p) = (g.k(), g.p());
+    let mut kept = if keep {
+        KeptCols::new(k * g.b * p)
+    } else {
+        None
+    };
+    let keep = kept.is_some();
+    // A kept matrix covers the whole batch in one chunk.
+    let nb_max = if keep { g.b.max(1) } else { g.chunk() };
     let mut y = vec![0.0f32; g.b * g.o * p];
-    let mut cols = Scratch::new(k * nb_max * p);
+    let mut scratch = Scratch::new(if keep { 0 } else { k * nb_max * p });
     let mut out = Scratch::new(if nb_max > 1 { g.o * nb_max * p } else { 0 });
     let mut b0 = 0;
     while b0 < g.b {
         let nb = nb_max.min(g.b - b0);
-        im2col(g, x, b0, nb, &mut cols);
+        let cols: &mut [f32] = match kept.as_mut() {
+            Some(kept) => &mut kept.0,
+            None => &mut scratch,
+        };
+        im2col(g, x, b0, nb, cols);
         let dims = (g.o, nb * p, k);
         if nb == 1 {
             let dst = &mut y[b0 * g.o * p..][..g.o * p];
-            gemm(dims, true, dst, false, weight, (k, 1), &cols, (p, 1));
+            gemm(dims, true, dst, false, weight, (k, 1), cols, (p, 1));
         } else {
             gemm(
                 dims,
@@ -516,14 +594,14 @@ fn forward_dense(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 false,
                 weight,
                 (k, 1),
-                &cols,
+                cols,
                 (nb * p, 1),
             );
             scatter(g, b0, nb, &out, &mut y);
         }
         b0 += nb;
     }
-    y
+    (y, kept)
 }
 
 /// `(dx, dw)`, each only when asked for.
@@ -534,12 +612,13 @@ fn backward(
     dy: &[f32],
     need_dx: bool,
     need_dw: bool,
+    kept: Option<&[f32]>,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let Some((t, rows, cols)) = g.trimmed() else {
-        return backward_dense(g, x, weight, dy, need_dx, need_dw);
+        return backward_dense(g, x, weight, dy, need_dx, need_dw, kept);
     };
     let cropped = crop_weight(g, weight, &rows, &cols);
-    let (dx, dw_live) = backward_dense(&t, x, &cropped, dy, need_dx, need_dw);
+    let (dx, dw_live) = backward_dense(&t, x, &cropped, dy, need_dx, need_dw, kept);
     // Dead taps get zero gradient.
     let dw = dw_live.map(|live| {
         let mut dw = vec![0.0f32; g.o * g.k()];
@@ -554,6 +633,7 @@ fn backward(
     (dx, dw)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backward_dense(
     g: &Geometry,
     x: &[f32],
@@ -561,8 +641,16 @@ fn backward_dense(
     dy: &[f32],
     need_dx: bool,
     need_dw: bool,
+    kept: Option<&[f32]>,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let (k, p, nb_max) = (g.k(), g.p(), g.chunk());
+    let (k, p) = (g.k(), g.p());
+    // The kept im2col matrix (if any) covers the whole batch in one chunk.
+    let kept = kept.filter(|c| c.len() == k * g.b * p);
+    let nb_max = if kept.is_some() {
+        g.b.max(1)
+    } else {
+        g.chunk()
+    };
     let mut dx = need_dx.then(|| vec![0.0f32; g.b * g.c * g.h * g.w]);
     let threads = rayon::current_num_threads().clamp(1, 8);
     let mut dwt_parts: Vec<Vec<f32>> = if need_dw {
@@ -583,11 +671,16 @@ fn backward_dense(
             &dy_chunk
         };
         if !dwt_parts.is_empty() {
-            im2col(g, x, b0, nb, &mut cols);
+            let cols: &[f32] = match kept {
+                Some(kept) => kept,
+                None => {
+                    im2col(g, x, b0, nb, &mut cols);
+                    &cols
+                }
+            };
             // dWᵀ[K, O] += cols[K, n] · dYᵀ[n, O]. In this orientation (rather than
             // dW = dY · colsᵀ) `gemm` runs 2-6x faster on these long, thin reductions; long
             // ones are also split across threads, each summing its own share of the columns.
-            let cols = &cols[..];
             let parts = dwt_parts.len();
             let split = n >= SPLIT_REDUCTION && parts > 1;
             let share = if split { n.div_ceil(parts) } else { n };
@@ -664,7 +757,7 @@ impl HostConv for Flex {
             pad_right,
         );
         let (x, weight) = (dense(x), dense(weight));
-        let y = forward(&g, f32s(&x), f32s(&weight));
+        let (y, _) = forward(&g, f32s(&x), f32s(&weight), false);
         tensor(y, [g.b, g.o, g.ho, g.wo])
     }
 }
@@ -673,12 +766,13 @@ impl HostConv for Flex {
 struct HostConvBackward;
 
 impl Backward<Flex, 2> for HostConvBackward {
-    type State = (FlexTensor, FlexTensor, Geometry);
+    /// Input, weight, shapes, and the forward pass's im2col matrix when it was kept.
+    type State = (FlexTensor, FlexTensor, Geometry, Option<Arc<KeptCols>>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        let (x, weight, g) = ops.state;
+        let (x, weight, g, kept) = ops.state;
         let dy = dense(grad);
         let (dx, dw) = backward(
             &g,
@@ -687,7 +781,9 @@ impl Backward<Flex, 2> for HostConvBackward {
             f32s(&dy),
             node_x.is_some(),
             node_weight.is_some(),
+            kept.as_deref().map(|k| &k.0[..]),
         );
+        drop(kept);
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor(dx, [g.b, g.c, g.h, g.w]));
         }
@@ -708,32 +804,32 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
         pad_bottom: usize,
         pad_right: usize,
     ) -> FloatTensor<Self> {
+        let weight_grad = weight.is_tracked();
         let prep = HostConvBackward
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful();
         let (x, weight) = (dense(x.into_primitive()), dense(weight.into_primitive()));
-        let conv = |x: FlexTensor, weight: FlexTensor| {
-            Flex::host_conv2d(
-                x, weight, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
-            )
-        };
+        let g = Geometry::new(
+            &x.shape(),
+            &weight.shape(),
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+        );
         match prep {
             OpsKind::Tracked(prep) => {
-                let g = Geometry::new(
-                    &x.shape(),
-                    &weight.shape(),
-                    stride_h,
-                    stride_w,
-                    pad_top,
-                    pad_left,
-                    pad_bottom,
-                    pad_right,
-                );
-                let state = (x.clone(), weight.clone(), g);
-                prep.finish(state, conv(x, weight))
+                let (y, kept) = forward(&g, f32s(&x), f32s(&weight), weight_grad);
+                let state = (x, weight, g, kept.map(Arc::new));
+                prep.finish(state, tensor(y, [g.b, g.o, g.ho, g.wo]))
             }
-            OpsKind::UnTracked(prep) => prep.finish(conv(x, weight)),
+            OpsKind::UnTracked(prep) => {
+                let (y, _) = forward(&g, f32s(&x), f32s(&weight), false);
+                prep.finish(tensor(y, [g.b, g.o, g.ho, g.wo]))
+            }
         }
     }
 }

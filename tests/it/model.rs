@@ -354,8 +354,19 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
             assert_eq!(gx.is_some(), input_grad);
             (out.without_autodiff(), gw, gx)
         };
+        // Frozen weights: only the input gradient (and no im2col matrix kept for the backward
+        // pass, so large inputs take the chunked path).
+        let frozen = burn::module::Module::freeze(conv.clone());
+        let run_frozen = |choice| {
+            let x = x.clone().require_grad();
+            let out = finetune::model::conv2d_with(&frozen, x.clone(), choice);
+            let grads = (out * r.clone()).sum().backward();
+            assert!(frozen.weight.grad(&grads).is_none());
+            x.grad(&grads).unwrap()
+        };
         let scale = |t: &Tensor<4>| t.clone().abs().max().into_scalar::<f32>().max(1.0);
         let (o1, w1, x1) = run(ConvImpl::Backend, true);
+        let xf1 = run_frozen(ConvImpl::Backend);
         for choice in [ConvImpl::Gemm, ConvImpl::Host] {
             let (o2, w2, x2) = run(choice, true);
             let (_, w3, _) = run(choice, false);
@@ -364,6 +375,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
                 ("weight grad", w1.clone(), w2),
                 ("weight grad without input grad", w1.clone(), w3),
                 ("input grad", x1.clone().unwrap(), x2.unwrap()),
+                ("input grad, frozen weight", xf1.clone(), run_frozen(choice)),
             ] {
                 let tol = 1e-5 * scale(&a);
                 let d = crate::common::max_abs_diff(a, b);
