@@ -18,8 +18,10 @@
 //! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count); the table
 //! shows Burn / PyTorch per workload. `--leak-epochs N` also runs N epochs and prints the
 //! resident memory after each (it must stay flat). `--workloads finetune_step,...` and
-//! `--sizes 32,224` select a subset (for profiling one workload); `--conv backend|gemm` forces
-//! Burn's own convolution or the batched-GEMM lowering (default: per device).
+//! `--sizes 32,224` select a subset (for profiling one workload); `--conv backend|gemm|host`
+//! forces Burn's own kernels, the batched-GEMM lowering, or the flex host kernels (default: per
+//! device). The benchmark calls [`finetune::tune_allocator`] first, as the examples do;
+//! `--default-allocator` measures with glibc's default settings instead.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,7 @@ struct Args {
     sizes: Vec<usize>,
     workloads: Vec<String>,
     conv: ConvImpl,
+    tune_allocator: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         leak_epochs: 0,
         sizes: vec![32, 224],
         conv: ConvImpl::Auto,
+        tune_allocator: true,
         workloads: vec![
             "finetune_step".into(),
             "frozen_step".into(),
@@ -92,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--quick" => args.quick = true,
+            "--default-allocator" => args.tune_allocator = false,
             "--no-pytorch" => args.pytorch = false,
             "--pytorch-device" => args.pytorch_device = value()?,
             "--json" => args.json = Some(value()?),
@@ -260,6 +265,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.tune_allocator {
+        finetune::tune_allocator();
+    }
     set_conv_impl(args.conv);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

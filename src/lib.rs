@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+mod allocator;
 pub mod data;
 pub mod device;
 pub mod download;
@@ -44,6 +45,7 @@ pub mod train;
 pub mod viz;
 pub mod weights;
 
+pub use allocator::tune_allocator;
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};

@@ -130,6 +130,8 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
 
 /// Parses the command line and runs the tutorial in `mode`.
 pub fn main(example: &str, mode: Mode) -> ExitCode {
+    // Keep freed activation buffers in the process between steps (see its docs).
+    finetune::tune_allocator();
     let result = Args::parse(&["resume", "sample", "cache-features"]).and_then(|args| {
         if args.flag("help") {
             println!("{}", usage(example, mode));

@@ -2,11 +2,10 @@
 //! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
 //! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
 
-use super::conv::{batch_norm, conv2d};
+use super::conv::{batch_norm, batch_norm_add_relu, batch_norm_relu, conv2d};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::config::BlockKind;
@@ -127,11 +126,13 @@ impl Block {
             Some(ds) => ds.forward(x.clone()),
             None => x.clone(),
         };
-        let mut out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
-        out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = batch_norm(bn3, conv2d(conv3, relu(out)));
+        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let out = batch_norm_relu(&self.bn2, conv2d(&self.conv2, out));
+                batch_norm_add_relu(bn3, conv2d(conv3, out), identity)
+            }
+            _ => batch_norm_add_relu(&self.bn2, conv2d(&self.conv2, out), identity),
         }
-        relu(out + identity)
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Slice, Tensor};
 
 /// Which convolution implementation the models use.
@@ -147,17 +148,62 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 
 /// [`batch_norm`] with an explicit kernel choice (`Backend` and `Gemm` mean Burn's own).
 pub fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
-    #[cfg(feature = "flex")]
-    if matches!(choice, ConvImpl::Auto | ConvImpl::Host)
-        && bn.training.is_enabled()
-        && x.device().is_autodiff()
-        && is_flex(&x.device())
-        && super::host_norm::supported(bn, &x)
-    {
-        return super::host_norm::batch_norm_train(bn, x);
+    if host_norm(bn, &x, choice) {
+        #[cfg(feature = "flex")]
+        return super::host_norm::batch_norm_train(bn, x, None, false);
     }
-    let _ = choice;
     bn.forward(x)
+}
+
+/// `relu(batch_norm(bn, x))`, fused into one host operation where [`batch_norm`] uses the host
+/// kernels.
+pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_relu_with(bn, x, None, conv_impl())
+}
+
+/// `relu(batch_norm(bn, x) + residual)` (the end of a residual block), fused where
+/// [`batch_norm`] uses the host kernels.
+pub fn batch_norm_add_relu(bn: &BatchNorm, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+    batch_norm_relu_with(bn, x, Some(residual), conv_impl())
+}
+
+/// `relu(batch_norm(bn, x) (+ residual))` with an explicit kernel choice.
+pub fn batch_norm_relu_with(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    choice: ConvImpl,
+) -> Tensor<4> {
+    if host_norm(bn, &x, choice)
+        && residual
+            .as_ref()
+            .is_none_or(|r| r.dims() == x.dims() && r.dtype() == x.dtype())
+    {
+        #[cfg(feature = "flex")]
+        return super::host_norm::batch_norm_train(bn, x, residual, true);
+    }
+    let out = bn.forward(x);
+    relu(match residual {
+        Some(r) => out + r,
+        None => out,
+    })
+}
+
+/// Whether the host BatchNorm kernels apply: training-mode layer on the flex autodiff device.
+fn host_norm(bn: &BatchNorm, x: &Tensor<4>, choice: ConvImpl) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        matches!(choice, ConvImpl::Auto | ConvImpl::Host)
+            && bn.training.is_enabled()
+            && x.device().is_autodiff()
+            && is_flex(&x.device())
+            && super::host_norm::supported(bn, x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (bn, x, choice);
+        false
+    }
 }
 
 /// `(top, left, bottom, right)` for explicit or valid padding.

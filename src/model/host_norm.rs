@@ -23,11 +23,23 @@ use rayon::prelude::*;
 /// Training-mode batch normalisation on flex tensors (see the module docs).
 #[backend_extension(Flex, Autodiff)]
 pub(crate) trait HostBatchNorm: Backend {
-    /// `x [B, C, H, W]`, `gamma`, `beta [C]` → (output, batch mean, biased batch variance).
+    /// `x [B, C, H, W]`, `gamma`, `beta [C]` → (output, batch mean, biased batch variance);
+    /// with `relu`, the output is `max(0, bn(x))`.
     fn host_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`host_batch_norm_train`](HostBatchNorm::host_batch_norm_train) with the output
+    /// `max(0, bn(x) + residual)` (the end of a residual block).
+    fn host_batch_norm_add_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -99,16 +111,34 @@ fn statistics(x: &[f32], d: (usize, usize, usize)) -> Vec<(f32, f32)> {
         .collect()
 }
 
-/// `out[b, c, :] = x[b, c, :] · scale[c] + shift[c]`.
-fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// `out[b, c, :] = x[b, c, :] · scale[c] + shift[c] (+ residual[b, c, :])`, then `max(0, ·)`
+/// with `relu` (NaN stays NaN, so a diverging run is still detected).
+fn affine(
+    x: &[f32],
+    (c, hw): (usize, usize),
+    (scale, shift): (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let hw = hw.max(1);
     let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(hw.max(1))
-        .zip(x.par_chunks(hw.max(1)))
+    let act = |v: f32| if relu && v < 0.0 { 0.0 } else { v };
+    out.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
         .enumerate()
         .for_each(|(q, (o, x))| {
             let (a, s) = (scale[q % c], shift[q % c]);
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = v * a + s;
+            match residual {
+                Some(r) => {
+                    for ((o, &v), &r) in o.iter_mut().zip(x).zip(&r[q * hw..][..hw]) {
+                        *o = act(v * a + s + r);
+                    }
+                }
+                None => {
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = act(v * a + s);
+                    }
+                }
             }
         });
     out
@@ -116,8 +146,9 @@ fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f
 
 fn forward(
     x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    relu: bool,
     d: (usize, usize, usize),
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -128,9 +159,22 @@ fn forward(
         scale.push(gamma[ch] * inv_std);
         shift.push(beta[ch] - mean * gamma[ch] * inv_std);
     }
-    let out = affine(x, d.1, d.2, &scale, &shift);
+    let out = affine(x, (d.1, d.2), (&scale, &shift), residual, relu);
     let (mean, var) = stats.into_iter().unzip();
     (out, mean, var)
+}
+
+/// `dy` where the ReLU output `y` is positive, 0 elsewhere.
+fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    let mut dz = vec![0.0f32; dy.len()];
+    dz.par_chunks_mut(1 << 14)
+        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+        .for_each(|(dz, (dy, y))| {
+            for ((dz, &g), &y) in dz.iter_mut().zip(dy).zip(y) {
+                *dz = if y > 0.0 { g } else { 0.0 };
+            }
+        });
+    dz
 }
 
 /// Gradients of the forward pass: `(dx, dgamma, dbeta)`.
@@ -176,21 +220,116 @@ fn backward(
     (dx, dgamma, dbeta)
 }
 
+/// The forward pass on flex tensors: `(output, mean, variance)`.
+fn forward_flex(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    residual: Option<&FlexTensor>,
+    relu: bool,
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = x.shape();
+    let d = dims(&shape);
+    let (out, mean, var) = forward(
+        f32s(x),
+        (f32s(gamma), f32s(beta)),
+        residual.map(f32s),
+        relu,
+        d,
+        epsilon,
+    );
+    (
+        tensor(out, shape),
+        tensor(mean, Shape::from(vec![d.1])),
+        tensor(var, Shape::from(vec![d.1])),
+    )
+}
+
 impl HostBatchNorm for Flex {
     fn host_batch_norm_train(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let shape = x.shape();
-        let d = dims(&shape);
         let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
-        let (out, mean, var) = forward(f32s(&x), f32s(&gamma), f32s(&beta), d, epsilon);
+        forward_flex(&x, &gamma, &beta, None, relu, epsilon)
+    }
+
+    fn host_batch_norm_add_relu_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        residual: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, gamma, beta, residual) = (dense(x), dense(gamma), dense(beta), dense(residual));
+        forward_flex(&x, &gamma, &beta, Some(&residual), true, epsilon)
+    }
+}
+
+/// What the backward pass needs: input, gamma, batch mean, batch 1/σ, and the output when a
+/// ReLU follows (its sign masks the gradient).
+#[derive(Clone, Debug)]
+struct NormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    relu_output: Option<FlexTensor>,
+}
+
+impl NormState {
+    fn new(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: &FlexTensor,
+        var: &FlexTensor,
+        eps: f64,
+    ) -> Self {
+        let inv_std = f32s(var)
+            .iter()
+            .map(|&v| 1.0 / (v as f64 + eps).sqrt() as f32)
+            .collect();
+        Self {
+            x,
+            gamma,
+            mean: f32s(mean).to_vec(),
+            inv_std,
+            relu_output: None,
+        }
+    }
+
+    /// `(dz, dx, dgamma, dbeta)`: the gradient at the BatchNorm output (after the ReLU mask),
+    /// then the BatchNorm's own gradients.
+    fn backward(
+        &self,
+        dy: FlexTensor,
+        need_dx: bool,
+    ) -> (FlexTensor, Option<FlexTensor>, FlexTensor, FlexTensor) {
+        let shape = self.x.shape();
+        let d = dims(&shape);
+        let dz = match &self.relu_output {
+            Some(y) => tensor(relu_grad(f32s(&dy), f32s(y)), shape.clone()),
+            None => dy,
+        };
+        let (dx, dgamma, dbeta) = backward(
+            f32s(&self.x),
+            f32s(&dz),
+            f32s(&self.gamma),
+            &self.mean,
+            &self.inv_std,
+            d,
+            need_dx,
+        );
+        let channels = || Shape::from(vec![d.1]);
         (
-            tensor(out, shape),
-            tensor(mean, Shape::from(vec![d.1])),
-            tensor(var, Shape::from(vec![d.1])),
+            dz,
+            dx.map(|dx| tensor(dx, shape)),
+            tensor(dgamma, channels()),
+            tensor(dbeta, channels()),
         )
     }
 }
@@ -199,32 +338,45 @@ impl HostBatchNorm for Flex {
 struct HostBatchNormBackward;
 
 impl Backward<Flex, 3> for HostBatchNormBackward {
-    /// Input, gamma, batch mean, batch 1/σ.
-    type State = (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>);
+    type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = dense(grads.consume::<Flex>(&ops.node));
-        let (x, gamma, mean, inv_std) = ops.state;
-        let shape = x.shape();
-        let d = dims(&shape);
-        let (dx, dgamma, dbeta) = backward(
-            f32s(&x),
-            f32s(&grad),
-            f32s(&gamma),
-            &mean,
-            &inv_std,
-            d,
-            node_x.is_some(),
-        );
+        let dy = dense(grads.consume::<Flex>(&ops.node));
+        let (_, dx, dgamma, dbeta) = ops.state.backward(dy, node_x.is_some());
         if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, tensor(dx, shape));
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, tensor(dgamma, Shape::from(vec![d.1])));
+            grads.register::<Flex>(node.id, dgamma);
         }
         if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, tensor(dbeta, Shape::from(vec![d.1])));
+            grads.register::<Flex>(node.id, dbeta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HostBatchNormAddReluBackward;
+
+impl Backward<Flex, 4> for HostBatchNormAddReluBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta, node_residual] = ops.parents;
+        let dy = dense(grads.consume::<Flex>(&ops.node));
+        let (dz, dx, dgamma, dbeta) = ops.state.backward(dy, node_x.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, dbeta);
+        }
+        if let Some(node) = node_residual {
+            grads.register::<Flex>(node.id, dz);
         }
     }
 }
@@ -235,21 +387,51 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let prep = HostBatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
             .stateful();
         let (x, gamma) = (dense(x.into_primitive()), dense(gamma.into_primitive()));
-        let (out, mean, var) =
-            Flex::host_batch_norm_train(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
+        let beta = dense(beta.into_primitive());
+        let (out, mean, var) = forward_flex(&x, &gamma, &beta, None, relu, epsilon);
         let output = match prep {
             OpsKind::Tracked(prep) => {
-                let inv_std = f32s(&var)
-                    .iter()
-                    .map(|&v| 1.0 / (v as f64 + epsilon).sqrt() as f32)
-                    .collect();
-                let state = (x, gamma, f32s(&mean).to_vec(), inv_std);
+                let mut state = NormState::new(x, gamma, &mean, &var, epsilon);
+                state.relu_output = relu.then(|| out.clone());
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (
+            output,
+            FloatTensor::<Self>::new(mean),
+            FloatTensor::<Self>::new(var),
+        )
+    }
+
+    fn host_batch_norm_add_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = HostBatchNormAddReluBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node(), residual.node()])
+            .compute_bound()
+            .stateful();
+        let (x, gamma) = (dense(x.into_primitive()), dense(gamma.into_primitive()));
+        let (beta, residual) = (
+            dense(beta.into_primitive()),
+            dense(residual.into_primitive()),
+        );
+        let (out, mean, var) = forward_flex(&x, &gamma, &beta, Some(&residual), true, epsilon);
+        let output = match prep {
+            OpsKind::Tracked(prep) => {
+                let mut state = NormState::new(x, gamma, &mean, &var, epsilon);
+                state.relu_output = Some(out.clone());
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(out),
@@ -263,16 +445,35 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
 }
 
 /// Burn's [`BatchNorm`] training forward pass (batch statistics, running statistics updated
-/// with the module's momentum) computed by the host kernels; `x` must be an f32 tensor on the
-/// flex autodiff device.
-pub(crate) fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+/// with the module's momentum) computed by the host kernels, optionally followed by
+/// `relu(· + residual)` or `relu(·)`; `x` must be an f32 tensor on the flex autodiff device.
+pub(crate) fn batch_norm_train(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+) -> Tensor<4> {
     let device = x.device();
-    let (out, mean, var) = <Dispatch as HostBatchNorm>::host_batch_norm_train(
-        x.into_dispatch(),
+    let (gamma, beta) = (
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
-        bn.epsilon,
     );
+    let (out, mean, var) = match residual {
+        Some(residual) => <Dispatch as HostBatchNorm>::host_batch_norm_add_relu_train(
+            x.into_dispatch(),
+            gamma,
+            beta,
+            residual.into_dispatch(),
+            bn.epsilon,
+        ),
+        None => <Dispatch as HostBatchNorm>::host_batch_norm_train(
+            x.into_dispatch(),
+            gamma,
+            beta,
+            bn.epsilon,
+            relu,
+        ),
+    };
     let (mean, var) = (
         Tensor::<1>::from_dispatch(mean),
         Tensor::<1>::from_dispatch(var),

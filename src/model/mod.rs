@@ -18,8 +18,8 @@ mod summary;
 pub use block::{Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
 pub use conv::{
-    ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_with, conv_impl, conv2d, conv2d_with,
-    set_conv_impl,
+    ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_add_relu, batch_norm_relu,
+    batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, set_conv_impl,
 };
 pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
 pub use fused::{FusedBlock, FusedResNet};

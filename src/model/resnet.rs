@@ -3,11 +3,10 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
-use super::conv::{batch_norm, conv2d};
+use super::conv::{batch_norm_relu, conv2d};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::block::{Block, conv, new_batch_norm};
@@ -130,7 +129,7 @@ impl ResNet {
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.
     pub fn forward_feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
+        let mut x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

@@ -397,18 +397,23 @@ fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use burn::tensor::{Distribution, Tensor};
-    use finetune::model::{ConvImpl, batch_norm_with};
+    use finetune::model::{ConvImpl, batch_norm_relu_with, batch_norm_with};
 
     let device = cpu().autodiff();
-    for (shape, trainable_affine) in [
+    let shapes = [
         ([4, 6, 5, 5], true),
         ([3, 5, 1, 1], true),
         ([2, 3, 7, 4], false),
-    ] {
+    ];
+    // 0: BatchNorm, 1: relu(BatchNorm), 2: relu(BatchNorm + residual)
+    for ((shape, trainable_affine), variant) in
+        shapes.into_iter().flat_map(|s| [(s, 0), (s, 1), (s, 2)])
+    {
         let c = shape[1];
         let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
         let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &device);
         let x = Tensor::<4>::random(shape, Distribution::Normal(1.0, 2.0), &device);
+        let res = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let r = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let run = |choice| {
             let mut bn = BatchNormConfig::new(c).with_momentum(0.3).init(&device);
@@ -419,34 +424,46 @@ fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
                 bn.beta = bn.beta.set_require_grad(false);
             }
             let x = x.clone().require_grad();
-            let y = batch_norm_with(&bn, x.clone(), choice);
+            let res = res.clone().require_grad();
+            let y = match variant {
+                0 => batch_norm_with(&bn, x.clone(), choice),
+                1 => batch_norm_relu_with(&bn, x.clone(), None, choice),
+                _ => batch_norm_relu_with(&bn, x.clone(), Some(res.clone()), choice),
+            };
             let grads = (y.clone() * r.clone()).sum().backward();
             let grad1 = |t: &Param<Tensor<1>>| t.grad(&grads);
             (
                 y.without_autodiff(),
                 x.grad(&grads).unwrap(),
+                res.grad(&grads),
                 grad1(&bn.gamma),
                 grad1(&bn.beta),
                 bn.running_mean.value().without_autodiff(),
                 bn.running_var.value().without_autodiff(),
             )
         };
-        let (y1, dx1, dg1, db1, rm1, rv1) = run(ConvImpl::Backend);
-        let (y2, dx2, dg2, db2, rm2, rv2) = run(ConvImpl::Host);
+        let (y1, dx1, dr1, dg1, db1, rm1, rv1) = run(ConvImpl::Backend);
+        let (y2, dx2, dr2, dg2, db2, rm2, rv2) = run(ConvImpl::Host);
         assert_eq!(dg1.is_some(), trainable_affine);
         assert_eq!(dg2.is_some(), trainable_affine);
+        assert_eq!(dr1.is_some(), variant == 2);
+        assert_eq!(dr2.is_some(), variant == 2);
+        let what = format!("{shape:?}, variant {variant}");
         let close4 = |name: &str, a: Tensor<4>, b: Tensor<4>| {
             let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
             let d = crate::common::max_abs_diff(a, b);
-            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {shape:?}");
+            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {what}");
         };
         let close1 = |name: &str, a: Tensor<1>, b: Tensor<1>| {
             let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
             let d = (a - b).abs().max().into_scalar::<f32>();
-            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {shape:?}");
+            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {what}");
         };
         close4("output", y1, y2);
         close4("input grad", dx1, dx2);
+        if let (Some(a), Some(b)) = (dr1, dr2) {
+            close4("residual grad", a, b);
+        }
         if let (Some(a), Some(b)) = (dg1, dg2) {
             close1("gamma grad", a, b);
         }
