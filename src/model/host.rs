@@ -7,7 +7,9 @@
 //! benchmark notes). Used by [`FusedResNet`](super::FusedResNet) on CPU devices; outputs match
 //! the Burn path to float rounding (tested).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -81,8 +83,31 @@ impl HostConv {
     fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
         let (ho, wo) = self.out_size(x.h, x.w);
         let n = x.b * ho * wo;
-        let k = self.kh * self.kw * self.c_in;
-        let direct = self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0];
+        // Only the kernel taps that ever see the image (on a 1x1 map, the centre of a 3x3
+        // kernel): the others multiply padding.
+        let (rows, taps) = (
+            live(self.kh, ho, self.stride[0], self.pad[0], x.h),
+            live(self.kw, wo, self.stride[1], self.pad[1], x.w),
+        );
+        let k = rows.len() * taps.len() * self.c_in;
+        let block = self.c_in * self.c_out;
+        let weight: Cow<'_, [f32]> = if rows.len() == self.kh && taps.len() == self.kw {
+            Cow::Borrowed(&self.weight)
+        } else {
+            let mut w = Vec::with_capacity(k * self.c_out);
+            for i in rows.clone() {
+                let first = (i * self.kw + taps.start) * block;
+                w.extend_from_slice(&self.weight[first..first + taps.len() * block]);
+            }
+            Cow::Owned(w)
+        };
+        // A single live tap reading the input in place: the input is the im2col matrix.
+        let direct = rows.len() == 1
+            && taps.len() == 1
+            && self.stride == [1, 1]
+            && rows.start == self.pad[0]
+            && taps.start == self.pad[1]
+            && (ho, wo) == (x.h, x.w);
         // The accumulator starts as bias (+ residual): the product is added to it.
         let mut out = vec![0f32; n * self.c_out];
         out.par_chunks_mut(self.c_out * 64)
@@ -99,19 +124,20 @@ impl HostConv {
                 }
             });
         if direct {
-            gemm_acc(&mut out, &x.data, &self.weight, n, k, self.c_out);
+            gemm_acc(&mut out, &x.data, &weight, n, k, self.c_out);
         } else {
             // im2col in row tiles of about 8 MB, reusing one buffer: large images never
             // materialise their whole patch matrix.
             let tile = ((8 << 20) / (4 * k)).max(256).min(n);
             let mut cols = vec![0f32; tile * k];
+            let rows_live = rows.clone();
             let mut r0 = 0;
             while r0 < n {
                 let rows = tile.min(n - r0);
                 let cols = &mut cols[..rows * k];
-                self.im2col(x, ho, wo, r0, cols);
+                self.im2col(x, (ho, wo), r0, cols, (&rows_live, &taps));
                 let dst = &mut out[r0 * self.c_out..(r0 + rows) * self.c_out];
-                gemm_acc(dst, cols, &self.weight, rows, k, self.c_out);
+                gemm_acc(dst, cols, &weight, rows, k, self.c_out);
                 r0 += rows;
             }
         }
@@ -131,35 +157,53 @@ impl HostConv {
         }
     }
 
-    /// Patch rows `first..first + cols.len() / k` of the `[B·Ho·Wo, kh·kw·Cin]` im2col
-    /// matrix, zero-padded, into `cols`.
-    fn im2col(&self, x: &Act, ho: usize, wo: usize, first: usize, cols: &mut [f32]) {
-        let k = self.kh * self.kw * self.c_in;
+    /// Patch rows `first..first + cols.len() / k` of the `[B·Ho·Wo, taps·Cin]` im2col matrix
+    /// over the live kernel taps `rows x taps`, zero-padded, into `cols`.
+    fn im2col(
+        &self,
+        x: &Act,
+        (ho, wo): (usize, usize),
+        first: usize,
+        cols: &mut [f32],
+        (rows, taps): (&Range<usize>, &Range<usize>),
+    ) {
+        let c = x.c;
+        let k = rows.len() * taps.len() * c;
         let (sh, sw) = (self.stride[0], self.stride[1]);
         let (ph, pw) = (self.pad[0] as isize, self.pad[1] as isize);
-        let c = x.c;
         cols.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
             row.fill(0.0);
             let p = first + r;
             let b = p / (ho * wo);
             let oy = (p / wo) % ho;
             let ox = p % wo;
-            for i in 0..self.kh {
+            for i in rows.clone() {
                 let y = (oy * sh) as isize + i as isize - ph;
                 if y < 0 || y >= x.h as isize {
                     continue;
                 }
-                for j in 0..self.kw {
+                for j in taps.clone() {
                     let xx = (ox * sw) as isize + j as isize - pw;
                     if xx < 0 || xx >= x.w as isize {
                         continue;
                     }
                     let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
-                    let dst = (i * self.kw + j) * c;
+                    let dst = ((i - rows.start) * taps.len() + (j - taps.start)) * c;
                     row[dst..dst + c].copy_from_slice(&x.data[src..src + c]);
                 }
             }
         });
+    }
+}
+
+/// The kernel offsets `0..k` (along one axis) that read inside an input of length `len` for
+/// some of the `out` output positions.
+fn live(k: usize, out: usize, stride: usize, pad: usize, len: usize) -> Range<usize> {
+    let sees =
+        |i: usize| (0..out).any(|o| (o * stride + i).checked_sub(pad).is_some_and(|v| v < len));
+    match ((0..k).find(|&i| sees(i)), (0..k).rev().find(|&i| sees(i))) {
+        (Some(a), Some(b)) => a..b + 1,
+        _ => 0..k,
     }
 }
 
