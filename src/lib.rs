@@ -19,7 +19,8 @@
 //! use burn::tensor::Device;
 //! use finetune::model::{ResNetConfig, Stage};
 //!
-//! let device = Device::default();
+//! // Any Burn device works: `Device::default()` (a GPU when built with `wgpu`), `Device::flex()`...
+//! let device = Device::flex();
 //! // A 1000-class ResNet-18 (load ImageNet weights here), re-headed for 10 classes, with the
 //! // backbone frozen: only the new head trains.
 //! let model = ResNetConfig::resnet18(1000)

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 /// use burn::tensor::{Device, Tensor, Distribution};
 /// use finetune::model::ResNetConfig;
 ///
-/// let device = Device::default();
+/// let device = Device::flex(); // or Device::default(), a wgpu device, ...
 /// let model = ResNetConfig::resnet18(10).with_widths([8, 16, 32, 64]).init(&device);
 /// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
 /// assert_eq!(model.forward(images.clone()).dims(), [2, 10]);
