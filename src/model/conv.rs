@@ -1,12 +1,13 @@
-//! Convolution as one matrix product over the whole batch ("im2col + GEMM", Chellapilla et al.
-//! 2006; the lowering cuDNN and oneDNN fall back to), written with Burn tensor operations so
-//! autodiff differentiates it: the backward pass is two large matrix products too.
+//! The convolution and BatchNorm entry points every model layer goes through, and the choice
+//! of kernels behind them ([`ConvImpl`]).
 //!
-//! Why: Burn 0.22's CPU (flex) convolution runs one small GEMM per image and per 512-pixel tile.
-//! On CIFAR-sized inputs the late stages have 1-16 output pixels per image, so ResNet-18's
-//! convolutions become hundreds of matrix-vector products that re-pack the weights for every
-//! image. Folding the batch into the GEMM's N dimension (`N = batch x pixels`) turns them into a
-//! few large products. On GPUs the backend's own convolution kernels stay in use.
+//! On Burn's flex CPU backend the training path uses this crate's host kernels
+//! (`host_conv.rs`, `host_norm.rs`: NCHW im2col + one GEMM per chunk of images with
+//! hand-written backward passes, one-pass BatchNorm with fused ReLU and residual addition),
+//! because Burn 0.22's flex convolution runs one small GEMM per image and per 512-pixel tile and
+//! its generic BatchNorm transposes the activation several times. On ndarray, this file's own
+//! lowering applies: im2col + matmul written with Burn tensor operations (Chellapilla et al.,
+//! 2006), which autodiff differentiates. On GPUs the backend's own kernels stay in use.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
