@@ -15,11 +15,13 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::host_tensor::{dense, f32s, tensor};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -280,28 +282,6 @@ impl Geometry {
             .checked_sub(self.pt)
             .filter(|&ih| ih < self.h)
     }
-}
-
-/// `x` as a dense f32 slice owner (copies only when `x` is a strided view).
-fn dense(x: FlexTensor) -> FlexTensor {
-    if x.as_slice::<f32>().is_some() {
-        x
-    } else {
-        x.to_contiguous()
-    }
-}
-
-fn f32s(x: &FlexTensor) -> &[f32] {
-    x.as_slice::<f32>()
-        .expect("host_conv2d works on dense f32 tensors (checked before dispatch)")
-}
-
-fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(shape.to_vec())),
-        DType::F32,
-    )
 }
 
 /// One GEMM, `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given by its row and column

@@ -13,12 +13,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::host_tensor::{dense, f32s, tensor};
 
 /// Training-mode batch normalisation on flex tensors (see the module docs).
 #[backend_extension(Flex, Autodiff)]
@@ -48,27 +50,6 @@ pub(crate) trait HostBatchNorm: Backend {
 fn dims(shape: &Shape) -> (usize, usize, usize) {
     let hw = (2..shape.num_dims()).map(|d| shape[d]).product();
     (shape[0], shape[1], hw)
-}
-
-fn dense(x: FlexTensor) -> FlexTensor {
-    if x.as_slice::<f32>().is_some() {
-        x
-    } else {
-        x.to_contiguous()
-    }
-}
-
-fn f32s(x: &FlexTensor) -> &[f32] {
-    x.as_slice::<f32>()
-        .expect("host batch norm works on dense f32 tensors (checked before dispatch)")
-}
-
-fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
 }
 
 /// `Σ f(a, b)` over the `B` planes of channel `ch` (`b` may be empty: then `f(a, 0)`), with

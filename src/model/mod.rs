@@ -11,6 +11,8 @@ mod host;
 mod host_conv;
 #[cfg(feature = "flex")]
 mod host_norm;
+#[cfg(feature = "flex")]
+mod host_tensor;
 mod io;
 mod resnet;
 mod summary;
