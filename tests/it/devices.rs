@@ -69,3 +69,46 @@ fn auto_never_picks_a_software_gpu() {
         assert_eq!(resolved, DeviceChoice::Flex);
     }
 }
+
+/// `FusedSgd` off the flex device runs as Burn tensor operations: same updates as Burn's SGD.
+#[cfg(feature = "wgpu")]
+#[test]
+fn fused_sgd_on_wgpu_matches_burns_sgd() {
+    use burn::optim::ModuleOptimizer;
+    use burn::optim::momentum::MomentumConfig;
+    use finetune::train::FusedSgd;
+
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let start = ResNetConfig::resnet18(4)
+        .with_widths([4, 4, 8, 8])
+        .init(&cpu());
+    let batches: Vec<TensorData> = (0..2).map(|_| images(4, 32, &cpu()).into_data()).collect();
+    let run = |mut optim: ModuleOptimizer| {
+        let mut model = start.clone().fork(&device).train();
+        let loss = CrossEntropyLossConfig::new().init(&device);
+        for data in &batches {
+            let x = Tensor::<4>::from_data(data.clone(), &device);
+            let y = Tensor::<1, Int>::from_data([0i64, 1, 2, 3].as_slice(), &device);
+            let grads =
+                GradientsParams::from_grads(loss.forward(model.forward(x), y).backward(), &model);
+            model = optim.step(0.05, model, grads);
+        }
+        let fc = model.valid().fc.weight.val();
+        Tensor::<2>::from_data(fc.into_data(), &cpu())
+    };
+    let burn_sgd = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(0.9)
+                .with_dampening(0.0)
+                .with_nesterov(true),
+        ))
+        .init();
+    let fused = ModuleOptimizer::from(FusedSgd {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.0,
+    });
+    let diff = max_abs_diff(run(burn_sgd), run(fused));
+    assert!(diff <= 1e-5, "fc weights differ by {diff}");
+}
