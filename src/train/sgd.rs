@@ -33,7 +33,11 @@ impl<const D: usize> RecordState for FusedSgdState<D> {
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let data = src.take_tensor(prefix, "velocity")?;
+        // Also reads the state of Burn's `Sgd` (`momentum.velocity`), so runs checkpointed with
+        // it resume with their momentum.
+        let data = src
+            .take_tensor(prefix, "velocity")
+            .or_else(|| src.take_tensor(&burn::optim::join_path(prefix, "momentum"), "velocity"))?;
         Some(Self {
             velocity: Tensor::from_data(data, device),
         })
