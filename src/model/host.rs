@@ -16,6 +16,8 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::gemm::gemm;
+
 /// NHWC activations of a batch.
 struct Act {
     data: Vec<f32>,
@@ -197,8 +199,8 @@ impl HostConv {
 }
 
 /// The kernel offsets `0..k` (along one axis) that read inside an input of length `len` for
-/// some of the `out` output positions.
-fn live(k: usize, out: usize, stride: usize, pad: usize, len: usize) -> Range<usize> {
+/// some of the `out` output positions (all of `0..k` when none does).
+pub(crate) fn live(k: usize, out: usize, stride: usize, pad: usize, len: usize) -> Range<usize> {
     let sees =
         |i: usize| (0..out).any(|o| (o * stride + i).checked_sub(pad).is_some_and(|v| v < len));
     match ((0..k).find(|&i| sees(i)), (0..k).rev().find(|&i| sees(i))) {
@@ -210,36 +212,8 @@ fn live(k: usize, out: usize, stride: usize, pad: usize, len: usize) -> Range<us
 /// `out[m, n] += lhs[m, k] · rhs[k, n]`, all row-major.
 fn gemm_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
     assert!(out.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
-    let parallelism = if m * n * k >= 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the three buffers hold exactly m·n, m·k and k·n elements (checked above) and the
-    // strides describe dense row-major matrices of those shapes; `out` does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let parallel = m * n * k >= 64 * 64 * 64;
+    gemm((m, n, k), parallel, out, true, lhs, (k, 1), rhs, (n, 1));
 }
 
 /// 3x3 stride-2 padding-1 max-pool (torchvision's stem pool).

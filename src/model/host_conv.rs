@@ -21,6 +21,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gemm::gemm;
+use super::host::live;
 use super::host_tensor::{dense, f32s, tensor};
 use std::cell::RefCell;
 use std::ops::Range;
@@ -172,17 +174,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        x: &Shape,
-        weight: &Shape,
-        sh: usize,
-        sw: usize,
-        pt: usize,
-        pl: usize,
-        pb: usize,
-        pr: usize,
-    ) -> Self {
+    fn new(x: &Shape, weight: &Shape, [sh, sw]: [usize; 2], [pt, pl, pb, pr]: [usize; 4]) -> Self {
         let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
         let (o, kh, kw) = (weight[0], weight[2], weight[3]);
         assert!(
@@ -235,27 +227,17 @@ impl Geometry {
     /// The kernel taps that ever see the image, `(rows, cols)` as ranges: on small feature maps
     /// (a 3x3 convolution with padding 1 on a 1x1 map) the others only ever multiply padding.
     fn live_taps(&self) -> (Range<usize>, Range<usize>) {
-        let rows: Vec<usize> = (0..self.kh)
-            .filter(|&i| (0..self.ho).any(|oh| self.input_row(oh, i).is_some()))
-            .collect();
-        let cols: Vec<usize> = (0..self.kw)
-            .filter(|&j| {
-                let (lo, hi) = self.valid_cols(j);
-                lo < hi
-            })
-            .collect();
-        let range = |v: &[usize]| match (v.first(), v.last()) {
-            (Some(&a), Some(&b)) => a..b + 1,
-            _ => 0..0,
-        };
-        (range(&rows), range(&cols))
+        (
+            live(self.kh, self.ho, self.sh, self.pt, self.h),
+            live(self.kw, self.wo, self.sw, self.pl, self.w),
+        )
     }
 
     /// The same convolution restricted to its [`live_taps`](Self::live_taps), when some are
     /// dead: the kernel window shrinks and the padding with it; outputs are unchanged.
     fn trimmed(&self) -> Option<(Self, Range<usize>, Range<usize>)> {
         let (rows, cols) = self.live_taps();
-        if (rows.len() == self.kh && cols.len() == self.kw) || rows.is_empty() || cols.is_empty() {
+        if rows.len() == self.kh && cols.len() == self.kw {
             return None;
         }
         let g = Self {
@@ -281,67 +263,6 @@ impl Geometry {
         (oh * self.sh + i)
             .checked_sub(self.pt)
             .filter(|&ih| ih < self.h)
-    }
-}
-
-/// One GEMM, `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given by its row and column
-/// strides (so transposes cost nothing).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    (m, n, k): (usize, usize, usize),
-    parallel: bool,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        dst.len() >= m * n
-            && lhs.len() > last(lhs_rs, lhs_cs, m, k)
-            && rhs.len() > last(rhs_rs, rhs_cs, k, n),
-        "host_conv2d: GEMM operands too small"
-    );
-    let parallelism = if parallel && m * n * k >= 48 * 48 * 48 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: every index the strides reach lies inside its slice (checked above), `dst` is a
-    // dense row-major m x n matrix, and `dst` is a unique borrow, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -729,17 +650,23 @@ impl HostConv for Flex {
         let g = Geometry::new(
             &x.shape(),
             &weight.shape(),
-            stride_h,
-            stride_w,
-            pad_top,
-            pad_left,
-            pad_bottom,
-            pad_right,
+            [stride_h, stride_w],
+            [pad_top, pad_left, pad_bottom, pad_right],
         );
         let (x, weight) = (dense(x), dense(weight));
-        let (y, _) = forward(&g, f32s(&x), f32s(&weight), false);
-        tensor(y, [g.b, g.o, g.ho, g.wo])
+        forward_flex(&g, &x, &weight, false).0
     }
+}
+
+/// [`forward`] on flex tensors.
+fn forward_flex(
+    g: &Geometry,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    keep: bool,
+) -> (FlexTensor, Option<KeptCols>) {
+    let (y, kept) = forward(g, f32s(x), f32s(weight), keep);
+    (tensor(y, [g.b, g.o, g.ho, g.wo]), kept)
 }
 
 #[derive(Debug)]
@@ -793,23 +720,15 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
         let g = Geometry::new(
             &x.shape(),
             &weight.shape(),
-            stride_h,
-            stride_w,
-            pad_top,
-            pad_left,
-            pad_bottom,
-            pad_right,
+            [stride_h, stride_w],
+            [pad_top, pad_left, pad_bottom, pad_right],
         );
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, kept) = forward(&g, f32s(&x), f32s(&weight), weight_grad);
-                let state = (x, weight, g, kept.map(Arc::new));
-                prep.finish(state, tensor(y, [g.b, g.o, g.ho, g.wo]))
+                let (y, kept) = forward_flex(&g, &x, &weight, weight_grad);
+                prep.finish((x, weight, g, kept.map(Arc::new)), y)
             }
-            OpsKind::UnTracked(prep) => {
-                let (y, _) = forward(&g, f32s(&x), f32s(&weight), false);
-                prep.finish(tensor(y, [g.b, g.o, g.ho, g.wo]))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(forward_flex(&g, &x, &weight, false).0),
         }
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod conv;
 mod freeze;
 mod fused;
+mod gemm;
 mod host;
 #[cfg(feature = "flex")]
 mod host_conv;
