@@ -9,6 +9,7 @@
 //! the convolutions' arithmetic. The semantics are Burn's [`BatchNorm`] exactly: biased batch
 //! variance for normalisation and for the running-statistics update, the same momentum rule.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -283,13 +284,15 @@ impl NormState {
         }
     }
 
-    /// `(dz, dx, dgamma, dbeta)`: the gradient at the BatchNorm output (after the ReLU mask),
-    /// then the BatchNorm's own gradients.
+    /// The backward pass from the output gradient `dy`: registers the gradients of the input,
+    /// gamma and beta for the nodes that need them, and returns `dz`, the gradient at the
+    /// BatchNorm output after the ReLU mask (the residual's gradient, when there is one).
     fn backward(
         &self,
         dy: FlexTensor,
-        need_dx: bool,
-    ) -> (FlexTensor, Option<FlexTensor>, FlexTensor, FlexTensor) {
+        [x, gamma, beta]: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) -> FlexTensor {
         let shape = self.x.shape();
         let d = dims(&shape);
         let dz = match &self.relu_output {
@@ -303,15 +306,18 @@ impl NormState {
             &self.mean,
             &self.inv_std,
             d,
-            need_dx,
+            x.is_some(),
         );
-        let channels = || Shape::from(vec![d.1]);
-        (
-            dz,
-            dx.map(|dx| tensor(dx, shape)),
-            tensor(dgamma, channels()),
-            tensor(dbeta, channels()),
-        )
+        if let (Some(node), Some(dx)) = (x, dx) {
+            grads.register::<Flex>(node, tensor(dx, shape));
+        }
+        if let Some(node) = gamma {
+            grads.register::<Flex>(node, tensor(dgamma, [d.1]));
+        }
+        if let Some(node) = beta {
+            grads.register::<Flex>(node, tensor(dbeta, [d.1]));
+        }
+        dz
     }
 }
 
@@ -322,18 +328,9 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = dense(grads.consume::<Flex>(&ops.node));
-        let (_, dx, dgamma, dbeta) = ops.state.backward(dy, node_x.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, dgamma);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, dbeta);
-        }
+        let parents = ops.parents.map(|n| n.map(|n| n.id));
+        ops.state.backward(dy, parents, grads);
     }
 }
 
@@ -344,22 +341,49 @@ impl Backward<Flex, 4> for HostBatchNormAddReluBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta, node_residual] = ops.parents;
         let dy = dense(grads.consume::<Flex>(&ops.node));
-        let (dz, dx, dgamma, dbeta) = ops.state.backward(dy, node_x.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, dgamma);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, dbeta);
-        }
-        if let Some(node) = node_residual {
-            grads.register::<Flex>(node.id, dz);
+        let [x, gamma, beta, residual] = ops.parents.map(|n| n.map(|n| n.id));
+        let dz = ops.state.backward(dy, [x, gamma, beta], grads);
+        if let Some(node) = residual {
+            grads.register::<Flex>(node, dz);
         }
     }
+}
+
+/// The forward pass of both autodiff operations: output (tracked with a [`NormState`] when the
+/// graph needs it), batch mean and variance.
+#[allow(clippy::type_complexity)]
+fn forward_tracked<BO, C, const N: usize>(
+    prep: OpsKind<BO, Flex, NormState, C, N>,
+    (x, gamma, beta): (FlexTensor, FlexTensor, FlexTensor),
+    residual: Option<FlexTensor>,
+    relu: bool,
+    epsilon: f64,
+) -> (
+    FloatTensor<Autodiff<Flex, C>>,
+    FloatTensor<Autodiff<Flex, C>>,
+    FloatTensor<Autodiff<Flex, C>>,
+)
+where
+    BO: Backward<Flex, N, State = NormState>,
+    C: CheckpointStrategy,
+{
+    let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
+    let residual = residual.map(dense);
+    let (out, mean, var) = forward_flex(&x, &gamma, &beta, residual.as_ref(), relu, epsilon);
+    let output = match prep {
+        OpsKind::Tracked(prep) => {
+            let mut state = NormState::new(x, gamma, &mean, &var, epsilon);
+            state.relu_output = relu.then(|| out.clone());
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    (
+        output,
+        FloatTensor::<Autodiff<Flex, C>>::new(mean),
+        FloatTensor::<Autodiff<Flex, C>>::new(var),
+    )
 }
 
 impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
@@ -374,22 +398,12 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
             .stateful();
-        let (x, gamma) = (dense(x.into_primitive()), dense(gamma.into_primitive()));
-        let beta = dense(beta.into_primitive());
-        let (out, mean, var) = forward_flex(&x, &gamma, &beta, None, relu, epsilon);
-        let output = match prep {
-            OpsKind::Tracked(prep) => {
-                let mut state = NormState::new(x, gamma, &mean, &var, epsilon);
-                state.relu_output = relu.then(|| out.clone());
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        (
-            output,
-            FloatTensor::<Self>::new(mean),
-            FloatTensor::<Self>::new(var),
-        )
+        let inputs = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        forward_tracked(prep, inputs, None, relu, epsilon)
     }
 
     fn host_batch_norm_add_relu_train(
@@ -403,25 +417,12 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
             .prepare::<C>([x.node(), gamma.node(), beta.node(), residual.node()])
             .compute_bound()
             .stateful();
-        let (x, gamma) = (dense(x.into_primitive()), dense(gamma.into_primitive()));
-        let (beta, residual) = (
-            dense(beta.into_primitive()),
-            dense(residual.into_primitive()),
+        let inputs = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
         );
-        let (out, mean, var) = forward_flex(&x, &gamma, &beta, Some(&residual), true, epsilon);
-        let output = match prep {
-            OpsKind::Tracked(prep) => {
-                let mut state = NormState::new(x, gamma, &mean, &var, epsilon);
-                state.relu_output = Some(out.clone());
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        (
-            output,
-            FloatTensor::<Self>::new(mean),
-            FloatTensor::<Self>::new(var),
-        )
+        forward_tracked(prep, inputs, Some(residual.into_primitive()), true, epsilon)
     }
 }
 
@@ -474,5 +475,7 @@ pub(crate) fn batch_norm_train(
 
 /// Whether [`batch_norm_train`] handles this input and layer.
 pub(crate) fn supported(bn: &BatchNorm, x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32 && bn.gamma.val().dtype() == DType::F32
+    x.dtype() == DType::F32
+        && bn.gamma.val().dtype() == DType::F32
+        && bn.beta.val().dtype() == DType::F32
 }
