@@ -528,11 +528,7 @@ fn fused_sgd_matches_burns_sgd_step_for_step() {
                 .zip(&b)
                 .filter(|((name, _), _)| !name.contains("running_"));
             for ((name, x), (_, y)) in params {
-                let d = x
-                    .iter()
-                    .zip(y)
-                    .map(|(&p, &q)| (f32::from_bits(p) - f32::from_bits(q)).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_bits_diff(x, y);
                 assert!(
                     d <= 1e-6,
                     "{name} differs by {d} after resuming Burn's SGD state"
@@ -542,15 +538,19 @@ fn fused_sgd_matches_burns_sgd_step_for_step() {
         let (a, b) = (run(burn_sgd), run(fused));
         assert_eq!(a.len(), b.len());
         for ((name, x), (_, y)) in a.iter().zip(&b) {
-            let d = x
-                .iter()
-                .zip(y)
-                .map(|(&p, &q)| (f32::from_bits(p) - f32::from_bits(q)).abs())
-                .fold(0.0f32, f32::max);
+            let d = max_bits_diff(x, y);
             assert!(
                 d <= 1e-6,
                 "{name} differs by {d} (momentum {momentum}, nesterov {nesterov}, wd {wd})"
             );
         }
     }
+}
+
+/// Largest absolute difference between two [`snapshot`] entries (f32 bit patterns).
+fn max_bits_diff(x: &[u32], y: &[u32]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(&p, &q)| (f32::from_bits(p) - f32::from_bits(q)).abs())
+        .fold(0.0f32, f32::max)
 }
