@@ -44,6 +44,17 @@ impl<const D: usize> RecordState for FusedSgdState<D> {
     }
 }
 
+impl FusedSgd {
+    /// `g + weight_decay · θ`, the L2 penalty as PyTorch (and Burn) add it.
+    fn decayed<const D: usize>(&self, tensor: &Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
+        if self.weight_decay == 0.0 {
+            grad
+        } else {
+            tensor.clone().mul_scalar(self.weight_decay).add(grad)
+        }
+    }
+}
+
 impl Optimizer for FusedSgd {
     type State<const D: usize> = FusedSgdState<D>;
 
@@ -56,10 +67,7 @@ impl Optimizer for FusedSgd {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let lr = lr as f32;
         if self.momentum == 0.0 {
-            let mut grad = grad;
-            if self.weight_decay != 0.0 {
-                grad = tensor.clone().mul_scalar(self.weight_decay).add(grad);
-            }
+            let grad = self.decayed(&tensor, grad);
             return (tensor - grad.mul_scalar(lr), None);
         }
         // A zero velocity makes the first step `v = g`, as in PyTorch.
@@ -72,10 +80,7 @@ impl Optimizer for FusedSgd {
             Ok((tensor, velocity)) => return (tensor, Some(FusedSgdState { velocity })),
             Err(unchanged) => unchanged,
         };
-        let mut grad = grad;
-        if self.weight_decay != 0.0 {
-            grad = tensor.clone().mul_scalar(self.weight_decay).add(grad);
-        }
+        let grad = self.decayed(&tensor, grad);
         let velocity = grad.clone().add(velocity.mul_scalar(self.momentum));
         let update = if self.nesterov {
             velocity.clone().mul_scalar(self.momentum).add(grad)
