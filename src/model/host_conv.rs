@@ -559,6 +559,7 @@ fn backward_dense(
     } else {
         Vec::new()
     };
+    let mut used_parts = 0;
     let mut cols = Scratch::new(k * nb_max * p);
     let mut dy_chunk = Scratch::new(if nb_max > 1 { g.o * nb_max * p } else { 0 });
     let mut b0 = 0;
@@ -585,7 +586,9 @@ fn backward_dense(
             let parts = dwt_parts.len();
             let split = n >= SPLIT_REDUCTION && parts > 1;
             let share = if split { n.div_ceil(parts) } else { n };
-            dwt_parts[..if split { parts } else { 1 }]
+            let parts = if split { parts } else { 1 };
+            used_parts = used_parts.max(parts);
+            dwt_parts[..parts]
                 .par_iter_mut()
                 .enumerate()
                 .for_each(|(t, part)| {
@@ -621,16 +624,26 @@ fn backward_dense(
         }
         b0 += nb;
     }
-    // dW[o, k] = Σ_parts dWᵀ_part[k, o]
+    // dW[o, k] = Σ_parts dWᵀ_part[k, o], transposed in blocks of 16 rows of dW so that each
+    // read of a part is one contiguous run of 16 floats.
     let dw = need_dw.then(|| {
+        const BLOCK: usize = 16;
+        let parts = &dwt_parts[..used_parts];
         let mut dw = vec![0.0f32; g.o * k];
-        dw.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
-            for part in &dwt_parts {
-                for (kk, d) in row.iter_mut().enumerate() {
-                    *d += part[kk * g.o + o];
+        dw.par_chunks_mut(BLOCK * k)
+            .enumerate()
+            .for_each(|(blk, rows)| {
+                let o0 = blk * BLOCK;
+                let nrows = rows.len() / k;
+                for kk in 0..k {
+                    for part in parts {
+                        let src = &part[kk * g.o + o0..][..nrows];
+                        for (r, &v) in src.iter().enumerate() {
+                            rows[r * k + kk] += v;
+                        }
+                    }
                 }
-            }
-        });
+            });
         dw
     });
     (dx, dw)

@@ -21,7 +21,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::host_tensor::{dense, f32s, tensor};
+use super::host_tensor::{dense, f32s, par_build, tensor};
 
 /// Training-mode batch normalisation on flex tensors (see the module docs).
 #[backend_extension(Flex, Autodiff)]
@@ -53,41 +53,79 @@ fn dims(shape: &Shape) -> (usize, usize, usize) {
     (shape[0], shape[1], hw)
 }
 
-/// `Σ f(a, b)` over the `B` planes of channel `ch` (`b` may be empty: then `f(a, 0)`), with
-/// f32 partial sums per plane and an f64 total.
-fn channel_sum(
-    a: &[f32],
-    b: &[f32],
-    (n, c, hw): (usize, usize, usize),
-    ch: usize,
-    f: impl Fn(f32, f32) -> f32,
-) -> f64 {
-    let mut total = 0.0f64;
-    for bb in 0..n {
-        let start = (bb * c + ch) * hw;
-        let xs = &a[start..start + hw];
-        let part: f32 = if b.is_empty() {
-            xs.iter().map(|&v| f(v, 0.0)).sum()
-        } else {
-            xs.iter()
-                .zip(&b[start..start + hw])
-                .map(|(&v, &w)| f(v, w))
-                .sum()
-        };
-        total += part as f64;
+/// Partial sums per SIMD lane: f32 addition is not associative, so a plain `.sum()` stays
+/// scalar; 16 independent accumulators let the loop vectorise.
+const LANES: usize = 16;
+
+/// `(Σ f(a, b, c).0, Σ f(a, b, c).1)` over three slices of equal length, vectorised.
+#[inline(always)]
+fn sums2(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> (f32, f32)) -> (f32, f32) {
+    debug_assert!(a.len() == b.len() && a.len() == c.len());
+    let (mut s0, mut s1) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let (ac, bc, cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let (mut t0, mut t1) = (0.0f32, 0.0f32);
+    for ((&x, &y), &z) in ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .zip(cc.remainder())
+    {
+        let (u, v) = f(x, y, z);
+        t0 += u;
+        t1 += v;
     }
-    total
+    for ((a, b), c) in ac.zip(bc).zip(cc) {
+        for l in 0..LANES {
+            let (u, v) = f(a[l], b[l], c[l]);
+            s0[l] += u;
+            s1[l] += v;
+        }
+    }
+    (t0 + s0.iter().sum::<f32>(), t1 + s1.iter().sum::<f32>())
 }
 
-/// Per-channel `(mean, biased variance)`, two passes.
+/// `(Σ f(a, b, c).0, Σ f(a, b, c).1)` over the `B` planes of channel `ch`, with f32 partial
+/// sums per plane and f64 totals (`b` and `c` may be empty: `a` stands in for them).
+fn channel_sums(
+    (a, b, c): (&[f32], &[f32], &[f32]),
+    (n, channels, hw): (usize, usize, usize),
+    ch: usize,
+    f: impl Fn(f32, f32, f32) -> (f32, f32) + Copy,
+) -> (f64, f64) {
+    let (mut t0, mut t1) = (0.0f64, 0.0f64);
+    for bb in 0..n {
+        let start = (bb * channels + ch) * hw;
+        let pa = &a[start..start + hw];
+        let pb = if b.is_empty() {
+            pa
+        } else {
+            &b[start..start + hw]
+        };
+        let pc = if c.is_empty() {
+            pa
+        } else {
+            &c[start..start + hw]
+        };
+        let (u, v) = sums2(pa, pb, pc, f);
+        t0 += u as f64;
+        t1 += v as f64;
+    }
+    (t0, t1)
+}
+
+/// Per-channel `(mean, biased variance)`, two passes (the second one mostly from cache).
 fn statistics(x: &[f32], d: (usize, usize, usize)) -> Vec<(f32, f32)> {
     let n = (d.0 * d.2).max(1) as f64;
     (0..d.1)
         .into_par_iter()
         .map(|ch| {
-            let mean = channel_sum(x, &[], d, ch, |v, _| v) / n;
+            let mean = channel_sums((x, &[], &[]), d, ch, |v, _, _| (v, 0.0)).0 / n;
             let m = mean as f32;
-            let var = channel_sum(x, &[], d, ch, |v, _| (v - m) * (v - m)) / n;
+            let var = channel_sums((x, &[], &[]), d, ch, |v, _, _| ((v - m) * (v - m), 0.0)).0 / n;
             (m, var as f32)
         })
         .collect()
@@ -103,27 +141,18 @@ fn affine(
     relu: bool,
 ) -> Vec<f32> {
     let hw = hw.max(1);
-    let mut out = vec![0.0f32; x.len()];
-    let act = |v: f32| if relu && v < 0.0 { 0.0 } else { v };
-    out.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(q, (o, x))| {
+    let act = move |v: f32| if relu && v < 0.0 { 0.0 } else { v };
+    match residual {
+        Some(r) => par_build(x.len(), hw, |q| {
             let (a, s) = (scale[q % c], shift[q % c]);
-            match residual {
-                Some(r) => {
-                    for ((o, &v), &r) in o.iter_mut().zip(x).zip(&r[q * hw..][..hw]) {
-                        *o = act(v * a + s + r);
-                    }
-                }
-                None => {
-                    for (o, &v) in o.iter_mut().zip(x) {
-                        *o = act(v * a + s);
-                    }
-                }
-            }
-        });
-    out
+            let xs = x[q * hw..][..hw].iter().zip(&r[q * hw..][..hw]);
+            xs.map(move |(&v, &r)| act(v * a + s + r))
+        }),
+        None => par_build(x.len(), hw, |q| {
+            let (a, s) = (scale[q % c], shift[q % c]);
+            x[q * hw..][..hw].iter().map(move |&v| act(v * a + s))
+        }),
+    }
 }
 
 fn forward(
@@ -146,60 +175,78 @@ fn forward(
     (out, mean, var)
 }
 
-/// `dy` where the ReLU output `y` is positive, 0 elsewhere.
-fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
-    let mut dz = vec![0.0f32; dy.len()];
-    dz.par_chunks_mut(1 << 14)
-        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(dz, (dy, y))| {
-            for ((dz, &g), &y) in dz.iter_mut().zip(dy).zip(y) {
-                *dz = if y > 0.0 { g } else { 0.0 };
-            }
-        });
-    dz
+/// `dy` where the ReLU output `y` is positive, 0 elsewhere (NaN included).
+#[inline(always)]
+fn masked(g: f32, y: f32) -> f32 {
+    if y > 0.0 { g } else { 0.0 }
 }
 
-/// Gradients of the forward pass: `(dx, dgamma, dbeta)`.
+/// The gradients of the forward pass.
+struct NormGrads {
+    dx: Option<Vec<f32>>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+    /// The gradient at the BatchNorm output after the ReLU mask, when asked for.
+    dz: Option<Vec<f32>>,
+}
+
+/// Gradients of the forward pass from the output gradient `dy`; with `relu_y` (the output of
+/// the ReLU that followed), `dy` is masked on the fly where `relu_y ≤ 0`. Two passes: the
+/// per-channel sums, then `dx` (and `dz` with `need_dz`).
+#[allow(clippy::too_many_arguments)]
 fn backward(
     x: &[f32],
     dy: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    inv_std: &[f32],
+    relu_y: Option<&[f32]>,
+    (gamma, mean, inv_std): (&[f32], &[f32], &[f32]),
     d: (usize, usize, usize),
     need_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    need_dz: bool,
+) -> NormGrads {
     let n = (d.0 * d.2).max(1) as f64;
-    // dbeta = Σ dy, dgamma = Σ dy · x̂ with x̂ = (x - mean) · inv_std.
+    let y = relu_y.unwrap_or(&[]);
+    let relu = relu_y.is_some();
+    // dbeta = Σ dz, dgamma = Σ dz · x̂ with x̂ = (x - mean) · inv_std.
     let sums: Vec<(f32, f32)> = (0..d.1)
         .into_par_iter()
         .map(|ch| {
-            let (m, s) = (mean[ch], inv_std[ch]);
-            let dbeta = channel_sum(dy, &[], d, ch, |g, _| g);
-            let dgamma = channel_sum(dy, x, d, ch, |g, v| g * (v - m)) * s as f64;
-            (dgamma as f32, dbeta as f32)
+            let m = mean[ch];
+            let (dbeta, dgamma) = channel_sums((dy, x, y), d, ch, |g, v, y| {
+                let g = if relu { masked(g, y) } else { g };
+                (g, g * (v - m))
+            });
+            ((dgamma * inv_std[ch] as f64) as f32, dbeta as f32)
         })
         .collect();
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.iter().copied().unzip();
+    let hw = d.2.max(1);
     let dx = need_dx.then(|| {
-        let mut dx = vec![0.0f32; x.len()];
-        let hw = d.2.max(1);
-        dx.par_chunks_mut(hw)
-            .zip(dy.par_chunks(hw).zip(x.par_chunks(hw)))
-            .enumerate()
-            .for_each(|(q, (dx, (dy, x)))| {
-                let ch = q % d.1;
-                let (m, s) = (mean[ch], inv_std[ch]);
-                let k = gamma[ch] * s;
-                let mean_dy = (dbeta[ch] as f64 / n) as f32;
-                let mean_dy_xhat = (dgamma[ch] as f64 / n) as f32;
-                for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
-                    *o = k * (g - mean_dy - (v - m) * s * mean_dy_xhat);
-                }
-            });
-        dx
+        par_build(x.len(), hw, |q| {
+            let ch = q % d.1;
+            let (m, s) = (mean[ch], inv_std[ch]);
+            let k = gamma[ch] * s;
+            let mean_dy = (dbeta[ch] as f64 / n) as f32;
+            let c = s * (dgamma[ch] as f64 / n) as f32;
+            let (dy, x) = (&dy[q * hw..][..hw], &x[q * hw..][..hw]);
+            let y = if relu { &y[q * hw..][..hw] } else { dy };
+            dy.iter().zip(x).zip(y).map(move |((&g, &v), &y)| {
+                let g = if relu { masked(g, y) } else { g };
+                k * (g - mean_dy - (v - m) * c)
+            })
+        })
     });
-    (dx, dgamma, dbeta)
+    let dz = (need_dz && relu).then(|| {
+        par_build(dy.len(), 1 << 14, |i| {
+            let (dy, y) = (&dy[i << 14..], &y[i << 14..]);
+            dy.iter().zip(y).take(1 << 14).map(|(&g, &y)| masked(g, y))
+        })
+    });
+    NormGrads {
+        dx,
+        dgamma,
+        dbeta,
+        dz,
+    }
 }
 
 /// The forward pass on flex tensors: `(output, mean, variance)`.
@@ -286,38 +333,39 @@ impl NormState {
 
     /// The backward pass from the output gradient `dy`: registers the gradients of the input,
     /// gamma and beta for the nodes that need them, and returns `dz`, the gradient at the
-    /// BatchNorm output after the ReLU mask (the residual's gradient, when there is one).
+    /// BatchNorm output after the ReLU mask, when `need_dz` (the residual's gradient).
     fn backward(
         &self,
         dy: FlexTensor,
         [x, gamma, beta]: [Option<NodeId>; 3],
         grads: &mut Gradients,
-    ) -> FlexTensor {
+        need_dz: bool,
+    ) -> Option<FlexTensor> {
         let shape = self.x.shape();
         let d = dims(&shape);
-        let dz = match &self.relu_output {
-            Some(y) => tensor(relu_grad(f32s(&dy), f32s(y)), shape.clone()),
-            None => dy,
-        };
-        let (dx, dgamma, dbeta) = backward(
+        let g = backward(
             f32s(&self.x),
-            f32s(&dz),
-            f32s(&self.gamma),
-            &self.mean,
-            &self.inv_std,
+            f32s(&dy),
+            self.relu_output.as_ref().map(f32s),
+            (f32s(&self.gamma), &self.mean, &self.inv_std),
             d,
             x.is_some(),
+            need_dz,
         );
-        if let (Some(node), Some(dx)) = (x, dx) {
-            grads.register::<Flex>(node, tensor(dx, shape));
+        if let (Some(node), Some(dx)) = (x, g.dx) {
+            grads.register::<Flex>(node, tensor(dx, shape.clone()));
         }
         if let Some(node) = gamma {
-            grads.register::<Flex>(node, tensor(dgamma, [d.1]));
+            grads.register::<Flex>(node, tensor(g.dgamma, [d.1]));
         }
         if let Some(node) = beta {
-            grads.register::<Flex>(node, tensor(dbeta, [d.1]));
+            grads.register::<Flex>(node, tensor(g.dbeta, [d.1]));
         }
-        dz
+        match (need_dz, g.dz) {
+            (false, _) => None,
+            (true, Some(dz)) => Some(tensor(dz, shape)),
+            (true, None) => Some(dy),
+        }
     }
 }
 
@@ -330,7 +378,7 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = dense(grads.consume::<Flex>(&ops.node));
         let parents = ops.parents.map(|n| n.map(|n| n.id));
-        ops.state.backward(dy, parents, grads);
+        ops.state.backward(dy, parents, grads, false);
     }
 }
 
@@ -343,8 +391,10 @@ impl Backward<Flex, 4> for HostBatchNormAddReluBackward {
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = dense(grads.consume::<Flex>(&ops.node));
         let [x, gamma, beta, residual] = ops.parents.map(|n| n.map(|n| n.id));
-        let dz = ops.state.backward(dy, [x, gamma, beta], grads);
-        if let Some(node) = residual {
+        let dz = ops
+            .state
+            .backward(dy, [x, gamma, beta], grads, residual.is_some());
+        if let (Some(node), Some(dz)) = (residual, dz) {
             grads.register::<Flex>(node, dz);
         }
     }

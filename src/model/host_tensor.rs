@@ -2,6 +2,8 @@
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `x` with a dense layout (copied only when it is a strided view).
 pub(crate) fn dense(x: FlexTensor) -> FlexTensor {
@@ -25,4 +27,32 @@ pub(crate) fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
         Layout::contiguous(shape.into()),
         DType::F32,
     )
+}
+
+/// A vector of `n` floats built in parallel, `chunk` elements at a time from the values
+/// `fill(i)` yields for chunk `i` (elements `i·chunk..`, the last chunk may be shorter). Skips
+/// the zeroing pass of `vec![0.0; n]`, which on large activations costs as much as the kernel's
+/// own writes.
+///
+/// # Panics
+/// When `fill` yields fewer values than its chunk holds (an internal bug, not an input error).
+pub(crate) fn par_build<I>(n: usize, chunk: usize, fill: impl Fn(usize) -> I + Sync) -> Vec<f32>
+where
+    I: Iterator<Item = f32>,
+{
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, out): (usize, &mut [MaybeUninit<f32>])| {
+            let mut written = 0;
+            for (o, value) in out.iter_mut().zip(fill(i)) {
+                o.write(value);
+                written += 1;
+            }
+            assert_eq!(written, out.len(), "par_build: chunk {i} not filled");
+        });
+    // SAFETY: every chunk of the first `n` elements was written in full (asserted above).
+    unsafe { v.set_len(n) };
+    v
 }

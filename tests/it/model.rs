@@ -321,6 +321,8 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         (16, 4, 1, 1, 0, true, 5),
         (4, 6, 3, 2, 0, false, 8),
         (5, 3, 5, 3, 2, false, 11),
+        // More output channels than one 16-row block of the weight-gradient transpose.
+        (6, 20, 3, 1, 1, false, 6),
         // Kernel taps that only ever see padding (ResNet's last stage on 32x32 inputs).
         (8, 6, 3, 1, 1, false, 1),
         (8, 6, 3, 2, 1, true, 2),
