@@ -449,13 +449,24 @@ fn crop_weight(g: &Geometry, weight: &[f32], rows: &Range<usize>, cols: &Range<u
 }
 
 /// The convolution; with `keep`, also the im2col matrix for the backward pass when it fits
-/// the budget.
-fn forward(g: &Geometry, x: &[f32], weight: &[f32], keep: bool) -> (Vec<f32>, Option<KeptCols>) {
+/// the budget; and the live part of the weight when dead taps were trimmed (the backward pass
+/// reuses it).
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], keep: bool) -> Forward {
     match g.trimmed() {
-        Some((t, rows, cols)) => forward_dense(&t, x, &crop_weight(g, weight, &rows, &cols), keep),
-        None => forward_dense(g, x, weight, keep),
+        Some((t, rows, cols)) => {
+            let cropped = crop_weight(g, weight, &rows, &cols);
+            let (y, kept) = forward_dense(&t, x, &cropped, keep);
+            (y, kept, Some(cropped))
+        }
+        None => {
+            let (y, kept) = forward_dense(g, x, weight, keep);
+            (y, kept, None)
+        }
     }
 }
+
+/// Output, kept im2col matrix, cropped weight (see [`forward`]).
+type Forward = (Vec<f32>, Option<KeptCols>, Option<Vec<f32>>);
 
 fn forward_dense(
     g: &Geometry,
@@ -505,11 +516,13 @@ fn forward_dense(
     (y, kept)
 }
 
-/// `(dx, dw)`, each only when asked for.
+/// `(dx, dw)`, each only when asked for; `cropped` is the forward pass's cropped weight, if
+/// it made one.
+#[allow(clippy::too_many_arguments)]
 fn backward(
     g: &Geometry,
     x: &[f32],
-    weight: &[f32],
+    (weight, cropped): (&[f32], Option<&[f32]>),
     dy: &[f32],
     need_dx: bool,
     need_dw: bool,
@@ -518,8 +531,15 @@ fn backward(
     let Some((t, rows, cols)) = g.trimmed() else {
         return backward_dense(g, x, weight, dy, need_dx, need_dw, kept);
     };
-    let cropped = crop_weight(g, weight, &rows, &cols);
-    let (dx, dw_live) = backward_dense(&t, x, &cropped, dy, need_dx, need_dw, kept);
+    let fresh;
+    let cropped = match cropped {
+        Some(c) => c,
+        None => {
+            fresh = crop_weight(g, weight, &rows, &cols);
+            &fresh
+        }
+    };
+    let (dx, dw_live) = backward_dense(&t, x, cropped, dy, need_dx, need_dw, kept);
     // Dead taps get zero gradient.
     let dw = dw_live.map(|live| {
         let mut dw = vec![0.0f32; g.o * g.k()];
@@ -671,33 +691,50 @@ impl HostConv for Flex {
     }
 }
 
-/// [`forward`] on flex tensors.
+/// [`forward`] on flex tensors: the output, and what the backward pass reuses.
 fn forward_flex(
     g: &Geometry,
     x: &FlexTensor,
     weight: &FlexTensor,
     keep: bool,
-) -> (FlexTensor, Option<KeptCols>) {
-    let (y, kept) = forward(g, f32s(x), f32s(weight), keep);
-    (tensor(y, [g.b, g.o, g.ho, g.wo]), kept)
+) -> (FlexTensor, Option<KeptCols>, Option<Vec<f32>>) {
+    let (y, kept, cropped) = forward(g, f32s(x), f32s(weight), keep);
+    (tensor(y, [g.b, g.o, g.ho, g.wo]), kept, cropped)
+}
+
+/// What [`HostConvBackward`] keeps from the forward pass.
+#[derive(Clone, Debug)]
+struct ConvState {
+    x: FlexTensor,
+    weight: FlexTensor,
+    g: Geometry,
+    /// The forward pass's im2col matrix, when it was kept.
+    kept: Option<Arc<KeptCols>>,
+    /// The weight's live taps, when dead ones were trimmed.
+    cropped: Option<Arc<Vec<f32>>>,
 }
 
 #[derive(Debug)]
 struct HostConvBackward;
 
 impl Backward<Flex, 2> for HostConvBackward {
-    /// Input, weight, shapes, and the forward pass's im2col matrix when it was kept.
-    type State = (FlexTensor, FlexTensor, Geometry, Option<Arc<KeptCols>>);
+    type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        let (x, weight, g, kept) = ops.state;
+        let ConvState {
+            x,
+            weight,
+            g,
+            kept,
+            cropped,
+        } = ops.state;
         let dy = dense(grad);
         let (dx, dw) = backward(
             &g,
             f32s(&x),
-            f32s(&weight),
+            (f32s(&weight), cropped.as_deref().map(|c| &c[..])),
             f32s(&dy),
             node_x.is_some(),
             node_weight.is_some(),
@@ -738,8 +775,15 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
         );
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, kept) = forward_flex(&g, &x, &weight, weight_grad);
-                prep.finish((x, weight, g, kept.map(Arc::new)), y)
+                let (y, kept, cropped) = forward_flex(&g, &x, &weight, weight_grad);
+                let state = ConvState {
+                    x,
+                    weight,
+                    g,
+                    kept: kept.map(Arc::new),
+                    cropped: cropped.map(Arc::new),
+                };
+                prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward_flex(&g, &x, &weight, false).0),
         }
