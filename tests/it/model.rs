@@ -411,6 +411,8 @@ fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
         ([4, 6, 5, 5], true),
         ([3, 5, 1, 1], true),
         ([2, 3, 7, 4], false),
+        // Planes larger than the f32 partial sums (their totals go to f64 plane by plane).
+        ([2, 2, 70, 70], true),
     ];
     // 0: BatchNorm, 1: relu(BatchNorm), 2: relu(BatchNorm + residual)
     for ((shape, trainable_affine), variant) in
