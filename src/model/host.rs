@@ -173,26 +173,30 @@ impl HostConv {
         let k = rows.len() * taps.len() * c;
         let (sh, sw) = (self.stride[0], self.stride[1]);
         let (ph, pw) = (self.pad[0] as isize, self.pad[1] as isize);
+        let (j0, j1) = (taps.start as isize, taps.end as isize);
+        let run = taps.len() * c;
         cols.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
-            row.fill(0.0);
             let p = first + r;
             let b = p / (ho * wo);
             let oy = (p / wo) % ho;
             let ox = p % wo;
-            for i in rows.clone() {
+            // Input column of tap j: base + j. The taps inside the image form one run, which
+            // is contiguous in both the NHWC input row and the im2col row.
+            let base = (ox * sw) as isize - pw;
+            let lo = j0.max(-base);
+            let hi = j1.min(x.w as isize - base);
+            for (n, i) in rows.clone().enumerate() {
+                let dst = &mut row[n * run..][..run];
                 let y = (oy * sh) as isize + i as isize - ph;
-                if y < 0 || y >= x.h as isize {
+                if y < 0 || y >= x.h as isize || lo >= hi {
+                    dst.fill(0.0);
                     continue;
                 }
-                for j in taps.clone() {
-                    let xx = (ox * sw) as isize + j as isize - pw;
-                    if xx < 0 || xx >= x.w as isize {
-                        continue;
-                    }
-                    let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
-                    let dst = ((i - rows.start) * taps.len() + (j - taps.start)) * c;
-                    row[dst..dst + c].copy_from_slice(&x.data[src..src + c]);
-                }
+                let (a, e) = ((lo - j0) as usize * c, (hi - j0) as usize * c);
+                dst[..a].fill(0.0);
+                dst[e..].fill(0.0);
+                let src = ((b * x.h + y as usize) * x.w + (base + lo) as usize) * c;
+                dst[a..e].copy_from_slice(&x.data[src..src + e - a]);
             }
         });
     }
