@@ -1,7 +1,8 @@
 //! Training-mode BatchNorm (Ioffe and Szegedy, 2015) for Burn's flex CPU backend: batch
 //! statistics, normalisation and the closed-form backward pass
-//! (`dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))`) each in one parallel pass over the NCHW
-//! activation, registered as a Burn backend extension with its own autodiff step.
+//! (`dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))`) in a few parallel, vectorised passes over
+//! the NCHW activation (the ReLU that follows is applied, and its gradient mask read, inside
+//! them), registered as a Burn backend extension with its own autodiff step.
 //!
 //! Why: Burn 0.22's generic `batch_norm_train` (flex does not override it) transposes the
 //! activation to channels-first twice in the forward pass and twice more in the backward pass,
