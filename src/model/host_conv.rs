@@ -516,13 +516,12 @@ fn forward_dense(
     (y, kept)
 }
 
-/// `(dx, dw)`, each only when asked for; `cropped` is the forward pass's cropped weight, if
-/// it made one.
-#[allow(clippy::too_many_arguments)]
+/// `(dx, dw)`, each only when asked for; `weight` is the weight the forward pass multiplied:
+/// the live taps [`forward`] cropped when the convolution is trimmed, else the whole weight.
 fn backward(
     g: &Geometry,
     x: &[f32],
-    (weight, cropped): (&[f32], Option<&[f32]>),
+    weight: &[f32],
     dy: &[f32],
     need_dx: bool,
     need_dw: bool,
@@ -531,15 +530,7 @@ fn backward(
     let Some((t, rows, cols)) = g.trimmed() else {
         return backward_dense(g, x, weight, dy, need_dx, need_dw, kept);
     };
-    let fresh;
-    let cropped = match cropped {
-        Some(c) => c,
-        None => {
-            fresh = crop_weight(g, weight, &rows, &cols);
-            &fresh
-        }
-    };
-    let (dx, dw_live) = backward_dense(&t, x, cropped, dy, need_dx, need_dw, kept);
+    let (dx, dw_live) = backward_dense(&t, x, weight, dy, need_dx, need_dw, kept);
     // Dead taps get zero gradient.
     let dw = dw_live.map(|live| {
         let mut dw = vec![0.0f32; g.o * g.k()];
@@ -734,7 +725,7 @@ impl Backward<Flex, 2> for HostConvBackward {
         let (dx, dw) = backward(
             &g,
             f32s(&x),
-            (f32s(&weight), cropped.as_deref().map(|c| &c[..])),
+            cropped.as_deref().map_or(f32s(&weight), |c| &c[..]),
             f32s(&dy),
             node_x.is_some(),
             node_weight.is_some(),
