@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Slice, Tensor};
 
@@ -188,6 +189,38 @@ pub fn batch_norm_relu_with(
         Some(r) => out + r,
         None => out,
     })
+}
+
+/// Applies `pool` to `x`, what the models use for max pooling: on flex (when the selected
+/// [`ConvImpl`] is `Auto` or `Host`) with a host kernel that records each window's winner in
+/// one pass and scatters the gradient back in another (PyTorch's semantics: padding never
+/// wins, NaN propagates, the first maximum gets the gradient); elsewhere
+/// [`MaxPool2d::forward`].
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    max_pool2d_with(pool, x, conv_impl())
+}
+
+/// [`max_pool2d`] with an explicit kernel choice (`Backend` and `Gemm` mean Burn's own).
+pub fn max_pool2d_with(pool: &MaxPool2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if matches!(choice, ConvImpl::Auto | ConvImpl::Host)
+        && is_flex(&x.device())
+        && super::host_pool::supported(&x)
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode
+        && let Some(padding @ [top, left, bottom, right]) = explicit_padding(&pool.padding)
+    {
+        let [_, _, h, w] = x.dims();
+        let [kh, kw] = pool.kernel_size;
+        let [sh, sw] = pool.stride;
+        // Shapes Burn's own kernel would reject fall through to it, with its error.
+        if kh > 0 && kw > 0 && sh > 0 && sw > 0 && h + top + bottom >= kh && w + left + right >= kw
+        {
+            return super::host_pool::max_pool2d_host(x, pool.kernel_size, pool.stride, padding);
+        }
+    }
+    let _ = choice;
+    pool.forward(x)
 }
 
 /// Whether the host BatchNorm kernels apply: training-mode layer on the flex autodiff device.

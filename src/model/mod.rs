@@ -13,6 +13,8 @@ mod host_conv;
 #[cfg(feature = "flex")]
 mod host_norm;
 #[cfg(feature = "flex")]
+mod host_pool;
+#[cfg(feature = "flex")]
 mod host_tensor;
 mod io;
 mod resnet;
@@ -22,7 +24,8 @@ pub use block::{Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
 pub use conv::{
     ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_add_relu, batch_norm_relu,
-    batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, set_conv_impl,
+    batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, max_pool2d,
+    max_pool2d_with, set_conv_impl,
 };
 pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
 pub use fused::{FusedBlock, FusedResNet};

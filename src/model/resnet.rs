@@ -3,7 +3,7 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
-use super::conv::{batch_norm_relu, conv2d};
+use super::conv::{batch_norm_relu, conv2d, max_pool2d};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -131,7 +131,7 @@ impl ResNet {
     pub fn forward_feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
         let mut x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
+            x = max_pool2d(pool, x);
         }
         for block in self
             .layer1

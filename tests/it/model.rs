@@ -395,6 +395,50 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
     }
 }
 
+#[test]
+fn host_max_pool_matches_burns_forward_and_gradients() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use finetune::model::{ConvImpl, max_pool2d_with};
+
+    let device = cpu().autodiff();
+    // (kernel, stride, padding, height, width)
+    let cases = [
+        (3, 2, 1, 16, 16), // torchvision's stem pool at 32x32
+        (3, 2, 1, 7, 9),
+        (2, 2, 0, 6, 5),
+        (3, 1, 1, 5, 4),
+        (2, 3, 1, 8, 8),
+    ];
+    for (k, s, p, h, w) in cases {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init();
+        let x = Tensor::<4>::random([3, 4, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |choice| {
+            let x = x.clone().require_grad();
+            let y = max_pool2d_with(&pool, x.clone(), choice);
+            // A fixed upstream gradient (the same in both runs), distinct values mostly.
+            let n = y.dims().iter().product::<usize>();
+            let r: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let r = Tensor::<1>::from_floats(r.as_slice(), &device).reshape(y.dims());
+            let grads = (y.clone() * r).sum().backward();
+            (y.without_autodiff(), x.grad(&grads).unwrap())
+        };
+        let (y1, dx1) = run(ConvImpl::Backend);
+        let (y2, dx2) = run(ConvImpl::Host);
+        assert_eq!(y1.dims(), y2.dims(), "k{k} s{s} p{p} {h}x{w}");
+        for (name, a, b) in [("output", y1, y2), ("input grad", dx1, dx2)] {
+            let d = crate::common::max_abs_diff(a, b);
+            assert!(d == 0.0, "{name} differs by {d} for k{k} s{s} p{p} {h}x{w}");
+        }
+    }
+}
+
 fn conv2d_with_dims(conv: &burn::nn::conv::Conv2d, x: &burn::tensor::Tensor<4>) -> [usize; 4] {
     finetune::model::conv2d_with(conv, x.clone(), finetune::model::ConvImpl::Backend).dims()
 }
