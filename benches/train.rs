@@ -22,7 +22,9 @@
 //! `--sizes 32,224` select a subset (for profiling one workload); `--conv backend|gemm|host`
 //! forces Burn's own kernels, the batched-GEMM lowering, or the flex host kernels (default: per
 //! device). The benchmark calls [`finetune::tune_allocator`] first, as the examples do;
-//! `--default-allocator` measures with glibc's default settings instead.
+//! `--default-allocator` measures with glibc's default settings instead. `--single-thread` runs
+//! everything on the calling thread (a one-thread rayon pool), for `perf record --call-graph
+//! dwarf` profiles in which every parallel loop keeps its caller.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ struct Args {
     workloads: Vec<String>,
     conv: ConvImpl,
     tune_allocator: bool,
+    single_thread: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         sizes: vec![32, 224],
         conv: ConvImpl::Auto,
         tune_allocator: true,
+        single_thread: false,
         workloads: vec![
             "finetune_step".into(),
             "frozen_step".into(),
@@ -99,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--default-allocator" => args.tune_allocator = false,
             "--no-pytorch" => args.pytorch = false,
+            "--single-thread" => args.single_thread = true,
             "--pytorch-device" => args.pytorch_device = value()?,
             "--json" => args.json = Some(value()?),
             "--leak-epochs" => {
@@ -290,6 +295,26 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.single_thread {
+        // Everything inside a one-thread rayon pool: parallel loops then run on the calling
+        // thread, so `perf record --call-graph dwarf` sees whose loop each sample is in
+        // (with a global pool the work runs on a worker whose stack starts at rayon).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .stack_size(64 << 20)
+            .build();
+        match pool {
+            Ok(pool) => return pool.install(|| run(args)),
+            Err(e) => {
+                eprintln!("error: no thread pool: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    run(args)
+}
+
+fn run(args: Args) {
     if args.tune_allocator {
         finetune::tune_allocator();
     }
