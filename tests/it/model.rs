@@ -325,6 +325,9 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         (6, 20, 3, 1, 1, false, 6),
         // Kernel taps that only ever see padding (ResNet's last stage on 32x32 inputs).
         (8, 6, 3, 1, 1, false, 1),
+        (16, 4, 1, 1, 0, true, 1),
+        // More than 256 trimmed kernels (the dead taps' zero gradient is built in chunks).
+        (24, 16, 3, 1, 1, false, 1),
         (8, 6, 3, 2, 1, true, 2),
         (4, 5, 5, 1, 2, false, 2),
         // Large enough that the host convolution splits the batch into GEMM chunks (2 + 1).
