@@ -104,7 +104,7 @@ impl Geometry {
 /// window of padding only).
 fn forward(g: &Geometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let (hw, p) = (g.h * g.w, g.ho * g.wo);
-    let mut y = vec![0.0f32; g.planes * p];
+    let mut y = vec![f32::NEG_INFINITY; g.planes * p];
     let mut idx = vec![EMPTY; g.planes * p];
     y.par_chunks_mut(p)
         .zip(idx.par_chunks_mut(p))
@@ -113,7 +113,6 @@ fn forward(g: &Geometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
             || (vec![0.0f32; p], vec![0u32; p]),
             |(taps, at_tap), (q, (best, at))| {
                 let plane = &x[q * hw..][..hw];
-                best.fill(f32::NEG_INFINITY);
                 // Taps in the window's scan order (row-major), each gathered across the whole
                 // output plane first, so that the comparison runs as one long branch-free,
                 // vectorised select (which input wins is data-dependent: a branch on it is
@@ -265,9 +264,11 @@ impl<C: CheckpointStrategy> HostPool for Autodiff<Flex, C> {
     }
 }
 
-/// Whether [`max_pool2d_host`] handles this tensor.
+/// Whether [`max_pool2d_host`] handles this tensor (f32, and planes whose indices fit a `u32`
+/// below [`EMPTY`]).
 pub(crate) fn supported(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32
+    let [_, _, h, w] = x.dims();
+    x.dtype() == DType::F32 && h.checked_mul(w).is_some_and(|hw| hw <= EMPTY as usize)
 }
 
 /// `x [B, C, H, W]` max-pooled, on the flex device.
