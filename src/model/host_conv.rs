@@ -47,7 +47,8 @@ static KEPT_FLOATS: AtomicUsize = AtomicUsize::new(0);
 /// in again on every step).
 static KEPT_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
-/// An im2col matrix kept for the backward pass, counted against [`KEEP_COLS_TOTAL`].
+/// An im2col matrix kept for the backward pass, counted against [`KEEP_COLS_TOTAL`]: the
+/// matrices of the forward pass's chunks of images, one after another.
 #[derive(Debug)]
 struct KeptCols(Vec<f32>);
 
@@ -609,8 +610,10 @@ fn forward_dense(
         None
     };
     let keep = kept.is_some();
-    // A kept matrix covers the whole batch in one chunk.
-    let nb_max = if keep { g.b.max(1) } else { g.chunk() };
+    // Chunks of the same size whether the matrix is kept or not (a kept matrix is the chunks'
+    // matrices one after another), so that the results never depend on the keep budget, which
+    // other models in the process share.
+    let nb_max = g.chunk();
     let mut y = vec![0.0f32; g.b * g.o * p];
     let mut scratch = Scratch::new(if keep { 0 } else { k * nb_max * p });
     let mut out = Scratch::new(if nb_max > 1 { g.o * nb_max * p } else { 0 });
@@ -618,7 +621,7 @@ fn forward_dense(
     while b0 < g.b {
         let nb = nb_max.min(g.b - b0);
         let cols: &mut [f32] = match kept.as_mut() {
-            Some(kept) => &mut kept.0,
+            Some(kept) => &mut kept.0[k * b0 * p..][..k * nb * p],
             None => &mut scratch,
         };
         im2col(g, x, b0, nb, cols);
@@ -707,13 +710,9 @@ fn backward_dense(
         return (dx, dw);
     }
     let (k, p) = (g.k(), g.p());
-    // The kept im2col matrix (if any) covers the whole batch in one chunk.
+    // The chunks of the forward pass (its kept matrix, if any, is theirs one after another).
     let kept = kept.filter(|c| c.len() == k * g.b * p);
-    let nb_max = if kept.is_some() {
-        g.b.max(1)
-    } else {
-        g.chunk()
-    };
+    let nb_max = g.chunk();
     let mut dx = need_dx.then(|| vec![0.0f32; g.b * g.c * g.h * g.w]);
     let threads = rayon::current_num_threads().clamp(1, 8);
     let mut dwt_parts: Vec<Vec<f32>> = if need_dw {
@@ -736,7 +735,7 @@ fn backward_dense(
         };
         if !dwt_parts.is_empty() {
             let cols: &[f32] = match kept {
-                Some(kept) => kept,
+                Some(kept) => &kept[k * b0 * p..][..k * nb * p],
                 None => {
                     im2col(g, x, b0, nb, &mut cols);
                     &cols
@@ -955,4 +954,55 @@ pub(crate) fn conv2d_host(
         right,
     );
     Tensor::from_dispatch(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Whether the forward pass could keep its im2col matrix (the budget is shared by every
+    /// model in the process) must not change a single bit of the results.
+    #[test]
+    fn results_do_not_depend_on_the_keep_budget() {
+        let (b, c, h, o) = (20, 64, 16, 8);
+        let g = Geometry::new(
+            &Shape::new([b, c, h, h]),
+            &Shape::new([o, c, 3, 3]),
+            [1, 1],
+            [1, 1, 1, 1],
+        );
+        assert!(g.chunk() < g.b, "the case must take more than one chunk");
+        let x = values(b * c * h * h, 1);
+        let w = values(o * c * 9, 2);
+        let dy = values(b * o * h * h, 3);
+        let (y1, kept, _) = forward(&g, &x, &w, true);
+        let kept = kept.expect("the budget is free in this test");
+        let (y2, none, _) = forward(&g, &x, &w, false);
+        assert!(none.is_none());
+        let differing = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count()
+        };
+        assert_eq!(differing(&y1, &y2), 0, "outputs");
+        let (dx1, dw1) = backward(&g, &x, &w, &dy, true, true, Some(&kept.0));
+        let (dx2, dw2) = backward(&g, &x, &w, &dy, true, true, None);
+        let (dx1, dx2, dw1, dw2) = (dx1.unwrap(), dx2.unwrap(), dw1.unwrap(), dw2.unwrap());
+        assert_eq!(differing(&dx1, &dx2), 0, "input gradients");
+        assert_eq!(differing(&dw1, &dw2), 0, "weight gradients");
+    }
 }
