@@ -505,20 +505,23 @@ fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
         assert_eq!(dr1.is_some(), variant == 2);
         assert_eq!(dr2.is_some(), variant == 2);
         let what = format!("{shape:?}, variant {variant}");
-        let close4 = |name: &str, a: Tensor<4>, b: Tensor<4>| {
+        // The gradients and statistics are sums over up to 9,800 values per channel, which
+        // Burn adds in f32 (in an order that depends on its threads): they get a looser bound
+        // than the output (a real error is of the order of the values themselves).
+        let close4 = |name: &str, a: Tensor<4>, b: Tensor<4>, tol: f32| {
             let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
             let d = crate::common::max_abs_diff(a, b);
-            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {what}");
+            assert!(d <= tol * scale, "{name} differs by {d} for {what}");
         };
         let close1 = |name: &str, a: Tensor<1>, b: Tensor<1>| {
             let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
             let d = (a - b).abs().max().into_scalar::<f32>();
-            assert!(d <= 1e-5 * scale, "{name} differs by {d} for {what}");
+            assert!(d <= 1e-4 * scale, "{name} differs by {d} for {what}");
         };
-        close4("output", y1, y2);
-        close4("input grad", dx1, dx2);
+        close4("output", y1, y2, 1e-5);
+        close4("input grad", dx1, dx2, 1e-4);
         if let (Some(a), Some(b)) = (dr1, dr2) {
-            close4("residual grad", a, b);
+            close4("residual grad", a, b, 1e-4);
         }
         if let (Some(a), Some(b)) = (dg1, dg2) {
             close1("gamma grad", a, b);
