@@ -216,13 +216,7 @@ impl Geometry {
 
     /// The output columns `[lo, hi)` whose input column `ow·sw + j - pl` lies inside the image.
     fn valid_cols(&self, j: usize) -> (usize, usize) {
-        let lo = self.pl.saturating_sub(j).div_ceil(self.sw);
-        let hi = if self.w + self.pl > j {
-            ((self.w + self.pl - j - 1) / self.sw + 1).min(self.wo)
-        } else {
-            0
-        };
-        (lo.min(hi), hi)
+        valid_outputs(j, self.pl, self.sw, self.w, self.wo)
     }
 
     /// The kernel taps that ever see the image, `(rows, cols)` as ranges: on small feature maps
@@ -280,6 +274,24 @@ impl Geometry {
             .checked_sub(self.pt)
             .filter(|&ih| ih < self.h)
     }
+}
+
+/// The outputs `[lo, hi)` (of `n_out`) whose input `o·stride + tap - pad` lies inside an
+/// input of `n` (one dimension of a convolution or pooling window).
+pub(super) fn valid_outputs(
+    tap: usize,
+    pad: usize,
+    stride: usize,
+    n: usize,
+    n_out: usize,
+) -> (usize, usize) {
+    let lo = pad.saturating_sub(tap).div_ceil(stride);
+    let hi = if n + pad > tap {
+        ((n + pad - tap - 1) / stride + 1).min(n_out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
 }
 
 /// For same-size stride-1 convolutions ([`Geometry::same_shift`]): one mask per kernel column

@@ -18,6 +18,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+use super::host_conv::valid_outputs;
 use super::host_tensor::{dense, f32s, tensor};
 
 /// Index recorded for a window that holds no input element (only padding): it gets no
@@ -90,13 +91,7 @@ impl Geometry {
 
     /// The outputs `[lo, hi)` whose window column `j` lies inside the image.
     fn valid_cols(&self, j: usize) -> (usize, usize) {
-        let lo = self.pl.saturating_sub(j).div_ceil(self.sw).min(self.wo);
-        let hi = if self.w + self.pl > j {
-            ((self.w + self.pl - j - 1) / self.sw + 1).min(self.wo)
-        } else {
-            0
-        };
-        (lo.min(hi), hi)
+        valid_outputs(j, self.pl, self.sw, self.w, self.wo)
     }
 }
 
