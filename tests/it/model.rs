@@ -312,7 +312,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
     use finetune::model::ConvImpl;
 
     let device = cpu().autodiff();
-    // (in, out, kernel, stride, padding, bias, input size)
+    // (in, out, kernel, stride, padding (top, left, bottom, right), bias, input size)
     let cases = [
         (3, 8, 7, 2, 3, false, 19),
         (8, 8, 3, 1, 1, false, 9),
@@ -332,11 +332,18 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         (4, 5, 5, 1, 2, false, 2),
         // Large enough that the host convolution splits the batch into GEMM chunks (2 + 1).
         (64, 4, 3, 1, 1, false, 40),
+    ]
+    .map(|(cin, cout, k, s, p, bias, size)| (cin, cout, k, s, [p; 4], bias, size));
+    // Same-size stride-1 convolutions with asymmetric padding: their input gradient is a
+    // convolution with the padding mirrored.
+    let asymmetric = [
+        (5, 7, 2, 1, [0, 1, 1, 0], false, 6),
+        (4, 3, 4, 1, [1, 2, 2, 1], true, 7),
     ];
-    for (cin, cout, k, s, p, bias, size) in cases {
+    for (cin, cout, k, s, p, bias, size) in cases.into_iter().chain(asymmetric) {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
             .with_stride([s, s])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_padding(PaddingConfig2d::Explicit(p[0], p[1], p[2], p[3]))
             .with_bias(bias)
             .init(&device);
         let x = Tensor::<4>::random(
@@ -391,7 +398,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
                 let d = crate::common::max_abs_diff(a, b);
                 assert!(
                     d <= tol,
-                    "{choice:?}: {name} differs by {d} for k{k} s{s} p{p}"
+                    "{choice:?}: {name} differs by {d} for k{k} s{s} p{p:?} {size}x{size}"
                 );
             }
         }
