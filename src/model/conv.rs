@@ -6,9 +6,10 @@
 //! with hand-written backward passes, one-pass BatchNorm with fused ReLU and residual addition,
 //! a one-pass max pool that records each window's winner), because Burn 0.22's flex convolution
 //! runs one small GEMM per image and per 512-pixel tile, its generic BatchNorm transposes the
-//! activation several times, and its max pool took ~8% of a 32x32 fine-tuning step. On ndarray, this file's own
-//! lowering applies: im2col + matmul written with Burn tensor operations (Chellapilla et al.,
-//! 2006), which autodiff differentiates. On GPUs the backend's own kernels stay in use.
+//! activation several times, and its max pool took ~8% of a 32x32 fine-tuning step. On
+//! ndarray, this file's own lowering applies: im2col + matmul written with Burn tensor
+//! operations (Chellapilla et al., 2006), which autodiff differentiates. On GPUs the backend's
+//! own kernels stay in use.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -37,8 +38,9 @@ pub enum ConvImpl {
     /// autodiff differentiates it).
     Gemm,
     /// The flex-only convolution with a hand-written backward pass (NCHW im2col + one GEMM per
-    /// chunk of images, forward and backward), and the flex host BatchNorm and max pool. Falls back to [`ConvImpl::Backend`] on other
-    /// devices, for non-f32 tensors, and when the crate is built without the `flex` feature.
+    /// chunk of images, forward and backward), and the flex host BatchNorm and max pool. Falls
+    /// back to [`ConvImpl::Backend`] on other devices, for non-f32 tensors, and when the crate
+    /// is built without the `flex` feature.
     Host,
 }
 
