@@ -330,6 +330,11 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         (24, 16, 3, 1, 1, false, 1),
         (8, 6, 3, 2, 1, true, 2),
         (4, 5, 5, 1, 2, false, 2),
+        // Maps with no more pixels than live taps, run as one dense layer: ResNet's 3x3 on 2x2
+        // maps, and 3x3 maps where some output and input pixels are linked by no tap.
+        (8, 6, 3, 1, 1, true, 2),
+        (6, 5, 3, 1, 1, false, 3),
+        (4, 5, 3, 2, 1, false, 3),
         // Large enough that the host convolution splits the batch into GEMM chunks (2 + 1).
         (64, 4, 3, 1, 1, false, 40),
     ]
