@@ -176,32 +176,66 @@ impl HostConv {
             && rows.start == self.pad[0]
             && taps.start == self.pad[1]
             && (ho, wo) == (x.h, x.w);
-        // The accumulator starts as bias (+ residual): the product is added to it.
-        let mut out = vec![0f32; n * self.c_out];
-        out.par_chunks_mut(self.c_out * 64)
-            .enumerate()
-            .for_each(|(chunk, rows)| {
-                for (r, row) in rows.chunks_mut(self.c_out).enumerate() {
-                    row.copy_from_slice(&self.bias);
-                    if let Some(res) = residual {
-                        let at = (chunk * 64 + r) * self.c_out;
-                        for (o, v) in row.iter_mut().zip(&res.data[at..at + self.c_out]) {
-                            *o += v;
+        // The accumulator starts as bias (+ residual), the product is added to it, then the
+        // ReLU: one tile of output rows at a time, so that each pass over a tile finds it in
+        // cache (whole-output passes read and wrote 25-100 MB per layer at 224x224).
+        let c_out = self.c_out;
+        let start = |dst: &mut [f32], r0: usize| {
+            dst.par_chunks_mut(c_out * 64)
+                .enumerate()
+                .for_each(|(chunk, rows)| {
+                    for (r, row) in rows.chunks_mut(c_out).enumerate() {
+                        row.copy_from_slice(&self.bias);
+                        if let Some(res) = residual {
+                            let at = (r0 + chunk * 64 + r) * c_out;
+                            for (o, v) in row.iter_mut().zip(&res.data[at..at + c_out]) {
+                                *o += v;
+                            }
                         }
                     }
-                }
-            });
+                });
+        };
+        let finish = |dst: &mut [f32]| {
+            if relu {
+                dst.par_chunks_mut(1 << 14).for_each(|chunk| {
+                    for v in chunk {
+                        *v = v.max(0.0);
+                    }
+                });
+            }
+        };
+        let mut out = vec![0f32; n * c_out];
         let unrolled = if direct {
             None
         } else {
             self.unrolled((x.h, x.w), (ho, wo), rows.len() * taps.len())
         };
         if direct {
-            gemm_acc(&mut out, &x.data, &live_weight(), n, k, self.c_out);
+            // Tiles of about 4 MB of output.
+            let weight = live_weight();
+            let tile = ((1 << 20) / c_out).max(256).min(n);
+            let mut r0 = 0;
+            while r0 < n {
+                let rows = tile.min(n - r0);
+                let dst = &mut out[r0 * c_out..(r0 + rows) * c_out];
+                start(dst, r0);
+                gemm_acc(
+                    dst,
+                    &x.data[r0 * k..(r0 + rows) * k],
+                    &weight,
+                    rows,
+                    k,
+                    c_out,
+                );
+                finish(dst);
+                r0 += rows;
+            }
         } else if let Some(u) = unrolled {
-            // out[B, P·O] += x[B, H·W·C] · U
+            // out[B, P·O] += x[B, H·W·C] · U (maps of a few pixels: one tile).
+            start(&mut out, 0);
             let n_in = x.h * x.w * self.c_in;
-            gemm_acc(&mut out, &x.data, &u, x.b, n_in, ho * wo * self.c_out);
+            gemm_acc(&mut out, &x.data, &u, x.b, n_in, ho * wo * c_out);
+            finish(&mut out);
         } else {
             // im2col in row tiles of about 8 MB, reusing one buffer: large images never
             // materialise their whole patch matrix.
@@ -214,17 +248,12 @@ impl HostConv {
                 let rows = tile.min(n - r0);
                 let cols = &mut cols[..rows * k];
                 self.im2col(x, (ho, wo), r0, cols, (&rows_live, &taps));
-                let dst = &mut out[r0 * self.c_out..(r0 + rows) * self.c_out];
-                gemm_acc(dst, cols, &weight, rows, k, self.c_out);
+                let dst = &mut out[r0 * c_out..(r0 + rows) * c_out];
+                start(dst, r0);
+                gemm_acc(dst, cols, &weight, rows, k, c_out);
+                finish(dst);
                 r0 += rows;
             }
-        }
-        if relu {
-            out.par_chunks_mut(1 << 14).for_each(|chunk| {
-                for v in chunk {
-                    *v = v.max(0.0);
-                }
-            });
         }
         Act {
             data: out,
