@@ -99,7 +99,7 @@ impl HostConv {
         taps: usize,
     ) -> Option<Arc<Vec<f32>>> {
         let (hw, p) = (h * w, ho * wo);
-        if hw > taps || hw * self.c_in * p * self.c_out > UNROLLED_MAX {
+        if hw == 0 || p == 0 || hw > taps || hw * self.c_in * p * self.c_out > UNROLLED_MAX {
             return None;
         }
         let mut cache = self.unrolled.lock().unwrap_or_else(|e| e.into_inner());

@@ -261,8 +261,8 @@ impl Geometry {
     /// of its last (a 1x1 kernel once the dead taps are left out).
     fn unrolls(&self) -> bool {
         let (rows, cols) = self.live_taps();
-        let hw = self.h * self.w;
-        hw <= rows.len() * cols.len() && self.o * self.p() * self.c * hw <= UNROLLED_MAX
+        let (hw, p) = (self.h * self.w, self.p());
+        hw > 0 && p > 0 && hw <= rows.len() * cols.len() && self.o * p * self.c * hw <= UNROLLED_MAX
     }
 
     /// The kernel tap `i·kw + j` that links output pixel `p` to input pixel `q` (row-major
