@@ -46,8 +46,35 @@ pub(crate) struct HostConv {
 /// An input size and the weight unrolled for it.
 type Unrolled = ((usize, usize), Arc<Vec<f32>>);
 
-/// Largest unrolled weight ([`HostConv::unrolled`], floats, 64 MiB).
+/// Largest unrolled weight ([`runs_as_dense_layer`], floats, 64 MiB).
 const UNROLLED_MAX: usize = 1 << 24;
+
+/// Whether a convolution from `hw`-pixel input maps to `p`-pixel output maps, whose kernel has
+/// `live_taps` taps that ever see the image, runs as one dense layer over whole maps (its
+/// weight unrolled into a `c_out·p x c_in·hw` matrix): when an input map has no more pixels than
+/// live taps, multiplying every output pixel with every input pixel costs no more than
+/// im2col's products and needs no im2col. Shared by the inference and training paths.
+pub(crate) fn runs_as_dense_layer(
+    hw: usize,
+    p: usize,
+    live_taps: usize,
+    c_in: usize,
+    c_out: usize,
+) -> bool {
+    hw > 0 && p > 0 && hw <= live_taps && hw * c_in * p * c_out <= UNROLLED_MAX
+}
+
+/// Along one axis: the kernel offset linking output position `o` to input position `i`
+/// (`i = o·stride + tap - pad`), if it lies inside the kernel of length `k`.
+pub(crate) fn linking_tap(
+    o: usize,
+    i: usize,
+    stride: usize,
+    pad: usize,
+    k: usize,
+) -> Option<usize> {
+    (i + pad).checked_sub(o * stride).filter(|&t| t < k)
+}
 
 fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
@@ -99,7 +126,7 @@ impl HostConv {
         taps: usize,
     ) -> Option<Arc<Vec<f32>>> {
         let (hw, p) = (h * w, ho * wo);
-        if hw == 0 || p == 0 || hw > taps || hw * self.c_in * p * self.c_out > UNROLLED_MAX {
+        if !runs_as_dense_layer(hw, p, taps, self.c_in, self.c_out) {
             return None;
         }
         let mut cache = self.unrolled.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,10 +135,6 @@ impl HostConv {
         {
             return Some(Arc::clone(u));
         }
-        // The tap linking output pixel `p` to input pixel `q`, per dimension.
-        let tap = |o: usize, i: usize, stride: usize, pad: usize, k: usize| {
-            (i + pad).checked_sub(o * stride).filter(|&t| t < k)
-        };
         let block = self.c_in * self.c_out;
         let row = p * self.c_out;
         let mut u = vec![0f32; hw * self.c_in * row];
@@ -122,8 +145,8 @@ impl HostConv {
                 for pp in 0..p {
                     let (oh, ow) = (pp / wo, pp % wo);
                     let (Some(i), Some(j)) = (
-                        tap(oh, ih, self.stride[0], self.pad[0], self.kh),
-                        tap(ow, iw, self.stride[1], self.pad[1], self.kw),
+                        linking_tap(oh, ih, self.stride[0], self.pad[0], self.kh),
+                        linking_tap(ow, iw, self.stride[1], self.pad[1], self.kw),
                     ) else {
                         continue;
                     };

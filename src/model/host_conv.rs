@@ -26,7 +26,7 @@ use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::gemm;
-use super::host::live;
+use super::host::{linking_tap, live, runs_as_dense_layer};
 use super::host_tensor::{dense, f32s, par_build, tensor};
 use std::cell::RefCell;
 use std::ops::Range;
@@ -43,9 +43,6 @@ const KEEP_COLS_MAX: usize = 1 << 23;
 
 /// Largest total (floats, 256 MiB) of im2col matrices kept at once by all convolutions.
 const KEEP_COLS_TOTAL: usize = 1 << 26;
-
-/// Largest unrolled weight ([`Geometry::unrolls`], floats, 64 MiB).
-const UNROLLED_MAX: usize = 1 << 24;
 
 static KEPT_FLOATS: AtomicUsize = AtomicUsize::new(0);
 
@@ -261,8 +258,8 @@ impl Geometry {
     /// of its last (a 1x1 kernel once the dead taps are left out).
     fn unrolls(&self) -> bool {
         let (rows, cols) = self.live_taps();
-        let (hw, p) = (self.h * self.w, self.p());
-        hw > 0 && p > 0 && hw <= rows.len() * cols.len() && self.o * p * self.c * hw <= UNROLLED_MAX
+        let taps = rows.len() * cols.len();
+        runs_as_dense_layer(self.h * self.w, self.p(), taps, self.c, self.o)
     }
 
     /// The kernel tap `i·kw + j` that links output pixel `p` to input pixel `q` (row-major
@@ -270,12 +267,8 @@ impl Geometry {
     fn tap(&self, p: usize, q: usize) -> Option<usize> {
         let (oh, ow) = (p / self.wo, p % self.wo);
         let (ih, iw) = (q / self.w, q % self.w);
-        let i = (ih + self.pt)
-            .checked_sub(oh * self.sh)
-            .filter(|&i| i < self.kh)?;
-        let j = (iw + self.pl)
-            .checked_sub(ow * self.sw)
-            .filter(|&j| j < self.kw)?;
+        let i = linking_tap(oh, ih, self.sh, self.pt, self.kh)?;
+        let j = linking_tap(ow, iw, self.sw, self.pl, self.kw)?;
         Some(i * self.kw + j)
     }
 
