@@ -3,11 +3,14 @@
 //! The rules, for every file this crate fetches:
 //! - Cache directory: `$FINETUNE_CACHE` if set, otherwise the platform cache directory
 //!   (`~/.cache/finetune` on Linux, via the `dirs` crate).
-//! - A file is downloaded to `<name>.partial`, its checksum (sha256 prefix, or md5) is verified,
-//!   and only then is it renamed into place: an interrupted or corrupt download never leaves a
-//!   file that looks valid. A cached file is verified again before use (re-hashed whenever its
-//!   size or modification time changed since the last verification, which `<name>.verified`
-//!   records). Concurrent downloads of one file are serialised by a lock on `<name>.lock`.
+//! - A file is downloaded to a fresh, exclusively created `.<name>.<random>.partial`, its
+//!   checksum (sha256 prefix, or md5) is verified, and only then is it renamed into place: an
+//!   interrupted or corrupt download never leaves a file that looks valid. A cached file is
+//!   verified again before use (re-hashed whenever its size or modification time changed since
+//!   the last verification, which `<name>.verified` records, itself written atomically).
+//!   Concurrent downloads of one file are serialised by a lock on `<name>.lock`, which is never
+//!   truncated. No file is ever written through a symlink planted in the cache (see the crate's
+//!   file rules in `DEVELOPING.md`).
 //! - `FINETUNE_OFFLINE=1` never touches the network.
 //! - [`Cache`] takes the directory and the offline switch explicitly, for callers (and tests)
 //!   that must not depend on process-wide environment variables.
@@ -396,16 +399,17 @@ fn verify_cached(dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> 
 fn write_stamp(dest: &Path, checksum: &Checksum) {
     if let Some(key) = file_key(dest) {
         let stamp = sibling(dest, ".verified");
-        let _ = fs::write(stamp, stamp_line(checksum, key));
+        let _ = crate::fsutil::write_atomic(&stamp, stamp_line(checksum, key).as_bytes());
     }
 }
 
 /// Takes the exclusive `<dest>.lock` that serialises downloads of one file across threads and
-/// processes; released when the returned file is dropped.
+/// processes; released when the returned file is dropped. The lock file is never truncated and
+/// never opened through a symlink.
 fn lock_download(dest: &Path) -> Result<File, DownloadError> {
     let lock_path = sibling(dest, ".lock");
-    let lock =
-        File::create(&lock_path).map_err(|e| DownloadError::io("creating", &lock_path, e))?;
+    let lock = crate::fsutil::open_lock_file(&lock_path)
+        .map_err(|e| DownloadError::io("opening the lock file", &lock_path, e))?;
     lock.lock()
         .map_err(|e| DownloadError::io("locking", &lock_path, e))?;
     Ok(lock)
@@ -427,8 +431,9 @@ pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), Downl
 
 /// The download itself; the caller holds `<dest>.lock`.
 fn download_unlocked(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
-    let partial = sibling(dest, ".partial");
-    let result = download_partial(url, dest, &partial).and_then(|()| {
+    let (partial, file) = crate::fsutil::create_temp_beside(dest, "partial")
+        .map_err(|e| DownloadError::io("creating a temporary file beside", dest, e))?;
+    let result = download_partial(url, dest, &partial, file).and_then(|()| {
         checksum.verify_file(&partial).map_err(|e| match e {
             DownloadError::ChecksumMismatch {
                 expected, actual, ..
@@ -454,7 +459,12 @@ fn download_unlocked(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), 
     }
 }
 
-fn download_partial(url: &str, dest: &Path, partial: &Path) -> Result<(), DownloadError> {
+fn download_partial(
+    url: &str,
+    dest: &Path,
+    partial: &Path,
+    mut file: File,
+) -> Result<(), DownloadError> {
     let network = |reason: String| DownloadError::Network {
         url: url.to_string(),
         path: dest.to_path_buf(),
@@ -483,7 +493,6 @@ fn download_partial(url: &str, dest: &Path, partial: &Path) -> Result<(), Downlo
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let mut file = File::create(partial).map_err(|e| DownloadError::io("creating", partial, e))?;
     let progress = Progress::new(url, expected_len);
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
     let mut buf = vec![0u8; 1 << 16];

@@ -40,6 +40,7 @@ pub mod data;
 pub mod device;
 pub mod download;
 pub mod error;
+mod fsutil;
 pub mod model;
 pub mod recipe;
 pub mod train;

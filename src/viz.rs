@@ -42,8 +42,9 @@ pub enum VizError {
     Input(String),
 }
 
-/// Writes `image` to `path` as PNG, atomically (a temporary file in the same directory, then
-/// a rename): an existing picture is never left half-written.
+/// Writes `image` to `path` as PNG, atomically (a fresh temporary file in the same directory,
+/// then a rename; never through a symlink planted at `path`): an existing picture is never left
+/// half-written.
 pub fn save_png(path: impl AsRef<Path>, image: &image::RgbImage) -> Result<(), VizError> {
     use image::ImageEncoder;
     use std::io::Write;
@@ -54,39 +55,27 @@ pub fn save_png(path: impl AsRef<Path>, image: &image::RgbImage) -> Result<(), V
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::fsutil::parent_dir(path);
     std::fs::create_dir_all(&dir).map_err(|e| io("creating the directory of", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "picture.png".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    let mut encoded = Ok(());
+    crate::fsutil::write_atomic_with(path, |file| {
         let mut writer = std::io::BufWriter::new(file);
-        image::codecs::png::PngEncoder::new(&mut writer)
-            .write_image(
-                image.as_raw(),
-                image.width(),
-                image.height(),
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| VizError::Encode {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        writer.flush().map_err(|e| io("writing", e))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| io("writing", e.into_error()))?;
-        file.sync_all().map_err(|e| io("writing", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io("renaming a temporary file onto", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        encoded = image::codecs::png::PngEncoder::new(&mut writer).write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::Rgb8,
+        );
+        match &encoded {
+            Ok(()) => writer.flush(),
+            Err(_) => Err(std::io::Error::other("PNG encoding failed")),
+        }
+    })
+    .map_err(|e| match encoded {
+        Err(err) => VizError::Encode {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        },
+        Ok(()) => io("writing", e),
+    })
 }

@@ -12,6 +12,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// No temporary download file (`.<name>.<random>.partial`) is left beside `dest`.
+fn assert_no_partial(dest: &std::path::Path) {
+    let dir = dest.parent().unwrap();
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".partial"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 #[test]
 fn downloads_verifies_and_reuses_the_cached_file() {
     let body = b"pretend weights".repeat(1000);
@@ -21,7 +35,7 @@ fn downloads_verifies_and_reuses_the_cached_file() {
     let checksum = Checksum::Sha256Prefix(sha256_hex(&body)[..8].to_string());
     let path = fetch_to(&server.url("/w.pth"), &dest, &checksum).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body);
-    assert!(!dir.path().join("sub/w.pth.partial").exists());
+    assert_no_partial(&dir.path().join("sub/w.pth"));
     // Second call: served from the cache.
     fetch_to(&server.url("/w.pth"), &dest, &checksum).unwrap();
     assert_eq!(server.hits(), 1);
@@ -47,7 +61,7 @@ fn a_checksum_mismatch_leaves_no_file() {
     assert!(message.contains("sha256 deadbeef"), "{message}");
     assert!(message.contains(&dest.display().to_string()), "{message}");
     assert!(!dest.exists());
-    assert!(!dir.path().join("w.pth.partial").exists());
+    assert_no_partial(&dir.path().join("w.pth"));
 }
 
 #[test]
@@ -71,7 +85,7 @@ fn a_truncated_body_is_reported_and_leaves_no_file() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(!dir.path().join("w.pth.partial").exists());
+    assert_no_partial(&dir.path().join("w.pth"));
     assert!(
         err.to_string().contains(&dest.display().to_string()),
         "{err}"
@@ -94,7 +108,7 @@ fn a_server_error_names_the_url_and_the_manual_path() {
     assert!(message.contains(&url), "{message}");
     assert!(message.contains(&dest.display().to_string()), "{message}");
     assert!(!dest.exists());
-    assert!(!dir.path().join("w.pth.partial").exists());
+    assert_no_partial(&dir.path().join("w.pth"));
 
     let missing = fetch_to(&server.url("/nope"), &dest, &Checksum::None).unwrap_err();
     assert!(

@@ -1,0 +1,197 @@
+//! How the crate creates files a user keeps: downloads, lock files, checkpoints, run outputs.
+//!
+//! - Temporary files and directories get fresh random names and are created exclusively
+//!   (`O_CREAT | O_EXCL`, which never follows a symlink): a symlink planted where a temporary
+//!   file will be is never written through, and two writers never share a temporary file.
+//! - Finished files are published with a rename, which replaces a symlink at the destination
+//!   instead of following it, and is atomic: readers see the old file or the new one, never a
+//!   half-written one.
+//! - Lock files are opened without truncation and, on Unix, with `O_NOFOLLOW`: a symlink
+//!   planted at a lock path is an error, never a file truncated or written elsewhere.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// How many fresh names are tried before giving up (each collision is a 2^-64 event unless
+/// someone is guessing names, which `O_EXCL` makes harmless anyway).
+const ATTEMPTS: usize = 16;
+
+/// 16 random hex digits (std's per-process random hash keys, fresh for every call).
+fn random_suffix() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// `<dir>/.<name>.<random>.<tag>`: a hidden temporary name beside the file it will become.
+fn temp_name(dir: &Path, name: &OsStr, tag: &str) -> PathBuf {
+    let mut file = std::ffi::OsString::from(".");
+    file.push(name);
+    file.push(format!(".{}.{tag}", random_suffix()));
+    dir.join(file)
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates a new file beside `path` under a fresh random name (`.<name>.<random>.<tag>`),
+/// exclusively. Returns its path and the open file.
+pub(crate) fn create_temp_beside(path: &Path, tag: &str) -> io::Result<(PathBuf, File)> {
+    let dir = parent_dir(path);
+    let name = path.file_name().unwrap_or(OsStr::new("file"));
+    for _ in 0..ATTEMPTS {
+        let tmp = temp_name(&dir, name, tag);
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not find a free temporary file name",
+    ))
+}
+
+/// Creates a new directory beside `path` under a fresh random name, exclusively.
+pub(crate) fn create_temp_dir_beside(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    let dir = parent_dir(path);
+    let name = path.file_name().unwrap_or(OsStr::new("dir"));
+    for _ in 0..ATTEMPTS {
+        let tmp = temp_name(&dir, name, tag);
+        match fs::create_dir(&tmp) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not find a free temporary directory name",
+    ))
+}
+
+/// Writes a file atomically: `write` fills a fresh temporary file beside `path`, which is
+/// flushed to disk and renamed onto `path`. On any failure the temporary file is removed and
+/// `path` is untouched. The parent directory must exist.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let (tmp, mut file) = create_temp_beside(path, "tmp")?;
+    let result = write(&mut file)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&tmp, path)
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_atomic_with`] for a byte buffer.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// Opens (creating if needed) a lock file for [`File::lock`]: never truncated, and never
+/// through a symlink (`O_NOFOLLOW` on Unix; elsewhere a symlink is refused by a check first).
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(not(unix))]
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(symlink_refused());
+    }
+    let file = options.open(path).map_err(|e| {
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            symlink_refused()
+        } else {
+            e
+        }
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file: remove it",
+        ));
+    }
+    Ok(file)
+}
+
+fn symlink_refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "is a symbolic link, which is never followed for a lock file: remove it",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_fresh_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.bin");
+        let (a, _) = create_temp_beside(&target, "tmp").unwrap();
+        let (b, _) = create_temp_beside(&target, "tmp").unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".x.bin.") && name.ends_with(".tmp"), "{name}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_replace_a_planted_symlink_and_leave_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let target = dir.path().join("out.json");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert!(!fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
+        // Nothing but the two files is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn lock_files_never_follow_a_symlink_nor_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let lock = dir.path().join("a.lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let err = open_lock_file(&lock).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+
+        let plain = dir.path().join("b.lock");
+        fs::write(&plain, b"pid 1").unwrap();
+        drop(open_lock_file(&plain).unwrap());
+        assert_eq!(fs::read(&plain).unwrap(), b"pid 1");
+    }
+}
