@@ -16,12 +16,14 @@
 //! `--arch` (`auto` reads it from the file) and `--num-classes` choose the architecture of a
 //! file; `--device` is `auto`, `flex`, `ndarray` or `wgpu`. Errors are one line on stderr.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
+use finetune::data::read_image;
 use finetune::download::Cache;
-use finetune::weights::{Classifier, WeightsSource, open_image, read_input_tensor};
+use finetune::weights::{Classifier, WeightsSource, read_input_tensor};
 
 const USAGE: &str = "usage: predict --weights <auto|NAME|FILE> (--image FILE [--image FILE ...] | --input-tensor FILE.safetensors) [--top K] [--json] [--arch auto|resnet18|resnet34|resnet50|resnet101|resnet152] [--num-classes N] [--device auto|flex|ndarray|wgpu]";
 
@@ -37,22 +39,36 @@ struct Args {
     device: DeviceChoice,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+/// Arguments as given: paths (`--image`, `--input-tensor`) need not be UTF-8; every other
+/// value must be.
+fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, String> {
     let mut parsed = Args {
         top: 5,
         ..Args::default()
     };
     let mut args = args.peekable();
     while let Some(flag) = args.next() {
-        let mut value = |name: &str| {
+        let flag = flag.to_string_lossy().into_owned();
+        let mut raw_value = |name: &str| {
             args.next()
                 .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        if flag == "--image" {
+            parsed.images.push(raw_value("--image")?.into());
+            continue;
+        }
+        if flag == "--input-tensor" {
+            parsed.input_tensor = Some(raw_value("--input-tensor")?.into());
+            continue;
+        }
+        let mut value = |name: &str| {
+            raw_value(name)?
+                .into_string()
+                .map_err(|v| format!("{name}: '{}' is not valid UTF-8", v.to_string_lossy()))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--weights" => parsed.weights = Some(value("--weights")?),
-            "--image" => parsed.images.push(value("--image")?.into()),
-            "--input-tensor" => parsed.input_tensor = Some(value("--input-tensor")?.into()),
             "--top" => {
                 let v = value("--top")?;
                 parsed.top = v
@@ -116,11 +132,12 @@ fn run(args: Args) -> finetune::Result<()> {
         return Ok(());
     }
 
+    // Truncated files are errors here too (`read_image`), never images filled with grey.
     let images = args
         .images
         .iter()
-        .map(open_image)
-        .collect::<finetune::Result<Vec<_>>>()?;
+        .map(|p| read_image(p).map(image::DynamicImage::ImageRgb8))
+        .collect::<Result<Vec<_>, _>>()?;
     let predictions = classifier.classify(&images, args.top);
     if args.json {
         let out: Vec<_> = args
@@ -159,7 +176,7 @@ fn print_predictions(predictions: &[finetune::weights::Prediction]) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");

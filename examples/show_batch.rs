@@ -51,28 +51,34 @@ fn run() -> Result<(), String> {
     let seed: u64 = args.or("seed", 0)?;
     let epoch: usize = args.or("epoch", 0)?;
     let size: Option<u32> = args.opt("size")?;
+    if size == Some(0) {
+        return Err("--size must be at least 1 (pixels per side)".into());
+    }
     let augment = args.get("augment").unwrap_or("flip");
 
     let (dataset, classes, normalize): (ImageDataset, Vec<String>, Normalize) =
-        if let Some(dir) = args.get("image-folder") {
+        if let Some(dir) = args.path("image-folder") {
             let mut options = ImageFolderOptions::default();
             if let Some(s) = size {
                 options = options.resize(s);
             }
-            let folder = ImageFolder::open_with(dir, options).map_err(|e| e.to_string())?;
+            let folder = ImageFolder::open_with(&dir, options).map_err(|e| e.to_string())?;
             println!(
                 "{}: {} images, classes {:?}",
-                dir,
+                dir.display(),
                 folder.len(),
                 folder.classes()
             );
+            if let Some(line) = folder.load_summary() {
+                println!("{line}");
+            }
             (
                 folder.dataset(),
                 folder.classes().to_vec(),
                 Normalize::imagenet(),
             )
         } else {
-            let cifar = match args.get("data-dir") {
+            let cifar = match args.path("data-dir") {
                 Some(dir) => Cifar10::from_dir(dir),
                 None => Cifar10::sample(),
             }
@@ -102,6 +108,12 @@ fn run() -> Result<(), String> {
         pipeline = pipeline.upsample(s);
     }
 
+    if dataset.len() < count.max(1) {
+        return Err(format!(
+            "--count {count} is larger than the {} images of the dataset: lower --count",
+            dataset.len()
+        ));
+    }
     let loader = ImageLoader::new(
         Arc::new(dataset),
         pipeline,

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::DeviceChoice;
 use crate::data::{
-    Cifar10, ImageFolder, ImageFolderOptions, ImageItem, ImageLoader, LoaderConfig, Normalize,
-    Pipeline, Subset, random_split,
+    Cifar10, DataError, ImageFolder, ImageFolderOptions, ImageItem, ImageLoader, LoaderConfig,
+    Normalize, Pipeline, Subset, random_split,
 };
 use crate::error::{Error, Result};
 use crate::model::{ResNet, ResNetConfig};
@@ -213,11 +213,43 @@ fn cifar_data(cifar: Cifar10, what: String, seed: u64) -> Result<Data> {
     })
 }
 
-fn folder(dir: &Path, size: u32) -> Result<ImageFolder> {
-    Ok(ImageFolder::open_with(
-        dir,
-        ImageFolderOptions::default().resize(size),
-    )?)
+/// Loads an image folder, saying in one line what was ignored.
+fn folder(dir: &Path, size: u32, say: &dyn Fn(&str)) -> Result<ImageFolder> {
+    if size == 0 {
+        return Err(DataError::Transform {
+            transform: "Resize",
+            reason: "image folders are resized to 0x0 pixels: set TutorialOptions::image_size \
+                     (--image-size) to at least 1 (224 for ImageNet weights)"
+                .into(),
+        }
+        .into());
+    }
+    let folder = ImageFolder::open_with(dir, ImageFolderOptions::default().resize(size))?;
+    if let Some(line) = folder.load_summary() {
+        say(&line);
+    }
+    Ok(folder)
+}
+
+/// An error unless `images` can be split into `parts` of at least one image each.
+fn check_splittable(
+    what: &Path,
+    images: usize,
+    parts: &'static str,
+    needed: usize,
+    fix: &str,
+) -> Result<()> {
+    if images < needed {
+        return Err(DataError::TooFewToSplit {
+            what: format!("the image folder '{}'", what.display()),
+            images,
+            parts,
+            needed,
+            fix: fix.to_string(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
@@ -255,9 +287,16 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                     opts.holdout
                 )));
             }
-            let all = folder(root, opts.image_size)?;
+            let all = folder(root, opts.image_size, say)?;
             let classes = all.classes().to_vec();
             let n = all.len();
+            check_splittable(
+                root,
+                n,
+                "train / validation / test",
+                3,
+                ", or give it train/ and val/ sub-folders of their own",
+            )?;
             let held = ((n as f64 * opts.holdout).round() as usize).clamp(2, n.saturating_sub(1));
             let val_n = held / 2;
             let mut parts =
@@ -284,8 +323,8 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
             })
         }
         DataChoice::ImageFolder(root) => {
-            let train = folder(&root.join("train"), opts.image_size)?;
-            let val = folder(&root.join("val"), opts.image_size)?;
+            let train = folder(&root.join("train"), opts.image_size, say)?;
+            let val = folder(&root.join("val"), opts.image_size, say)?;
             if train.classes() != val.classes() {
                 return Err(Error::InvalidConfig(format!(
                     "{} and {} have different class folders ({:?} vs {:?})",
@@ -297,7 +336,7 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
             }
             let classes = train.classes().to_vec();
             let (val, test): (Images, Images) = if root.join("test").is_dir() {
-                let test = folder(&root.join("test"), opts.image_size)?;
+                let test = folder(&root.join("test"), opts.image_size, say)?;
                 if test.classes() != classes.as_slice() {
                     return Err(Error::InvalidConfig(format!(
                         "{} has different class folders than {}",
@@ -307,6 +346,13 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                 }
                 (Arc::new(val.dataset()), Arc::new(test.dataset()))
             } else {
+                check_splittable(
+                    &root.join("val"),
+                    val.len(),
+                    "validation / test",
+                    2,
+                    ", or add a test/ folder beside it",
+                )?;
                 split_half(val.dataset(), opts.seed)?
             };
             Ok(Data {
@@ -319,6 +365,42 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
             })
         }
     }
+}
+
+/// Every split has an image, and the training set holds at least one batch (its last partial
+/// batch is dropped).
+fn check_sizes(opts: &TutorialOptions, sizes: [usize; 3]) -> Result<()> {
+    for (n, what, option) in [
+        (sizes[0], "training", "train_limit (--train-limit)"),
+        (sizes[1], "validation", "val_limit (--val-limit)"),
+        (sizes[2], "test", "val_limit (--val-limit)"),
+    ] {
+        if n == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} set is empty: raise TutorialOptions::{option} or add images"
+            )));
+        }
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::InvalidConfig(
+            "the batch size is 0: set TutorialOptions::batch_size (--batch-size) to at least 1"
+                .into(),
+        ));
+    }
+    if sizes[0] < opts.batch_size {
+        return Err(DataError::BatchLargerThanData {
+            batch_size: opts.batch_size,
+            items: sizes[0],
+            what: "training set",
+            fix: format!(
+                "lower the batch size to at most {} (TutorialOptions::batch_size, --batch-size), \
+                 or add training images",
+                sizes[0]
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
@@ -415,6 +497,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     let train = limit(data.train.clone(), opts.train_limit);
     let val = limit(data.val.clone(), opts.val_limit);
     let test = limit(data.test.clone(), opts.val_limit);
+    check_sizes(opts, [train.len(), val.len(), test.len()])?;
     let (mut model, normalize, weights) =
         build_model(opts, data.classes.len(), data.is_cifar, &device, &say)?;
     if opts.mode == Mode::FeatureExtractor {

@@ -4,16 +4,22 @@
 //!
 //! The archives are downloaded with the crate's download rules (cache directory, `.partial`
 //! then rename, md5 verification, `FINETUNE_OFFLINE`), then extracted into a temporary directory
-//! next to the target and renamed into place, so an interrupted extraction never leaves a
-//! directory that looks complete. Only the dataset's known members are extracted.
+//! next to the target (a fresh random name, created exclusively) and renamed into place, so an
+//! interrupted extraction never leaves a directory that looks complete. Only the dataset's known
+//! members are extracted, and each member's size declared in the archive is checked against the
+//! official one before anything is written (batch files: a whole number of records, at most the
+//! official count; text files: at most 64 KiB), so a crafted archive can never make the
+//! extraction write or read more than the official dataset's size. File-system failures while
+//! extracting (disk full, permissions) are [`DataError::Io`] naming the file and the action,
+//! never reported as a bad archive.
 //!
 //! Binary format: records of 1 label byte (CIFAR-100: coarse then fine label byte) followed by
 //! 3072 pixel bytes, the R, G and B planes of a 32x32 image, each row-major. Pixels are
 //! converted to HWC once, at load.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::BufReader;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::download::{Checksum, cache_dir, fetch_to};
@@ -53,7 +59,15 @@ struct Spec {
     label_bytes: usize,
     /// Number of classes of each label byte.
     label_classes: &'static [usize],
+    /// Records of each official training batch file.
+    train_records: u64,
+    /// Records of the official test batch file.
+    test_records: u64,
 }
+
+/// The largest text member (label names, readme) accepted from an archive; the official ones
+/// are under 1 KiB.
+const MAX_TEXT_MEMBER: u64 = 64 << 10;
 
 impl Spec {
     fn record_size(&self) -> usize {
@@ -65,6 +79,32 @@ impl Spec {
             .copied()
             .chain(std::iter::once(self.test_file))
             .chain(self.names_files.iter().map(|(f, _)| *f))
+    }
+
+    /// Checks the size an archive declares for `member` against the official archive's:
+    /// batch files hold a whole, non-zero number of records, at most the official count; text
+    /// files at most [`MAX_TEXT_MEMBER`] bytes. Returns what is wrong.
+    fn check_member_size(&self, member: &str, size: u64) -> Result<(), String> {
+        let record = self.record_size() as u64;
+        let records = if self.train_files.contains(&member) {
+            Some(self.train_records)
+        } else if member == self.test_file {
+            Some(self.test_records)
+        } else {
+            None
+        };
+        match records {
+            Some(max) if size == 0 || size % record != 0 || size > max * record => Err(format!(
+                "declares {size} bytes, but a {} batch file is a whole number of {record}-byte \
+                 records, at most {max} ({} bytes)",
+                self.name,
+                max * record
+            )),
+            None if size > MAX_TEXT_MEMBER => Err(format!(
+                "declares {size} bytes, but the official file is under {MAX_TEXT_MEMBER} bytes"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -84,6 +124,8 @@ const CIFAR10: Spec = Spec {
     optional_members: &["readme.html"],
     label_bytes: 1,
     label_classes: &[10],
+    train_records: 10_000,
+    test_records: 10_000,
 };
 
 const CIFAR100: Spec = Spec {
@@ -99,6 +141,8 @@ const CIFAR100: Spec = Spec {
     optional_members: &[],
     label_bytes: 2,
     label_classes: &[20, 100],
+    train_records: 50_000,
+    test_records: 10_000,
 };
 
 /// One parsed split: HWC pixels and the labels of every label byte.
@@ -523,14 +567,12 @@ fn download_and_extract(spec: &Spec, url: &str, md5: &str, root: &Path) -> Resul
 }
 
 /// Extracts the dataset's members of `archive` into `root/<dir_name>`, atomically: into a
-/// temporary sibling directory first, checked, then renamed.
+/// fresh temporary sibling directory first (random name, created exclusively), checked, then
+/// renamed.
 fn extract(spec: &Spec, archive: &Path, root: &Path) -> Result<(), DataError> {
     let target = root.join(spec.dir_name);
-    let tmp = root.join(format!(".{}.partial-{}", spec.dir_name, std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| DataError::io("removing", &tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| DataError::io("creating", &tmp, e))?;
+    let tmp = crate::fsutil::create_temp_dir_beside(&target, "partial")
+        .map_err(|e| DataError::io("creating a temporary directory beside", &target, e))?;
     let result = unpack_members(spec, archive, &tmp).and_then(|()| check_layout(spec, &tmp));
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
@@ -546,12 +588,30 @@ fn extract(spec: &Spec, archive: &Path, root: &Path) -> Result<(), DataError> {
     Ok(())
 }
 
+/// An error reading the archive: a damaged stream (gzip or tar data) is [`DataError::Archive`],
+/// anything else (permissions, I/O) [`DataError::Io`].
+fn read_error(archive: &Path, context: &str, e: io::Error) -> DataError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
+            DataError::Archive {
+                path: archive.to_path_buf(),
+                reason: if context.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{context}: {e}")
+                },
+            }
+        }
+        _ => DataError::io("reading archive", archive, e),
+    }
+}
+
 fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataError> {
     let bad = |reason: String| DataError::Archive {
         path: archive.to_path_buf(),
         reason,
     };
-    let file = File::open(archive).map_err(|e| DataError::io("reading", archive, e))?;
+    let file = File::open(archive).map_err(|e| DataError::io("reading archive", archive, e))?;
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut tar = tar::Archive::new(gz);
     let wanted: Vec<&str> = spec
@@ -559,12 +619,15 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
         .chain(spec.optional_members.iter().copied())
         .collect();
     let mut found = vec![false; wanted.len()];
-    for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+    for entry in tar.entries().map_err(|e| read_error(archive, "", e))? {
+        let mut entry = entry.map_err(|e| read_error(archive, "", e))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| read_error(archive, "a member's name", e))?
+            .into_owned();
         let mut parts = path
             .components()
             .filter(|c| !matches!(c, std::path::Component::CurDir))
@@ -575,13 +638,22 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
         if dir != spec.dir_name {
             continue;
         }
-        if let Some(i) = wanted.iter().position(|w| *w == name) {
-            let dest = tmp.join(wanted[i]);
-            entry
-                .unpack(&dest)
-                .map_err(|e| bad(format!("extracting {}: {e}", path.display())))?;
-            found[i] = true;
+        let Some(i) = wanted.iter().position(|w| *w == name) else {
+            continue;
+        };
+        let member = format!("{}/{}", spec.dir_name, wanted[i]);
+        if found[i] {
+            return Err(bad(format!(
+                "the member {member} appears twice; the official archive has it once"
+            )));
         }
+        // The size the header declares (PAX size included), checked before anything is written.
+        let size = entry.size();
+        spec.check_member_size(wanted[i], size)
+            .map_err(|why| bad(format!("the member {member} {why}")))?;
+        let dest = tmp.join(wanted[i]);
+        copy_member(&mut entry, size, archive, &member, &dest)?;
+        found[i] = true;
     }
     let required = wanted.len() - spec.optional_members.len();
     if let Some(i) = found[..required].iter().position(|f| !f) {
@@ -590,5 +662,47 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
             member: format!("{}/{}", spec.dir_name, wanted[i]),
         });
     }
+    Ok(())
+}
+
+/// Copies exactly `size` bytes of a member into a new file `dest` (created exclusively): a
+/// member shorter than its header says is a damaged archive; a failed write is an I/O error
+/// naming `dest`.
+fn copy_member(
+    entry: &mut impl Read,
+    size: u64,
+    archive: &Path,
+    member: &str,
+    dest: &Path,
+) -> Result<(), DataError> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| DataError::io("creating", dest, e))?;
+    let mut reader = entry.take(size);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(archive, &format!("extracting {member}"), e)),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| DataError::io("writing", dest, e))?;
+        copied += n as u64;
+    }
+    if copied != size {
+        return Err(DataError::Archive {
+            path: archive.to_path_buf(),
+            reason: format!(
+                "the member {member} declares {size} bytes but the archive ends after {copied}"
+            ),
+        });
+    }
+    out.sync_all()
+        .map_err(|e| DataError::io("writing", dest, e))?;
     Ok(())
 }

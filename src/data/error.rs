@@ -94,7 +94,12 @@ pub enum DataError {
     },
 
     /// A downloaded archive could not be read.
-    #[error("'{}' is not a readable tar.gz archive ({reason}): delete it and download again", path.display())]
+    #[error(
+        "'{}' is not a valid dataset archive ({reason}). It passed its checksum, so the URL and \
+         checksum it was fetched with do not name the official archive: check the mirror URL and \
+         md5 given to download_from (the defaults are the official archive's)",
+        path.display()
+    )]
     Archive {
         /// The archive.
         path: PathBuf,
@@ -104,8 +109,9 @@ pub enum DataError {
 
     /// A downloaded archive lacks a member of the dataset.
     #[error(
-        "the archive '{}' has no member '{member}': it is not the official archive. Delete it and \
-         download again",
+        "the archive '{}' has no member '{member}': it is not the official archive, although it \
+         passed its checksum. Check the mirror URL and md5 given to download_from (the defaults \
+         are the official archive's)",
         path.display()
     )]
     ArchiveMissing {
@@ -128,10 +134,23 @@ pub enum DataError {
         reason: String,
     },
 
+    /// An image file is cut short (Pillow: "image file is truncated").
+    #[error(
+        "image file is truncated: '{}' ({detail}). Download or copy the file again, remove it, \
+         or load the folder with ImageFolderOptions::skip_invalid(true) to skip such files",
+        path.display()
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Where the data stops.
+        detail: String,
+    },
+
     /// An image-folder class directory holds no image.
     #[error(
-        "class folder '{}' ({class}) has no image (.jpg, .jpeg, .png, .bmp, .webp): add images \
-         or remove the folder",
+        "class folder '{}' ({class}) has no loadable image (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, \
+         .tif, .tiff, .webp): add images or remove the folder",
         dir.display()
     )]
     EmptyClass {
@@ -149,6 +168,41 @@ pub enum DataError {
     NoClasses {
         /// The root directory.
         root: PathBuf,
+    },
+
+    /// A dataset has too few images to split into the parts a run needs.
+    #[error(
+        "{what} has {images} image(s), too few to split into {parts} (at least {needed} are \
+         needed, one per part): add images{fix}"
+    )]
+    TooFewToSplit {
+        /// The dataset, in words (e.g. the image folder's path).
+        what: String,
+        /// Its number of images.
+        images: usize,
+        /// The parts, in words ("train / validation / test").
+        parts: &'static str,
+        /// The smallest number of images that can be split.
+        needed: usize,
+        /// Other ways out, starting with ", " (or empty).
+        fix: String,
+    },
+
+    /// The batch size exceeds the dataset while the last partial batch is dropped: an epoch
+    /// would have no batch at all.
+    #[error(
+        "the batch size ({batch_size}) is larger than the {items} images of the {what} and the \
+         last partial batch is dropped, so an epoch has no batch: {fix}"
+    )]
+    BatchLargerThanData {
+        /// Images per batch asked for.
+        batch_size: usize,
+        /// Items in the dataset.
+        items: usize,
+        /// The dataset, in words ("training set").
+        what: &'static str,
+        /// What to do, naming the options.
+        fix: String,
     },
 
     /// Split lengths are inconsistent with the dataset.

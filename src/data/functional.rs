@@ -120,6 +120,11 @@ impl ResizePlan {
         if img.dimensions() != (self.in_w, self.in_h) {
             return ResizePlan::new(img.width(), img.height(), self.out_w, self.out_h).apply(img);
         }
+        if self.out_w == 0 || self.out_h == 0 || self.in_w == 0 || self.in_h == 0 {
+            // Nothing to sample from, or nothing to produce: an empty or black image, never a
+            // panic (the transforms and image folders reject a size of 0 before this).
+            return RgbImage::new(self.out_w, self.out_h);
+        }
         let (in_w, in_h) = (self.in_w as usize, self.in_h as usize);
         let (out_w, out_h) = (self.out_w as usize, self.out_h as usize);
         let src = img.as_raw();

@@ -190,12 +190,27 @@ impl ImageLoader {
         }
     }
 
-    /// Checks the settings and the pipeline against the first item.
+    /// Checks the settings and the pipeline against the first item. Errors: a batch size of 0
+    /// ([`DataError::Config`]), invalid transforms, a non-empty dataset smaller than one batch
+    /// while `drop_last` drops the partial batch ([`DataError::BatchLargerThanData`]: an epoch
+    /// would have no batch), and a first item the pipeline cannot transform.
     pub fn check(&self) -> Result<(), DataError> {
         if self.config.batch_size == 0 {
             return Err(DataError::Config("batch_size must be at least 1".into()));
         }
         self.batcher.pipeline().validate()?;
+        let items = self.dataset.len();
+        if self.config.drop_last && items > 0 && items < self.config.batch_size {
+            return Err(DataError::BatchLargerThanData {
+                batch_size: self.config.batch_size,
+                items,
+                what: "dataset",
+                fix: format!(
+                    "lower LoaderConfig::batch_size to at most {items}, or keep the last partial \
+                     batch (LoaderConfig::drop_last = false)"
+                ),
+            });
+        }
         if !self.dataset.is_empty() {
             let item = self.dataset.get(0).map_err(|e| DataError::Item {
                 index: 0,

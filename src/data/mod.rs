@@ -39,6 +39,7 @@ mod dataset;
 mod error;
 mod folder;
 pub mod functional;
+mod image_file;
 mod loader;
 pub mod rng;
 mod split;
@@ -51,7 +52,10 @@ pub use cifar::{
 };
 pub use dataset::{ImageDataset, ImageItem};
 pub use error::DataError;
-pub use folder::{IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, SkippedFile};
+pub use folder::{
+    IMAGE_EXTENSIONS, IgnoreReason, IgnoredFile, ImageFolder, ImageFolderOptions, SkippedFile,
+};
+pub use image_file::read_image;
 pub use loader::{ImageLoader, LoaderConfig, default_workers};
 pub use split::{Lengths, Subset, random_split};
 pub use transform::{

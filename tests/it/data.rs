@@ -909,3 +909,465 @@ fn loaders_and_datasets_can_be_shared_between_threads() {
     shareable::<Pipeline>();
     shareable::<finetune::data::Subset<finetune::data::ImageItem>>();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs: truncated images, extensions, non-UTF-8 names, sizes, archives (issue 13)
+
+/// A `w x h` image of pseudo-random pixels (so that compressed streams have real scan data).
+fn noisy(w: u32, h: u32, seed: u32) -> RgbImage {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    RgbImage::from_fn(w, h, |x, y| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let n = (state >> 24) as u8;
+        Rgb([n, (x * 7) as u8 ^ n, (y * 5) as u8])
+    })
+}
+
+/// `img` encoded as `format`.
+fn encode(img: &RgbImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn truncated_images_of_every_format_are_errors_never_filled_in() {
+    use image::ImageFormat;
+    let tmp = tempfile::tempdir().unwrap();
+    let img = noisy(40, 30, 1);
+    let mut covered = 0;
+    for (format, ext) in [
+        (ImageFormat::Jpeg, "jpg"),
+        (ImageFormat::Png, "png"),
+        (ImageFormat::WebP, "webp"),
+        (ImageFormat::Tiff, "tif"),
+        (ImageFormat::Bmp, "bmp"),
+        (ImageFormat::Pnm, "ppm"),
+    ] {
+        let bytes = encode(&img, format);
+        let whole = tmp.path().join(format!("whole.{ext}"));
+        std::fs::write(&whole, &bytes).unwrap();
+        let decoded = finetune::data::read_image(&whole).unwrap();
+        assert_eq!(decoded.dimensions(), (40, 30), "{ext}");
+        // Cut anywhere from just after the headers to one byte short.
+        let n = bytes.len();
+        for cut in [n / 3, n / 2, n * 3 / 4, n - 8, n - 2, n - 1] {
+            let path = tmp.path().join(format!("cut{cut}.{ext}"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = finetune::data::read_image(&path)
+                .expect_err(&format!("{ext} cut to {cut} of {n} bytes decoded"));
+            match (&err, format) {
+                // The three formats whose decoders accept some truncations: our check.
+                (DataError::Truncated { path: p, .. }, _) => assert_eq!(p, &path),
+                (
+                    DataError::Decode { path: p, .. },
+                    ImageFormat::Tiff | ImageFormat::Bmp | ImageFormat::Pnm,
+                ) => {
+                    assert_eq!(p, &path)
+                }
+                (other, _) => panic!("{ext} cut to {cut}: unexpected {other:?}"),
+            }
+            if matches!(
+                format,
+                ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP
+            ) {
+                assert!(
+                    err.to_string().contains("image file is truncated"),
+                    "{ext}: {err}"
+                );
+            }
+            assert!(
+                err.to_string().contains(&format!("cut{cut}.{ext}")),
+                "{err}"
+            );
+            covered += 1;
+        }
+    }
+    assert_eq!(covered, 36);
+
+    // A complete JPEG followed by junk still loads (what follows the end marker is not read).
+    let mut jpeg = encode(&img, ImageFormat::Jpeg);
+    jpeg.extend_from_slice(b"trailing bytes");
+    let path = tmp.path().join("trailing.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    assert!(finetune::data::read_image(&path).is_ok());
+}
+
+#[test]
+fn a_truncated_image_in_a_folder_is_named_or_skipped_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for (class, seed) in [("cat", 1), ("dog", 2)] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..2 {
+            noisy(32, 32, seed * 10 + i)
+                .save(root.join(format!("{class}/{i}.jpg")))
+                .unwrap();
+        }
+    }
+    // A JPEG cut inside its scan data: the decoder alone fills the rest with grey.
+    let jpeg = encode(&noisy(32, 32, 99), image::ImageFormat::Jpeg);
+    let broken = root.join("dog/broken_download.jpg");
+    std::fs::write(&broken, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+
+    let err = ImageFolder::open(root).unwrap_err();
+    match &err {
+        DataError::Truncated { path, .. } => assert_eq!(path, &broken),
+        other => panic!("unexpected {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("image file is truncated")
+            && msg.contains("broken_download.jpg")
+            && msg.contains("skip_invalid"),
+        "{msg}"
+    );
+
+    let folder =
+        ImageFolder::open_with(root, ImageFolderOptions::default().skip_invalid(true)).unwrap();
+    assert_eq!(folder.len(), 4);
+    assert_eq!(folder.skipped().len(), 1);
+    assert_eq!(folder.skipped()[0].path, broken);
+    assert!(folder.skipped()[0].reason.contains("truncated"));
+    let summary = folder.load_summary().unwrap();
+    assert!(
+        summary.contains("1 skipped") && summary.contains("broken_download.jpg"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn every_torchvision_extension_loads_in_any_case_and_other_files_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("normal")).unwrap();
+    std::fs::create_dir_all(root.join("tumor")).unwrap();
+    let img = noisy(6, 5, 3);
+    let gray = GrayImage::from_pixel(6, 5, Luma([50]));
+    // torchvision's IMG_EXTENSIONS, in several letter cases.
+    for name in [
+        "a.jpg", "b.JPEG", "c.png", "d.ppm", "e.BMP", "g.tif", "h.TIFF", "i.webp", "j.Jpg",
+    ] {
+        let format = image::ImageFormat::from_path(name.to_lowercase()).unwrap();
+        std::fs::write(root.join("normal").join(name), encode(&img, format)).unwrap();
+    }
+    gray.save(root.join("tumor/f.pgm")).unwrap();
+    gray.save(root.join("tumor/k.PGM")).unwrap();
+    // Not images for ImageFolder: each is listed, none dropped silently.
+    std::fs::write(root.join("tumor/notes.txt"), "notes").unwrap();
+    std::fs::write(root.join("tumor/scan.gif"), "GIF89a").unwrap();
+    std::fs::write(root.join("tumor/.hidden.jpg"), "hidden").unwrap();
+    std::fs::write(root.join("labels.csv"), "file,label").unwrap();
+
+    let folder = ImageFolder::open(root).unwrap();
+    assert_eq!(folder.classes(), ["normal", "tumor"]);
+    assert_eq!(folder.len(), 11);
+    let pgm = folder.get(9).unwrap();
+    assert_eq!((pgm.label, pgm.image.get_pixel(0, 0).0), (1, [50, 50, 50]));
+    let ignored: Vec<(String, finetune::data::IgnoreReason)> = folder
+        .ignored()
+        .iter()
+        .map(|i| {
+            let name = i
+                .path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, i.reason)
+        })
+        .collect();
+    use finetune::data::IgnoreReason::*;
+    assert_eq!(
+        ignored,
+        [
+            ("labels.csv".to_string(), OutsideClassFolder),
+            ("tumor/.hidden.jpg".to_string(), Hidden),
+            ("tumor/notes.txt".to_string(), NotAnImageExtension),
+            ("tumor/scan.gif".to_string(), NotAnImageExtension),
+        ]
+    );
+    let summary = folder.load_summary().unwrap();
+    assert!(
+        summary.contains("2 ignored (not an image extension")
+            && summary.contains("scan.gif")
+            && summary.contains("labels.csv"),
+        "{summary}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_class_folder_named_in_latin1_bytes_loads_like_torchvision() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cafe = root.join(OsStr::from_bytes(b"caf\xe9"));
+    let zeta = root.join(OsStr::from_bytes(b"\xe9t\xe9"));
+    save_rgb(&root.join("dog/0.png"), 3, 3, [1, 1, 1]);
+    save_rgb(&cafe.join(OsStr::from_bytes(b"\xe0.png")), 3, 3, [2, 2, 2]);
+    save_rgb(&zeta.join("0.png"), 3, 3, [3, 3, 3]);
+
+    let folder = ImageFolder::open(root).unwrap();
+    // Python sorts the undecodable bytes as surrogates (0xDCE9), after every ASCII letter.
+    assert_eq!(folder.classes(), ["caf\\xE9", "dog", "\\xE9t\\xE9"]);
+    assert_eq!(folder.paths()[0], cafe.join(OsStr::from_bytes(b"\xe0.png")));
+    assert_eq!(folder.get(0).unwrap().image.get_pixel(0, 0).0, [2, 2, 2]);
+    assert_eq!(folder.get(2).unwrap().label, 2);
+    // The real path reads, however it displays.
+    let one = finetune::data::read_image(&folder.paths()[0]).unwrap();
+    assert_eq!(one.dimensions(), (3, 3));
+}
+
+#[test]
+fn resizing_to_zero_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    save_rgb(&tmp.path().join("cat/0.png"), 4, 4, [9, 9, 9]);
+    for options in [
+        ImageFolderOptions::default().resize(0),
+        ImageFolderOptions::default().resize_to(0, 8),
+        ImageFolderOptions::default().resize_to(8, 0),
+    ] {
+        let err = ImageFolder::open_with(tmp.path(), options).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Transform {
+                    transform: "Resize",
+                    ..
+                }
+            ) && err.to_string().contains("ImageFolderOptions::resize"),
+            "{err}"
+        );
+    }
+    // The pixel function itself returns an empty image instead of indexing out of range.
+    assert_eq!(resize(&noisy(5, 4, 0), 0, 3).dimensions(), (0, 3));
+    assert_eq!(resize(&noisy(5, 4, 0), 3, 0).dimensions(), (3, 0));
+    // A pipeline upsampling to 0 is rejected by the loader's check.
+    let l = ImageLoader::new(
+        Arc::new(tiny_dataset(4)),
+        Pipeline::eval(Normalize::imagenet()).upsample(0),
+        LoaderConfig::eval(2),
+        cpu(),
+    );
+    assert!(matches!(l.check(), Err(DataError::Transform { .. })));
+}
+
+#[test]
+fn a_batch_larger_than_the_data_with_drop_last_names_the_cause_and_fix() {
+    let l = loader(24, LoaderConfig::train(128, 0).with_workers(0));
+    let err = l.check().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::BatchLargerThanData {
+                batch_size: 128,
+                items: 24,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("batch size (128) is larger than the 24 images")
+            && msg.contains("LoaderConfig::batch_size")
+            && msg.contains("drop_last"),
+        "{msg}"
+    );
+    // Keeping the last partial batch, or a batch that fits, is fine.
+    let mut keep = LoaderConfig::train(128, 0).with_workers(0);
+    keep.drop_last = false;
+    loader(24, keep).check().unwrap();
+    loader(24, LoaderConfig::train(24, 0).with_workers(0))
+        .check()
+        .unwrap();
+}
+
+/// `root/<class>/<i>.png` for each class, `per_class` images each.
+fn class_folders(root: &Path, classes: &[&str], per_class: u32) {
+    for (c, class) in classes.iter().enumerate() {
+        for i in 0..per_class {
+            save_rgb(
+                &root.join(format!("{class}/{i}.png")),
+                8,
+                8,
+                [c as u8 * 40, i as u8, 7],
+            );
+        }
+    }
+}
+
+fn tutorial_on(root: &Path, out: &Path) -> finetune::recipe::TutorialOptions {
+    use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice};
+    let mut o = TutorialOptions::new(Mode::FineTune);
+    o.data = DataChoice::ImageFolder(root.to_path_buf());
+    o.weights = WeightsChoice::None;
+    o.device = finetune::DeviceChoice::Flex;
+    o.out = Some(out.to_path_buf());
+    o.epochs = 1;
+    o.image_size = 8;
+    o.workers = Some(1);
+    o
+}
+
+#[test]
+fn the_recipe_refuses_folders_too_small_to_split_and_batches_larger_than_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Two images in all: no train / validation / test split (was a panic in the split).
+    let tiny = tmp.path().join("tiny");
+    class_folders(&tiny, &["cat", "dog"], 1);
+    let err = finetune::recipe::run(&tutorial_on(&tiny, &out)).unwrap_err();
+    match &err {
+        Error::Data(DataError::TooFewToSplit {
+            images: 2,
+            needed: 3,
+            ..
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.to_string().contains("too few to split"), "{err}");
+
+    // train/ and val/ (one class) with one validation image: no validation / test halves.
+    let one_val = tmp.path().join("one_val");
+    class_folders(&one_val.join("train"), &["cat"], 2);
+    class_folders(&one_val.join("val"), &["cat"], 1);
+    let err = finetune::recipe::run(&tutorial_on(&one_val, &out)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Data(DataError::TooFewToSplit {
+                images: 1,
+                needed: 2,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+
+    // 24 images, batch 128, last partial batch dropped: the cause and the fix, not "empty".
+    let few = tmp.path().join("fewer_than_batch");
+    class_folders(&few, &["airplane", "bird", "cat"], 8);
+    let err = finetune::recipe::run(&tutorial_on(&few, &out)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Data(DataError::BatchLargerThanData {
+                batch_size: 128,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("batch size (128) is larger than")
+            && msg.contains("--batch-size")
+            && msg.contains("TutorialOptions::batch_size"),
+        "{msg}"
+    );
+
+    // --image-size 0: a typed error naming the option.
+    let mut zero = tutorial_on(&few, &out);
+    zero.image_size = 0;
+    let err = finetune::recipe::run(&zero).unwrap_err();
+    assert!(
+        matches!(err, Error::Data(DataError::Transform { .. }))
+            && err.to_string().contains("image_size"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written for refused runs");
+}
+
+/// A `cifar-10-binary.tar.gz` whose `member` header declares `declared` bytes while only
+/// `actual` bytes follow (the rest of the stream is the other members of a tiny dataset).
+fn crafted_archive(member: &str, declared: u64, actual: usize) -> Vec<u8> {
+    let src = tempfile::tempdir().unwrap();
+    write_cifar10(src.path(), 2, 2);
+    let mut raw = Vec::new();
+    {
+        let mut tar = tar::Builder::new(&mut raw);
+        for name in ["batches.meta.txt", "test_batch.bin"] {
+            if name != member {
+                tar.append_path_with_name(
+                    src.path().join(name),
+                    format!("cifar-10-batches-bin/{name}"),
+                )
+                .unwrap();
+            }
+        }
+        // Last, so that nothing but the end-of-archive blocks follows its `actual` bytes.
+        let mut header = tar::Header::new_gnu();
+        header
+            .set_path(format!("cifar-10-batches-bin/{member}"))
+            .unwrap();
+        header.set_size(declared);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append(&header, &vec![0u8; actual][..]).unwrap();
+        tar.finish().unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn archive_members_larger_than_cifars_are_refused_before_extraction() {
+    // (member, declared size): a 2.1 GB "tar bomb" batch, one record more than the official
+    // batch, a batch that is not whole records, an empty batch, a 1 MB label-names file.
+    let cases: [(&str, u64); 5] = [
+        ("data_batch_1.bin", 3073 * 700_000),
+        ("data_batch_1.bin", 3073 * 10_001),
+        ("data_batch_1.bin", 3073 * 2 + 1),
+        ("test_batch.bin", 0),
+        ("batches.meta.txt", 1 << 20),
+    ];
+    for (member, declared) in cases {
+        let body = crafted_archive(member, declared, 4096);
+        let server = serve(vec![("/c10.tar.gz", Reply::Body(body.clone()))]);
+        let root = tempfile::tempdir().unwrap();
+        let err = Cifar10::download_from(&server.url("/c10.tar.gz"), &md5_hex(&body), root.path())
+            .unwrap_err();
+        let msg = err.to_string();
+        match data_err(err) {
+            DataError::Archive { reason, .. } => assert!(
+                reason.contains(member) && reason.contains(&format!("declares {declared} bytes")),
+                "{reason}"
+            ),
+            other => panic!("{member} declaring {declared}: unexpected {other:?}"),
+        }
+        // The archive passed its checksum: no advice to delete it.
+        assert!(!msg.contains("delete"), "{msg}");
+        // Nothing but the verified archive is left; no partial directory.
+        assert_eq!(
+            leftovers(root.path(), &["cifar-10-binary.tar.gz"]),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[test]
+fn an_archive_member_shorter_than_its_header_is_a_damaged_archive() {
+    // The header declares two records but the stream ends inside the first.
+    let body = crafted_archive("data_batch_1.bin", 3073 * 2, 1000);
+    let server = serve(vec![("/c10.tar.gz", Reply::Body(body.clone()))]);
+    let root = tempfile::tempdir().unwrap();
+    let err = Cifar10::download_from(&server.url("/c10.tar.gz"), &md5_hex(&body), root.path())
+        .unwrap_err();
+    match data_err(err) {
+        DataError::Archive { reason, .. } => {
+            assert!(
+                reason.contains("data_batch_1.bin") || reason.contains("unexpected end"),
+                "{reason}"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        leftovers(root.path(), &["cifar-10-binary.tar.gz"]),
+        Vec::<String>::new()
+    );
+}
