@@ -136,8 +136,8 @@ pub enum DataError {
 
     /// An image file is cut short (Pillow: "image file is truncated").
     #[error(
-        "image file is truncated: '{}' ({detail}). Download or copy the file again, remove it, \
-         or load the folder with ImageFolderOptions::skip_invalid(true) to skip such files",
+        "image file is truncated: '{}' ({detail}). Download or copy the file again, or remove \
+         it (an ImageFolder skips such files with ImageFolderOptions::skip_invalid(true))",
         path.display()
     )]
     Truncated {
