@@ -52,6 +52,29 @@ pub enum Error {
     #[error(transparent)]
     Viz(#[from] crate::viz::VizError),
 
+    /// A BatchNorm layer that normalises with batch statistics (training mode) would see at most
+    /// one value per channel, where the batch variance is undefined: PyTorch refuses this with
+    /// "Expected more than 1 value per channel when training". Raised by
+    /// [`ResNet::check_training_batch`](crate::ResNet::check_training_batch) before any kernel
+    /// runs.
+    #[error(
+        "{layer}: BatchNorm in training mode would see {values} value(s) per channel (input {input:?} reaches it as {batch} image(s) of {height}x{width}), and PyTorch refuses fewer than 2 (\"Expected more than 1 value per channel when training\"): use a larger batch (at least 2 images) or larger input images"
+    )]
+    BatchNormSingleValue {
+        /// The layer's module path (`layer4.1.bn2`, `layer2.0.downsample.bn`, `bn1`).
+        layer: String,
+        /// The model's input shape `[B, C, H, W]`.
+        input: [usize; 4],
+        /// Images in the batch.
+        batch: usize,
+        /// Height of the layer's input maps.
+        height: usize,
+        /// Width of the layer's input maps.
+        width: usize,
+        /// Values per channel (`batch · height · width`).
+        values: usize,
+    },
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

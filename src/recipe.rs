@@ -20,7 +20,7 @@ use crate::data::{
     Normalize, Pipeline, Subset, random_split,
 };
 use crate::error::{Error, Result};
-use crate::model::{ResNet, ResNetConfig};
+use crate::model::{BnPolicy, ResNet, ResNetConfig};
 use crate::train::{
     Evaluation, History, Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate,
 };
@@ -104,6 +104,11 @@ pub struct TutorialOptions {
     /// Feature extractor only: compute the frozen backbone's features once (the training
     /// transform then has no random flip).
     pub cache_features: bool,
+    /// Feature extractor only: the frozen backbone's BatchNorm policy. `None`: the tutorial's
+    /// [`BnPolicy::TrainMode`] (its backbone has `requires_grad = False` but stays in train
+    /// mode), or [`BnPolicy::Frozen`] with `cache_features` (cached features need fixed
+    /// statistics; asking for both `TrainMode` and `cache_features` is an error).
+    pub bn_policy: Option<BnPolicy>,
     /// Batch-preparation threads (default: all cores).
     pub workers: Option<usize>,
     /// Image folders: the square size images are resized to at load.
@@ -132,6 +137,7 @@ impl TutorialOptions {
             seed: 42,
             upsample: None,
             cache_features: false,
+            bn_policy: None,
             workers: None,
             image_size: 224,
             holdout: 0.1,
@@ -492,6 +498,17 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
             "feature caching needs the feature-extractor mode (a frozen backbone)".into(),
         ));
     }
+    let bn_policy = match (opts.bn_policy, opts.cache_features) {
+        (None, false) => BnPolicy::TrainMode,
+        (None, true) => BnPolicy::Frozen,
+        (Some(BnPolicy::Frozen), _) => BnPolicy::Frozen,
+        (Some(policy), true) => {
+            return Err(Error::InvalidConfig(format!(
+                "feature caching needs BatchNorm policy frozen, not {policy} (bn_policy, --bn): the backbone's statistics would change every batch; drop cache_features (--cache-features) or use the frozen policy"
+            )));
+        }
+        (Some(policy), false) => policy,
+    };
     let device = opts.device.device()?;
     let data = load_data(opts, &say)?;
     let train = limit(data.train.clone(), opts.train_limit);
@@ -501,7 +518,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     let (mut model, normalize, weights) =
         build_model(opts, data.classes.len(), data.is_cifar, &device, &say)?;
     if opts.mode == Mode::FeatureExtractor {
-        model = model.freeze_backbone();
+        model = model.with_bn_policy(bn_policy).freeze_backbone();
     }
 
     let mut train_pipeline = if opts.cache_features {
@@ -542,8 +559,11 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     say(&format!(
         "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | run dir {}",
         match opts.mode {
-            Mode::FineTune => "fine-tuning",
-            Mode::FeatureExtractor => "training the head of (frozen backbone)",
+            Mode::FineTune => "fine-tuning".to_string(),
+            Mode::FeatureExtractor => format!(
+                "training the head of (frozen backbone; BatchNorm policy {bn_policy}, {})",
+                bn_policy.describe()
+            ),
         },
         opts.arch,
         resolved,

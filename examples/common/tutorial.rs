@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use finetune::model::BnPolicy;
 use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
 use finetune::weights::ResNetWeights;
 
@@ -29,6 +30,7 @@ const KNOWN: &[&str] = &[
     "image-size",
     "holdout",
     "cache-features",
+    "bn",
     "help",
 ];
 
@@ -62,7 +64,10 @@ training:
             Mode::FeatureExtractor => "frozen backbone, only the new head trains",
         },
         match mode {
-            Mode::FeatureExtractor => "\n  --cache-features      compute the backbone's features once (no random flip)",
+            Mode::FeatureExtractor => "\n  --cache-features      compute the backbone's features once (no random flip; BatchNorm frozen)
+  --bn train-mode|frozen|trainable   the frozen backbone's BatchNorm: train-mode (default, as the
+                        tutorial: batch statistics, running statistics updated, affine fixed),
+                        frozen (eval mode, all fixed) or trainable (fastai's train_bn)",
             Mode::FineTune => "",
         }
     )
@@ -82,6 +87,14 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
     o.holdout = args.or("holdout", o.holdout)?;
     o.resume = args.flag("resume");
     o.cache_features = args.flag("cache-features");
+    if let Some(bn) = args.get("bn") {
+        if mode != Mode::FeatureExtractor {
+            return Err("--bn applies to the feature extractor (frozen backbone) only".into());
+        }
+        o.bn_policy = Some(BnPolicy::parse(bn).ok_or_else(|| {
+            format!("--bn: '{bn}' is not a BatchNorm policy (train-mode, frozen, trainable)")
+        })?);
+    }
     if let Some(device) = args.get("device") {
         o.device = device.parse().map_err(|e: finetune::Error| e.to_string())?;
     }

@@ -2,7 +2,10 @@
 //! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
 //! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
 
-use super::conv::{batch_norm, batch_norm_add_relu, batch_norm_relu, conv2d};
+use super::conv::{
+    batch_norm, batch_norm_add_relu, batch_norm_relu, conv_output_size, conv2d,
+    uses_batch_statistics,
+};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -44,6 +47,44 @@ pub(crate) fn new_batch_norm(channels: usize, zero_weight: bool, device: &Device
         bn.gamma = Initializer::Zeros.init([channels], device);
     }
     bn
+}
+
+/// Where one BatchNorm layer sits in a forward pass, from
+/// [`ResNet::batch_norm_inputs`](super::ResNet::batch_norm_inputs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchNormInput {
+    /// The layer's module path (`bn1`, `layer4.1.bn2`, `layer2.0.downsample.bn`).
+    pub layer: String,
+    /// Its input shape `[B, C, H, W]`.
+    pub dims: [usize; 4],
+    /// Whether it normalises with batch statistics (training flag on, autodiff device).
+    pub batch_statistics: bool,
+}
+
+impl BatchNormInput {
+    /// Values per channel the layer normalises over: `B·H·W`.
+    pub fn values_per_channel(&self) -> usize {
+        self.dims[0] * self.dims[2] * self.dims[3]
+    }
+}
+
+/// Records `bn`'s input for `conv`'s output on `[B, C, H, W]` input maps; returns that output
+/// shape.
+pub(crate) fn push_conv_bn(
+    out: &mut Vec<BatchNormInput>,
+    layer: String,
+    (conv, bn): (&Conv2d, &BatchNorm),
+    [b, _, h, w]: [usize; 4],
+) -> [usize; 4] {
+    let [ho, wo] = conv_output_size(conv, [h, w]);
+    let dims = [b, conv.weight.lazy_shape()[0], ho, wo];
+    let batch_statistics = uses_batch_statistics(bn, &conv.weight.lazy_device());
+    out.push(BatchNormInput {
+        layer,
+        dims,
+        batch_statistics,
+    });
+    dims
 }
 
 /// The projection shortcut: a strided 1x1 convolution followed by BatchNorm. torchvision names
@@ -118,6 +159,29 @@ impl Block {
                 downsample,
             },
         }
+    }
+
+    /// Appends the input of each of this block's BatchNorm layers for an input of shape
+    /// `dims`, in torchvision's forward order (`{prefix}.bn1`, `bn2`, `bn3`, then
+    /// `downsample.bn`, so that the first layer reported is the one PyTorch would fail at);
+    /// returns the block's output shape.
+    pub(crate) fn batch_norm_inputs(
+        &self,
+        prefix: &str,
+        dims: [usize; 4],
+        out: &mut Vec<BatchNormInput>,
+    ) -> [usize; 4] {
+        let name = |bn: &str| format!("{prefix}.{bn}");
+        let x = push_conv_bn(out, name("bn1"), (&self.conv1, &self.bn1), dims);
+        let x = push_conv_bn(out, name("bn2"), (&self.conv2, &self.bn2), x);
+        let x = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => push_conv_bn(out, name("bn3"), (conv3, bn3), x),
+            _ => x,
+        };
+        if let Some(ds) = &self.downsample {
+            push_conv_bn(out, name("downsample.bn"), (&ds.conv, &ds.bn), dims);
+        }
+        x
     }
 
     /// `relu(branch(x) + shortcut(x))`.

@@ -143,10 +143,23 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
     conv.forward(x)
 }
 
-/// Applies `bn` to `x`, what the models use for every BatchNorm: in training on flex (when
-/// the selected [`ConvImpl`] is `Auto` or `Host`), with host kernels that compute the batch
-/// statistics and the backward pass in one pass each (same semantics as
-/// [`BatchNorm::forward`], running statistics included); elsewhere [`BatchNorm::forward`].
+/// Applies `bn` to `x` `[B, C, H, W]`, what the models use for every BatchNorm, with
+/// PyTorch's `BatchNorm2d` semantics.
+///
+/// In training (a layer whose training flag is on, on an autodiff device) the output is
+/// normalised with the batch mean and the **biased** batch variance, and the running statistics
+/// are updated with the module's momentum from the batch mean and the **unbiased** batch
+/// variance (`n / (n - 1)` times the biased one, `n = B·H·W` values per channel), as
+/// `torch.nn.BatchNorm2d` does. Burn's own [`BatchNorm::forward`] feeds the biased variance to
+/// the running variance (14-33% too small after one step at batch 4-8 on 32x32 images), so it
+/// is only used for inference here. With one value per channel (`n = 1`), where PyTorch refuses
+/// ("Expected more than 1 value per channel when training"), the running variance is left
+/// unchanged; [`ResNet::check_training_batch`](super::ResNet::check_training_batch) turns that
+/// case into an error before any kernel runs.
+///
+/// Kernels: on flex (when the selected [`ConvImpl`] is `Auto` or `Host`) host kernels that
+/// compute the batch statistics and the backward pass in one pass each; elsewhere (ndarray,
+/// wgpu, `Backend`/`Gemm`) Burn's `batch_norm_train` operation.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     batch_norm_with(bn, x, conv_impl())
 }
@@ -157,7 +170,7 @@ pub fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, choice: ConvImpl) -> Tensor
         #[cfg(feature = "flex")]
         return super::host_norm::batch_norm_train(bn, x, None, false);
     }
-    bn.forward(x)
+    batch_norm_backend(bn, x)
 }
 
 /// `relu(batch_norm(bn, x))`, fused into one host operation where [`batch_norm`] uses the host
@@ -187,10 +200,103 @@ pub fn batch_norm_relu_with(
         #[cfg(feature = "flex")]
         return super::host_norm::batch_norm_train(bn, x, residual, true);
     }
-    let out = bn.forward(x);
+    let out = batch_norm_backend(bn, x);
     relu(match residual {
         Some(r) => out + r,
         None => out,
+    })
+}
+
+/// [`batch_norm`] with the backend's own operations: Burn's `batch_norm_train` in training
+/// (followed by PyTorch's running-statistics update), [`BatchNorm::forward`] (running
+/// statistics) otherwise.
+fn batch_norm_backend(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if !uses_batch_statistics(bn, &x.device()) {
+        return bn.forward(x);
+    }
+    let [b, _, h, w] = x.dims();
+    let out = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    update_running_statistics(bn, out.mean, out.variance, b * h * w);
+    out.output
+}
+
+/// Whether `bn` normalises with batch statistics (and updates its running statistics) on
+/// `device`: its training flag is on and the device records gradients, as in Burn's
+/// [`BatchNorm::forward`].
+pub(crate) fn uses_batch_statistics(bn: &BatchNorm, device: &Device) -> bool {
+    bn.training.is_enabled() && device.is_autodiff()
+}
+
+/// PyTorch's running-statistics update after a training-mode forward over `values` values per
+/// channel: `running_mean ← (1 - m)·running_mean + m·mean` and
+/// `running_var ← (1 - m)·running_var + m·var·values/(values - 1)` (the unbiased batch
+/// variance, from the biased `var` that normalised the batch), `m` the module's momentum. With
+/// a single value per channel the unbiased variance is undefined and the running variance is
+/// left unchanged.
+pub(crate) fn update_running_statistics(
+    bn: &BatchNorm,
+    mean: Tensor<1>,
+    biased_var: Tensor<1>,
+    values: usize,
+) {
+    let device = mean.device();
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - m)
+        .add(mean.detach().mul_scalar(m));
+    bn.running_mean.update(running_mean.detach());
+    if values > 1 {
+        let unbiased = biased_var
+            .detach()
+            .mul_scalar(values as f64 / (values - 1) as f64);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_var = running_var.mul_scalar(1.0 - m).add(unbiased.mul_scalar(m));
+        bn.running_var.update(running_var.detach());
+    }
+}
+
+/// `[H, W]` of `conv`'s output for `[H, W]` input maps (0 where the kernel does not fit).
+pub(crate) fn conv_output_size(conv: &Conv2d, hw: [usize; 2]) -> [usize; 2] {
+    window_output_size(
+        hw,
+        (conv.kernel_size, conv.stride, conv.dilation),
+        &conv.padding,
+        false,
+    )
+}
+
+/// `[H, W]` of `pool`'s output for `[H, W]` input maps (0 where the window does not fit).
+pub(crate) fn pool_output_size(pool: &MaxPool2d, hw: [usize; 2]) -> [usize; 2] {
+    window_output_size(
+        hw,
+        (pool.kernel_size, pool.stride, pool.dilation),
+        &pool.padding,
+        pool.ceil_mode,
+    )
+}
+
+/// PyTorch's output size of a sliding window: `⌊(H + pads - d·(k - 1) - 1) / s⌋ + 1`
+/// (`⌈·⌉` with `ceil_mode`); `⌈H / s⌉` for "same" padding.
+fn window_output_size(
+    hw: [usize; 2],
+    (kernel, stride, dilation): ([usize; 2], [usize; 2], [usize; 2]),
+    padding: &PaddingConfig2d,
+    ceil_mode: bool,
+) -> [usize; 2] {
+    let pads = explicit_padding(padding);
+    std::array::from_fn(|i| {
+        let s = stride[i].max(1);
+        let Some(p) = pads else {
+            return hw[i].div_ceil(s);
+        };
+        let padded = hw[i] + p[i] + p[i + 2];
+        let span = dilation[i] * kernel[i].saturating_sub(1) + 1;
+        match padded.checked_sub(span) {
+            Some(room) if ceil_mode => room.div_ceil(s) + 1,
+            Some(room) => room / s + 1,
+            None => 0,
+        }
     })
 }
 

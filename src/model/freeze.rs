@@ -1,13 +1,15 @@
 //! Freezing, in fastai's vocabulary (`freeze`, `freeze_to`, `unfreeze`, `train_bn`), built on
 //! Burn's own [`Module::freeze_group`] / [`Module::unfreeze_group`] and [`ParamGroup`]: a frozen
-//! parameter has `require_grad = false` and a frozen BatchNorm's training flag is off, so it
-//! normalises with its running statistics and never updates them.
+//! parameter has `require_grad = false` and, under [`BnPolicy::Frozen`], a frozen BatchNorm's
+//! training flag is off, so it normalises with its running statistics and never updates them.
 //!
 //! The BatchNorm policy for frozen stages is explicit ([`BnPolicy`]); the default is
-//! [`BnPolicy::Frozen`] (running statistics and affine parameters fixed, as a "fixed feature
-//! extractor" expects) and never changes silently.
+//! [`BnPolicy::Frozen`] (running statistics and affine parameters fixed, PyTorch's eval mode)
+//! and never changes silently. [`BnPolicy::TrainMode`] is what PyTorch's transfer-learning
+//! tutorial ("ConvNet as fixed feature extractor") does: `requires_grad = False` on the
+//! backbone with the model left in train mode; [`BnPolicy::Trainable`] is fastai's `train_bn`.
 
-use burn::module::{Module, ParamGroup};
+use burn::module::{Flag, Module, ModuleMapper, Param, ParamGroup};
 use serde::{Deserialize, Serialize};
 
 use super::ResNet;
@@ -92,16 +94,72 @@ impl std::fmt::Display for Stage {
     }
 }
 
-/// What happens to the BatchNorm layers inside frozen stages.
+/// What happens to the BatchNorm layers inside frozen stages. In every policy the frozen
+/// stages' convolutions are fixed and no gradient flows through them.
+///
+/// | policy | normalises with | running statistics | affine (γ, β) | PyTorch equivalent |
+/// |---|---|---|---|---|
+/// | [`Frozen`](Self::Frozen) | running statistics | fixed | fixed | `requires_grad=False` + `.eval()` |
+/// | [`TrainMode`](Self::TrainMode) | batch statistics | updated | fixed | `requires_grad=False`, module left in `.train()` |
+/// | [`Trainable`](Self::Trainable) | batch statistics | updated | trained | fastai's `train_bn` |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BnPolicy {
     /// Frozen like everything else: affine parameters fixed, running statistics used and never
-    /// updated. The default.
+    /// updated (PyTorch's eval mode). The default.
     #[default]
     Frozen,
     /// fastai's `train_bn`: BatchNorm affine parameters stay trainable and the layers keep
     /// normalising with batch statistics (and updating their running statistics) in training.
     Trainable,
+    /// BatchNorm left in training mode with its affine parameters frozen, what PyTorch's
+    /// transfer-learning tutorial's fixed feature extractor does (it sets
+    /// `requires_grad = False` on the backbone but never calls `.eval()` on it): in training
+    /// the layers normalise with batch statistics and keep updating their running statistics
+    /// on the new data; `γ` and `β` get no gradient and stay bitwise fixed, and no gradient
+    /// flows through the backbone. Evaluation uses the updated running statistics. Backbone
+    /// features change as the statistics move, so they cannot be cached
+    /// ([`Learner::cache_features`](crate::train::Learner::cache_features) refuses this policy).
+    TrainMode,
+}
+
+impl BnPolicy {
+    /// Command-line name: `frozen`, `trainable`, `train-mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BnPolicy::Frozen => "frozen",
+            BnPolicy::Trainable => "trainable",
+            BnPolicy::TrainMode => "train-mode",
+        }
+    }
+
+    /// Parses [`name`](Self::name) (case-insensitive; `_` for `-` accepted).
+    pub fn parse(name: &str) -> Option<BnPolicy> {
+        match name.to_ascii_lowercase().replace('_', "-").as_str() {
+            "frozen" | "eval" => Some(BnPolicy::Frozen),
+            "trainable" | "train-bn" => Some(BnPolicy::Trainable),
+            "train-mode" | "train" => Some(BnPolicy::TrainMode),
+            _ => None,
+        }
+    }
+
+    /// What the policy does, in a few words (for a run's first line).
+    pub fn describe(self) -> &'static str {
+        match self {
+            BnPolicy::Frozen => "eval mode: running statistics and affine parameters fixed",
+            BnPolicy::Trainable => {
+                "trainable: batch statistics, running statistics updated, affine parameters trained"
+            }
+            BnPolicy::TrainMode => {
+                "train mode: batch statistics, running statistics updated, affine parameters fixed"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BnPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The freeze specification applied to a model.
@@ -158,6 +216,32 @@ fn batch_norms_group(last: Stage) -> ParamGroup {
     group_from_regex(&format!(r"^(({alternatives})\.(.*\.)?(bn\d*)|bn\d+)(\.|$)"))
 }
 
+/// Turns the training flags of `group` on, leaving gradient requirements as they are (Burn's
+/// `unfreeze_group` would also make the matched tensors require gradients).
+struct EnableTrainingFlags {
+    path: Vec<String>,
+    group: ParamGroup,
+}
+
+impl ModuleMapper for EnableTrainingFlags {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
+        let path = self.path.join(".");
+        if self.group.matches(&flag.id, Some(&path)) {
+            flag.with_value(true)
+        } else {
+            flag
+        }
+    }
+}
+
 fn group_from_regex(pattern: &str) -> ParamGroup {
     match ParamGroup::from_regex(pattern) {
         Ok(group) => group,
@@ -168,14 +252,21 @@ fn group_from_regex(pattern: &str) -> ParamGroup {
 
 impl ResNet {
     /// Applies `state` from scratch: everything is unfrozen, then the frozen stages are frozen
-    /// with Burn's `freeze_group`, then (for [`BnPolicy::Trainable`]) their BatchNorms are
-    /// unfrozen again.
+    /// with Burn's `freeze_group`, then their BatchNorms are unfrozen again
+    /// ([`BnPolicy::Trainable`]) or only put back in training mode ([`BnPolicy::TrainMode`]).
     pub(crate) fn apply_freeze(self, state: FreezeState) -> Self {
         let mut model = Module::unfreeze(self);
         if let Some(last) = state.frozen_through {
             model = model.freeze_group(stages_group(last));
-            if state.bn == BnPolicy::Trainable {
-                model = model.unfreeze_group(batch_norms_group(last));
+            match state.bn {
+                BnPolicy::Frozen => {}
+                BnPolicy::Trainable => model = model.unfreeze_group(batch_norms_group(last)),
+                BnPolicy::TrainMode => {
+                    model = model.map(&mut EnableTrainingFlags {
+                        path: Vec::new(),
+                        group: batch_norms_group(last),
+                    })
+                }
             }
         }
         model.freeze = state;

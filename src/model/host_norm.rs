@@ -7,8 +7,9 @@
 //! Why: Burn 0.22's generic `batch_norm_train` (flex does not override it) transposes the
 //! activation to channels-first twice in the forward pass and twice more in the backward pass,
 //! and runs a dozen separate element-wise operations; on a fine-tuning step that cost as much as
-//! the convolutions' arithmetic. The semantics are Burn's [`BatchNorm`] exactly: biased batch
-//! variance for normalisation and for the running-statistics update, the same momentum rule.
+//! the convolutions' arithmetic. The semantics are PyTorch's `BatchNorm2d`: the biased batch
+//! variance normalises, and the running variance is updated with the unbiased one
+//! (`n / (n - 1)`, `n = B·H·W`; see [`super::conv::update_running_statistics`]).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -477,8 +478,9 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
     }
 }
 
-/// Burn's [`BatchNorm`] training forward pass (batch statistics, running statistics updated
-/// with the module's momentum) computed by the host kernels, optionally followed by
+/// The training forward pass of [`BatchNorm`] (batch statistics; running statistics updated
+/// with the module's momentum and the unbiased batch variance, as PyTorch) computed by the
+/// host kernels, optionally followed by
 /// `relu(· + residual)` or `relu(·)`; `x` must be an f32 tensor on the flex autodiff device.
 pub(crate) fn batch_norm_train(
     bn: &BatchNorm,
@@ -486,7 +488,7 @@ pub(crate) fn batch_norm_train(
     residual: Option<Tensor<4>>,
     relu: bool,
 ) -> Tensor<4> {
-    let device = x.device();
+    let [b, _, h, w] = x.dims();
     let (gamma, beta) = (
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
@@ -511,16 +513,7 @@ pub(crate) fn batch_norm_train(
         Tensor::<1>::from_dispatch(mean),
         Tensor::<1>::from_dispatch(var),
     );
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
-    let running_mean = running_mean
-        .mul_scalar(1.0 - bn.momentum)
-        .add(mean.detach().mul_scalar(bn.momentum));
-    let running_var = running_var
-        .mul_scalar(1.0 - bn.momentum)
-        .add(var.detach().mul_scalar(bn.momentum));
-    bn.running_mean.update(running_mean.detach());
-    bn.running_var.update(running_var.detach());
+    super::conv::update_running_statistics(bn, mean, var, b * h * w);
     Tensor::from_dispatch(out)
 }
 

@@ -20,7 +20,7 @@ mod io;
 mod resnet;
 mod summary;
 
-pub use block::{Block, Downsample};
+pub use block::{BatchNormInput, Block, Downsample};
 pub use config::{BlockKind, ResNetConfig, Stem};
 pub use conv::{
     ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_add_relu, batch_norm_relu,

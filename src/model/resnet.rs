@@ -3,13 +3,13 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
-use super::conv::{batch_norm_relu, conv2d, max_pool2d};
+use super::conv::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::block::{Block, conv, new_batch_norm};
+use super::block::{BatchNormInput, Block, conv, new_batch_norm, push_conv_bn};
 use super::config::{ResNetConfig, Stem};
 use super::freeze::FreezeState;
 use crate::error::{Error, Result};
@@ -125,6 +125,61 @@ impl ResNet {
     /// The device the model's parameters live on.
     pub fn device(&self) -> Device {
         self.fc.weight.lazy_device()
+    }
+
+    /// The input of every BatchNorm layer, in forward order, for images of shape `images`
+    /// `[B, C, H, W]` (computed from the shapes alone: nothing runs), with whether each
+    /// normalises with batch statistics in this model's forward pass (its training flag is on
+    /// and the model is on an autodiff device).
+    pub fn batch_norm_inputs(&self, images: [usize; 4]) -> Vec<BatchNormInput> {
+        let mut out = Vec::new();
+        let mut x = push_conv_bn(&mut out, "bn1".into(), (&self.conv1, &self.bn1), images);
+        if let Some(pool) = &self.maxpool {
+            let [h, w] = pool_output_size(pool, [x[2], x[3]]);
+            x = [x[0], x[1], h, w];
+        }
+        let stages = [
+            ("layer1", &self.layer1),
+            ("layer2", &self.layer2),
+            ("layer3", &self.layer3),
+            ("layer4", &self.layer4),
+        ];
+        for (name, stage) in stages {
+            for (i, block) in stage.iter().enumerate() {
+                x = block.batch_norm_inputs(&format!("{name}.{i}"), x, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Checks, before any kernel runs, that a forward pass over a batch of shape `images`
+    /// `[B, C, H, W]` gives every BatchNorm layer that normalises with batch statistics more
+    /// than one value per channel (`B·H·W > 1` at that layer), as PyTorch requires in training
+    /// mode. The [`Learner`](crate::train::Learner) calls it for every training batch; call it
+    /// yourself before [`forward`](Self::forward) in a custom training loop. Layers in eval
+    /// mode (frozen with [`BnPolicy::Frozen`](super::BnPolicy::Frozen), or a model on a device
+    /// without autodiff) use their running statistics and always pass.
+    ///
+    /// # Errors
+    /// [`Error::BatchNormSingleValue`] naming the first such layer in forward order (e.g.
+    /// `layer4.1.bn2` for one 32x32 image through an ImageNet-stem ResNet, whose last stage
+    /// has 1x1 maps), with the fix: a larger batch or larger images.
+    pub fn check_training_batch(&self, images: [usize; 4]) -> Result<()> {
+        let bad = self
+            .batch_norm_inputs(images)
+            .into_iter()
+            .find(|bn| bn.batch_statistics && bn.values_per_channel() <= 1);
+        match bad {
+            None => Ok(()),
+            Some(bn) => Err(Error::BatchNormSingleValue {
+                values: bn.values_per_channel(),
+                layer: bn.layer,
+                input: images,
+                batch: bn.dims[0],
+                height: bn.dims[2],
+                width: bn.dims[3],
+            }),
+        }
     }
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.

@@ -126,7 +126,9 @@ impl Learner {
     }
 
     /// Compute the frozen backbone's features once and train the head on them. Requires a
-    /// backbone frozen with [`BnPolicy::Frozen`] and a deterministic training source.
+    /// backbone frozen with [`BnPolicy::Frozen`] and a deterministic training source;
+    /// [`fit`](Self::fit) returns [`TrainError::Config`] otherwise (under
+    /// [`BnPolicy::TrainMode`] the backbone's features change with its running statistics).
     pub fn cache_features(mut self, cache: bool) -> Self {
         self.cache_features = cache;
         self
@@ -248,9 +250,10 @@ impl Learner {
         let mut model = model.fork(&autodiff).train();
         let cached = if self.cache_features {
             if !head_only {
-                return Err(TrainError::Config(
-                    "feature caching needs a frozen backbone with frozen BatchNorm (freeze_backbone() with BnPolicy::Frozen)".into(),
-                ));
+                return Err(TrainError::Config(format!(
+                    "feature caching needs a frozen backbone with frozen BatchNorm (freeze_backbone() with BnPolicy::Frozen; this model has {}): under BnPolicy::TrainMode or Trainable the backbone's BatchNorm statistics change every batch, so its features cannot be computed once (turn cache_features off, or use with_bn_policy(BnPolicy::Frozen))",
+                    describe_freeze(freeze)
+                )));
             }
             if !train.is_deterministic() {
                 return Err(TrainError::Config(
@@ -316,6 +319,12 @@ impl Learner {
                 } else if let Some(backbone) = &backbone {
                     model.forward_head(backbone.forward_features(images))
                 } else {
+                    // BatchNorm layers normalising with batch statistics need more than one
+                    // value per channel (PyTorch: "Expected more than 1 value per channel when
+                    // training"); checked from the shape before any kernel runs.
+                    model
+                        .check_training_batch(images.dims())
+                        .map_err(TrainError::model)?;
                     model.forward(images)
                 };
                 let loss = loss_fn.forward(logits.clone(), targets.clone());
@@ -487,6 +496,14 @@ impl Progress {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The freeze state in words, for errors.
+fn describe_freeze(freeze: crate::model::FreezeState) -> String {
+    match freeze.frozen_through {
+        None => "nothing frozen".into(),
+        Some(stage) => format!("frozen through {stage}, BatchNorm {}", freeze.bn),
     }
 }
 

@@ -75,6 +75,92 @@ fn trainable_bn_policy_trains_batch_norms_but_not_convolutions() {
 }
 
 #[test]
+fn train_mode_bn_policy_updates_running_statistics_but_nothing_else_in_the_backbone() {
+    let model = tiny18(5)
+        .init(&cpu())
+        .with_bn_policy(BnPolicy::TrainMode)
+        .freeze_backbone();
+    assert_eq!(model.freeze_state().bn, BnPolicy::TrainMode);
+    // Affine parameters are not trainable; only the head is.
+    let summary = model.param_summary();
+    assert_eq!(summary.stage(Stage::Layer4).trainable, 0);
+    let mut with_grads = params_with_gradients(&model);
+    with_grads.sort();
+    assert_eq!(
+        with_grads,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
+    let before = snapshot(&model);
+    let trained = train_steps(model.clone(), 3);
+    let moved = changed(&before, &snapshot(&trained));
+    for (path, _) in &before {
+        let running = path.ends_with(".running_mean") || path.ends_with(".running_var");
+        // The head trains, every BatchNorm's running statistics follow the new data, and the
+        // backbone's weights (BatchNorm gamma and beta included) stay bitwise fixed.
+        assert_eq!(
+            moved.contains(path),
+            running || path.starts_with("fc."),
+            "{path}: changed = {}",
+            moved.contains(path)
+        );
+    }
+    // The policy survives valid()/train() and no graph goes through the backbone.
+    assert_eq!(trained.freeze_state(), model.freeze_state());
+    let device = cpu().autodiff();
+    let features = trained
+        .fork(&device)
+        .train()
+        .forward_features(images(2, 32, &device));
+    assert!(!features.is_tracked());
+}
+
+#[test]
+fn train_mode_bn_policy_trains_through_the_learner_and_refuses_cached_features() {
+    use finetune::train::{Learner, LearnerConfig, TensorSource, TrainError};
+    let device = cpu();
+    let model = tiny18(5)
+        .init(&device)
+        .with_bn_policy(BnPolicy::TrainMode)
+        .freeze_backbone();
+    let labels: Vec<usize> = (0..16).map(|i| i % 5).collect();
+    let train = TensorSource::new(images(16, 32, &device), &labels, 8);
+    let val = TensorSource::new(images(8, 32, &device), &labels[..8], 8);
+    let learner = Learner::new(LearnerConfig::default().with_epochs(1).with_lr(0.05)).quiet(true);
+
+    let err = learner
+        .clone()
+        .cache_features(true)
+        .fit(model.clone(), &train, &val)
+        .unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("TrainMode"), "{message}");
+    assert!(message.contains("cache_features"), "{message}");
+
+    let before = snapshot(&model);
+    let outcome = learner.fit(model, &train, &val).unwrap();
+    let moved = changed(&before, &snapshot(&outcome.model));
+    assert!(moved.contains(&"fc.weight".to_string()), "{moved:?}");
+    assert!(moved.contains(&"layer4.1.bn2.running_var".to_string()));
+    assert!(moved.contains(&"bn1.running_mean".to_string()));
+    let weights_moved: Vec<_> = moved
+        .iter()
+        .filter(|p| !p.starts_with("fc.") && !p.contains(".running_"))
+        .collect();
+    assert!(weights_moved.is_empty(), "{weights_moved:?}");
+}
+
+#[test]
+fn bn_policies_have_names() {
+    for policy in [BnPolicy::Frozen, BnPolicy::Trainable, BnPolicy::TrainMode] {
+        assert_eq!(BnPolicy::parse(policy.name()), Some(policy));
+        assert!(!policy.describe().is_empty());
+    }
+    assert_eq!(BnPolicy::parse("train_mode"), Some(BnPolicy::TrainMode));
+    assert_eq!(BnPolicy::parse("sometimes"), None);
+}
+
+#[test]
 fn freeze_to_a_stage_freezes_exactly_the_stages_before_it() {
     let model = tiny18(5).init(&cpu()).freeze_to(Stage::Layer2);
     let before = snapshot(&model);

@@ -1,5 +1,6 @@
 //! The integration tests, in one binary (one link step) with a module per area.
 
+mod batchnorm;
 mod common;
 mod data;
 mod devices;
