@@ -46,6 +46,40 @@ pub enum WeightsError {
         found: String,
     },
 
+    /// The checkpoint's pickle names a global that `torch.load(weights_only=True)` refuses
+    /// (anything but PyTorch's tensor-rebuilding allow-list, see [`crate::weights::pickle`]):
+    /// a pickled `nn.Module`, an optimizer or any other object, or a call such as `os.system`.
+    /// Nothing from the file was run.
+    #[error("'{}' was refused: its pickle names {globals}, which `torch.load(weights_only=True)` refuses too (only tensor-rebuilding globals are allowed; nothing from the file was run). If you trust the file, {RESAVE_HINT}", path.display())]
+    UnsafePickle {
+        /// The file.
+        path: PathBuf,
+        /// The refused globals (`module.name`), at most 10 then "and N more".
+        globals: String,
+    },
+
+    /// Several state_dicts (or several wrapper prefixes) could be the weights.
+    #[error("'{}' holds several state_dicts: {candidates}; choose one with `LoadOptions::key(\"{first}\")` (`--weights-key {first}` in the examples)", path.display())]
+    AmbiguousStateDict {
+        /// The file.
+        path: PathBuf,
+        /// The candidate keys, at most 10 then "and N more".
+        candidates: String,
+        /// The first candidate, for the hint.
+        first: String,
+    },
+
+    /// `LoadOptions::key` names no state_dict of the file.
+    #[error("'{}' has no ResNet state_dict under '{key}'; candidates: {candidates} (`LoadOptions::key`, `--weights-key`)", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key asked for.
+        key: String,
+        /// The keys that hold a state_dict, or the top-level keys when none does.
+        candidates: String,
+    },
+
     /// The file is damaged or truncated.
     #[error("'{}' is not a readable {format} file ({reason}); it may be truncated or corrupt: download or export it again", path.display())]
     Corrupt {

@@ -3,10 +3,18 @@
 //! burn-store's `PytorchStore` and `SafetensorsStore` with its `PyTorchToBurnAdapter`. Key
 //! names are mapped only by [`keymap`].
 //!
-//! A `.pth` may hold a bare state_dict, a checkpoint dict with the state_dict under one key
-//! (`state_dict`, `model`, ...: found automatically), or a whole pickled `nn.Module`
-//! (`torch.save(model)`), which burn-store's reader reads as the module's `state_dict()` without
-//! running any Python code; any other pickled object is refused with how to re-save it.
+//! A `.pth` is first checked against PyTorch's `torch.load(weights_only=True)` allow-list
+//! ([`pickle`](super::pickle)): a pickle naming any other global (a whole pickled `nn.Module`,
+//! `os.system`, ...) is refused with [`WeightsError::UnsafePickle`], naming it. It may hold a
+//! bare state_dict or a checkpoint dict with the state_dict under a key (`state_dict`, `model`,
+//! nested keys too: found automatically and reported in [`LoadReport::key`]). Several
+//! state_dicts (`{"model": .., "ema": ..}`) are [`WeightsError::AmbiguousStateDict`], naming the
+//! candidates: pick one with [`LoadOptions::key`]. A wrapper prefix on every key (`module.` from
+//! `nn.DataParallel`/DDP, Lightning's `model.` under `state_dict`, `torch.compile`'s
+//! `_orig_mod.`, in `.safetensors` files too) is stripped when it is the only way the keys name
+//! a ResNet, and reported in [`LoadReport::stripped_prefix`]. A state_dict is recognised by its
+//! `conv1.weight` and `layer1.0.conv1.weight`. Every other entry of the file (`epoch`, an
+//! optimizer's state, strings) is listed in [`LoadReport::other_entries`].
 //!
 //! Loading is strict by default, like PyTorch's `load_state_dict(strict=True)`: every tensor of
 //! the model must come from the file with the right shape, and the file may hold nothing else
@@ -36,13 +44,14 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningS
 use burn::nn::BatchNorm;
 use burn::store::pytorch_reader::{PickleValue, PytorchError, PytorchReader};
 use burn::store::{
-    ApplyResult, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter, PytorchStore,
-    PytorchStoreError, SafetensorsStore,
+    ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter,
+    PytorchStore, PytorchStoreError, SafetensorsStore, SafetensorsStoreError,
 };
 use burn::tensor::{Device, FloatDType, Tensor};
 
 use super::error::WeightsError;
 use super::keymap::{self, IGNORED_SUFFIX};
+use super::pickle::{self, ScanError, short_list};
 use super::report::{LoadMismatch, LoadReport};
 use crate::error::Result;
 use crate::model::{BlockKind, ResNet, ResNetConfig, Stem};
@@ -69,7 +78,7 @@ impl fmt::Display for WeightsFormat {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     backbone_only: bool,
-    top_level_key: Option<String>,
+    key: Option<String>,
 }
 
 impl LoadOptions {
@@ -84,16 +93,28 @@ impl LoadOptions {
     pub fn backbone_only() -> Self {
         LoadOptions {
             backbone_only: true,
-            top_level_key: None,
+            key: None,
         }
     }
 
-    /// Reads the state_dict under this top-level key of a `.pth` checkpoint (for example
-    /// `"state_dict"` or `"model"`). Without it, a file whose root is not a state_dict is
-    /// searched for one under a single top-level key automatically.
-    pub fn with_top_level_key(mut self, key: impl Into<String>) -> Self {
-        self.top_level_key = Some(key.into());
+    /// Reads the state_dict under this key of a checkpoint (`"model"`, `"ema"`,
+    /// `"state_dict"`; dotted for nested keys or a prefix inside one dict:
+    /// `"state_dict.model_ema"`), as the candidates of
+    /// [`WeightsError::AmbiguousStateDict`] name them. Without it, the one state_dict of the
+    /// file is found wherever it is, and several are an error.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
+    }
+
+    /// The same as [`key`](Self::key).
+    pub fn with_top_level_key(self, key: impl Into<String>) -> Self {
+        self.key(key)
+    }
+
+    /// The key given with [`key`](Self::key), if any.
+    pub fn state_dict_key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     /// Whether only the backbone is loaded.
@@ -112,7 +133,10 @@ enum Store {
 pub struct WeightsFile {
     path: PathBuf,
     format: WeightsFormat,
-    top_level_key: Option<String>,
+    /// The key asked for, to reopen the file the same way.
+    requested_key: Option<String>,
+    /// Where the state_dict was found and what was stripped.
+    selection: Selection,
     /// File keys after [`keymap::remapper`], with their shapes as stored.
     tensors: BTreeMap<String, Vec<usize>>,
     store: Option<Store>,
@@ -123,7 +147,7 @@ impl fmt::Debug for WeightsFile {
         f.debug_struct("WeightsFile")
             .field("path", &self.path)
             .field("format", &self.format)
-            .field("top_level_key", &self.top_level_key)
+            .field("selection", &self.selection)
             .field("tensors", &self.tensors.len())
             .finish()
     }
@@ -189,7 +213,7 @@ impl WeightsFile {
         Self::open_with(path, &LoadOptions::default())
     }
 
-    /// [`open`](Self::open) with an explicit top-level key from `options`.
+    /// [`open`](Self::open) with the state_dict chosen by `options` ([`LoadOptions::key`]).
     pub fn open_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         if !path.is_file() {
@@ -200,98 +224,126 @@ impl WeightsFile {
         }
         let format = sniff(path)?;
         let file = match format {
-            WeightsFormat::Safetensors => Self::open_safetensors(path)?,
-            WeightsFormat::Pytorch => {
-                let file = Self::open_pytorch(path, options.top_level_key.as_deref())?;
-                match (&options.top_level_key, file.wrapped_state_dict()) {
-                    (None, Some(key)) => Self::open_pytorch(path, Some(&key))?,
-                    _ => file,
-                }
-            }
+            WeightsFormat::Safetensors => Self::open_safetensors(path, options)?,
+            WeightsFormat::Pytorch => Self::open_pytorch(path, options)?,
         };
         if !file.tensors.contains_key("conv1.weight") {
-            let mut tops: Vec<&str> = file
+            let tops: Vec<String> = file
                 .tensors
                 .keys()
-                .map(|k| k.split('.').next().unwrap_or(k))
+                .map(|k| k.split('.').next().unwrap_or(k).to_string())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            if tops.is_empty() {
-                tops.push("none");
-            }
-            tops.truncate(10);
             return Err(WeightsError::NotAResNet {
                 path: path.to_path_buf(),
-                keys: tops.join(", "),
+                keys: if tops.is_empty() {
+                    "none".into()
+                } else {
+                    short_list(&tops, 10)
+                },
             }
             .into());
         }
         Ok(file)
     }
 
-    fn open_pytorch(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightsError> {
+    fn open_pytorch(path: &Path, options: &LoadOptions) -> Result<Self, WeightsError> {
+        // What `torch.load(weights_only=True)` refuses, refused before anything else is read.
+        match pickle::scan_file(path) {
+            Ok(refused) if !refused.0.is_empty() => {
+                let globals: Vec<String> = refused.0.iter().map(|g| format!("`{g}`")).collect();
+                return Err(WeightsError::UnsafePickle {
+                    path: path.to_path_buf(),
+                    globals: short_list(&globals, 10),
+                });
+            }
+            Ok(_) => {}
+            Err(ScanError::Io(source)) => {
+                return Err(WeightsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+            Err(ScanError::Corrupt(reason)) => {
+                return Err(WeightsError::Corrupt {
+                    path: path.to_path_buf(),
+                    format: "PyTorch checkpoint",
+                    reason,
+                });
+            }
+        }
+        let root =
+            PytorchReader::read_pickle_data(path, None).map_err(|e| reader_error(path, e))?;
+        if let Some(found) = python_type(&root) {
+            return Err(WeightsError::NotAStateDict {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        let mut keys = BTreeSet::new();
+        flatten_tensors(&root, String::new(), 0, &mut keys);
+        let top_keys = match &root {
+            PickleValue::Dict(map) => map.keys().cloned().collect::<BTreeSet<_>>(),
+            _ => BTreeSet::new(),
+        };
+        let prefix = choose_prefix(path, &keys, options.key.as_deref(), &top_keys)?;
+        let nested = nested_candidates(&keys, &prefix);
+        let selection = Selection::in_tree(&root, prefix, nested);
         let mut store = PytorchStore::from_file(path)
-            .remap(keymap::remapper())
+            .remap(remapper_for(path, &selection.prefix)?)
             .map_indices_contiguous(false)
             .validate(false)
             .allow_partial(true);
-        if let Some(key) = top_level_key {
-            store = store.with_top_level_key(key);
-        }
         let tensors = match store.get_all_tensors() {
-            Ok(map) => map
-                .iter()
-                .map(|(k, t)| (k.clone(), t.shape.to_vec()))
-                .collect(),
+            Ok(map) => selection.inside(map.iter().map(|(k, t)| (k, t.shape.to_vec()))),
             Err(e) => return Err(diagnose_pytorch(path, e)),
         };
         Ok(WeightsFile {
             path: path.to_path_buf(),
             format: WeightsFormat::Pytorch,
-            top_level_key: top_level_key.map(str::to_string),
+            requested_key: options.key.clone(),
+            selection,
             tensors,
             store: Some(Store::Pytorch(store)),
         })
     }
 
-    fn open_safetensors(path: &Path) -> Result<Self, WeightsError> {
+    fn open_safetensors(path: &Path, options: &LoadOptions) -> Result<Self, WeightsError> {
+        let corrupt = |e: SafetensorsStoreError| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            format: "safetensors",
+            reason: clip(&e.to_string()),
+        };
+        let keys: BTreeSet<String> = SafetensorsStore::from_file(path)
+            .get_all_tensors()
+            .map_err(corrupt)?
+            .keys()
+            .cloned()
+            .collect();
+        let prefix = choose_prefix(path, &keys, options.key.as_deref(), &BTreeSet::new())?;
+        let nested = nested_candidates(&keys, &prefix);
+        let selection = Selection::flat(&keys, prefix, nested);
         let mut store = SafetensorsStore::from_file(path)
-            .remap(keymap::remapper())
+            .remap(remapper_for(path, &selection.prefix)?)
             .with_from_adapter(PyTorchToBurnAdapter)
             .map_indices_contiguous(false)
             .validate(false)
             .allow_partial(true);
-        let tensors = match store.get_all_tensors() {
-            Ok(map) => map
+        let tensors = selection.inside(
+            store
+                .get_all_tensors()
+                .map_err(corrupt)?
                 .iter()
-                .map(|(k, t)| (k.clone(), t.shape.to_vec()))
-                .collect(),
-            Err(e) => {
-                return Err(WeightsError::Corrupt {
-                    path: path.to_path_buf(),
-                    format: "safetensors",
-                    reason: e.to_string(),
-                });
-            }
-        };
+                .map(|(k, t)| (k, t.shape.to_vec())),
+        );
         Ok(WeightsFile {
             path: path.to_path_buf(),
             format: WeightsFormat::Safetensors,
-            top_level_key: None,
+            requested_key: options.key.clone(),
+            selection,
             tensors,
             store: Some(Store::Safetensors(store)),
-        })
-    }
-
-    /// The single top-level key holding a ResNet state_dict, when the root is not one.
-    fn wrapped_state_dict(&self) -> Option<String> {
-        if self.tensors.contains_key("conv1.weight") {
-            return None;
-        }
-        self.tensors.keys().find_map(|k| {
-            let (top, rest) = k.split_once('.')?;
-            matches!(rest, "conv1.weight" | "module.conv1.weight").then(|| top.to_string())
         })
     }
 
@@ -305,9 +357,19 @@ impl WeightsFile {
         self.format
     }
 
-    /// The top-level key the state_dict was read from, if any.
+    /// The key the state_dict was read from (dotted when nested), if not the file's root.
     pub fn top_level_key(&self) -> Option<&str> {
-        self.top_level_key.as_deref()
+        self.selection.key.as_deref()
+    }
+
+    /// The wrapper prefix stripped from every key (`module.`, `model.`, `_orig_mod.`), if any.
+    pub fn stripped_prefix(&self) -> Option<&str> {
+        self.selection.stripped.as_deref()
+    }
+
+    /// The file's entries that are not tensors of the state_dict, described (`epoch = 10`).
+    pub fn other_entries(&self) -> &[String] {
+        &self.selection.other_entries
     }
 
     /// Tensor names (torchvision's) and shapes as stored, sorted by name.
@@ -431,7 +493,7 @@ impl WeightsFile {
                     result.map_err(|e| WeightsError::Corrupt {
                         path: self.path.clone(),
                         format: "safetensors",
-                        reason: e.to_string(),
+                        reason: clip(&e.to_string()),
                     }),
                 )
             }
@@ -439,7 +501,10 @@ impl WeightsFile {
                 // Only reachable after a panic inside a previous load: reopen.
                 let reopened = WeightsFile::open_with(
                     &self.path,
-                    &LoadOptions::default().with_top_level_key_opt(self.top_level_key.clone()),
+                    &LoadOptions {
+                        backbone_only: false,
+                        key: self.requested_key.clone(),
+                    },
                 )?;
                 *self = reopened;
                 return self.load_into(model, options);
@@ -447,6 +512,8 @@ impl WeightsFile {
         };
         self.store = Some(store);
         let mut result: ApplyResult = result?;
+        // Tensors outside the chosen state_dict are described in `other_entries`, not unused.
+        result.unused.retain(|k| !self.selection.is_outside(k));
         if options.backbone_only {
             // A headless file (timm's `num_classes=0`) has no fc at all: that is fine too.
             let (head, rest): (Vec<_>, Vec<_>) = result
@@ -459,7 +526,10 @@ impl WeightsFile {
             result.skipped.dedup();
         }
         match LoadReport::strict(result, &[IGNORED_SUFFIX]) {
-            Ok(report) => {
+            Ok(mut report) => {
+                report.key = self.selection.key.clone();
+                report.stripped_prefix = self.selection.stripped.clone();
+                report.other_entries = self.selection.other_entries.clone();
                 // burn-store keeps a tensor's stored precision: an f16 or f64 file would give
                 // f16/f64 parameters, and the first forward pass with f32 inputs would panic.
                 *model = candidate.map(&mut DeviceFloatDType);
@@ -521,11 +591,375 @@ impl WeightsFile {
     }
 }
 
-impl LoadOptions {
-    fn with_top_level_key_opt(mut self, key: Option<String>) -> Self {
-        self.top_level_key = key;
-        self
+/// Marks the file keys outside the chosen state_dict, so that they never meet a model path.
+const OUTSIDE: char = '\u{1}';
+
+/// At most this many characters of a reader's message go into an error.
+const MAX_REASON: usize = 300;
+
+/// Keeps a message to one short line.
+fn clip(text: &str) -> String {
+    let line = text.replace('\n', " ");
+    match line.char_indices().nth(MAX_REASON) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line,
     }
+}
+
+/// The deepest nesting of dicts and lists looked into for tensors and entries.
+const MAX_DEPTH: usize = 64;
+
+fn is_tensor(value: &PickleValue) -> bool {
+    matches!(value, PickleValue::Unsupported(t) if t == "torch.Tensor")
+}
+
+/// Every tensor's flattened name (dict keys and list indices joined by `.`, as burn-store's
+/// reader names them).
+fn flatten_tensors(value: &PickleValue, path: String, depth: usize, out: &mut BTreeSet<String>) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        PickleValue::Dict(map) => {
+            for (key, value) in map {
+                flatten_tensors(value, join(key), depth + 1, out);
+            }
+        }
+        PickleValue::List(items) => {
+            for (index, value) in items.iter().enumerate() {
+                flatten_tensors(value, join(&index.to_string()), depth + 1, out);
+            }
+        }
+        value if is_tensor(value) => {
+            out.insert(path);
+        }
+        _ => {}
+    }
+}
+
+fn count_tensors(value: &PickleValue, depth: usize) -> usize {
+    match value {
+        _ if depth > MAX_DEPTH => 0,
+        PickleValue::Dict(map) => map.values().map(|v| count_tensors(v, depth + 1)).sum(),
+        PickleValue::List(items) => items.iter().map(|v| count_tensors(v, depth + 1)).sum(),
+        value => usize::from(is_tensor(value)),
+    }
+}
+
+/// `epoch = 10`, `optimizer: dict with 40 tensors`, `arch = "resnet18"`.
+fn describe_entry(name: &str, value: &PickleValue) -> String {
+    let container = |kind: &str, len: usize| match count_tensors(value, 0) {
+        0 => format!("{name}: {kind} of {len} entries"),
+        1 => format!("{name}: {kind} with 1 tensor"),
+        n => format!("{name}: {kind} with {n} tensors"),
+    };
+    match value {
+        PickleValue::None => format!("{name} = None"),
+        PickleValue::Bool(b) => format!("{name} = {}", if *b { "True" } else { "False" }),
+        PickleValue::Int(i) => format!("{name} = {i}"),
+        PickleValue::Float(x) => format!("{name} = {x}"),
+        PickleValue::String(text) => {
+            let short: String = text.chars().take(40).collect();
+            let more = if short.len() < text.len() { "..." } else { "" };
+            format!("{name} = {short:?}{more}")
+        }
+        PickleValue::Bytes(b) => format!("{name}: {} bytes", b.len()),
+        PickleValue::List(items) => container("list", items.len()),
+        PickleValue::Dict(map) => container("dict", map.len()),
+        value if is_tensor(value) => format!("{name}: a tensor"),
+        PickleValue::Unsupported(kind) => format!("{name}: {kind}"),
+    }
+}
+
+/// Tensors not under the stripped prefix, grouped by their first name segment.
+fn describe_outside_tensors(names: &[&str], out: &mut Vec<String>) {
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in names {
+        *groups
+            .entry(name.split('.').next().unwrap_or(name))
+            .or_default() += 1;
+    }
+    for (group, count) in groups {
+        if count == 1 {
+            let name = names
+                .iter()
+                .find(|n| n.split('.').next() == Some(group))
+                .unwrap_or(&group);
+            out.push(format!("{name}: a tensor"));
+        } else {
+            out.push(format!("{group}.*: {count} tensors"));
+        }
+    }
+}
+
+/// How the state_dict was located in a file.
+#[derive(Clone, Debug, Default)]
+struct Selection {
+    /// The flattened prefix of its tensors' names (`""`, `"model."`, `"state_dict.model."`),
+    /// stripped from every key.
+    prefix: String,
+    /// The dict keys leading to it (dotted), if not the root.
+    key: Option<String>,
+    /// The wrapper prefix within its keys (`module.`), if any.
+    stripped: Option<String>,
+    /// Every other entry of the file, described.
+    other_entries: Vec<String>,
+    /// Other candidates' prefixes under this one (`module.` when the root was chosen over a
+    /// `module.` copy beside it), relative to it: their tensors are not part of this one.
+    nested: Vec<String>,
+}
+
+impl Selection {
+    /// Whether a remapped key is outside the chosen state_dict.
+    fn is_outside(&self, key: &str) -> bool {
+        key.starts_with(OUTSIDE) || self.nested.iter().any(|n| key.starts_with(n.as_str()))
+    }
+
+    /// The tensors of the chosen state_dict and their shapes (remapped keys).
+    fn inside<'a>(
+        &self,
+        tensors: impl Iterator<Item = (&'a String, Vec<usize>)>,
+    ) -> BTreeMap<String, Vec<usize>> {
+        tensors
+            .filter(|(k, _)| !self.is_outside(k))
+            .map(|(k, s)| (k.clone(), s))
+            .collect()
+    }
+
+    /// Splits `prefix` into dict keys (followed through `root`) and a wrapper prefix, and
+    /// describes everything else in the file.
+    fn in_tree(root: &PickleValue, prefix: String, nested: Vec<String>) -> Self {
+        let segments: Vec<&str> = prefix.trim_end_matches('.').split('.').collect();
+        let segments = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            segments
+        };
+        let mut node = root;
+        let mut path: Vec<String> = Vec::new();
+        let mut other_entries = Vec::new();
+        let mut at = 0;
+        'descend: while at < segments.len() {
+            let PickleValue::Dict(map) = node else {
+                break;
+            };
+            // A key may itself contain dots: try the longest run first.
+            for end in (at + 1..=segments.len()).rev() {
+                let key = segments[at..end].join(".");
+                if let Some(child @ PickleValue::Dict(_)) = map.get(&key) {
+                    describe_siblings(map, &key, &path, &mut other_entries);
+                    path.push(key);
+                    node = child;
+                    at = end;
+                    continue 'descend;
+                }
+            }
+            break;
+        }
+        let stripped = segments[at..].join(".");
+        let stripped = (!stripped.is_empty()).then(|| format!("{stripped}."));
+        // Within the state_dict: entries that are not its tensors.
+        if let PickleValue::Dict(map) = node {
+            let wrapper = stripped.as_deref().unwrap_or("");
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut outside = Vec::new();
+            for key in keys {
+                let value = &map[key];
+                if is_tensor(value) {
+                    let ours = key
+                        .strip_prefix(wrapper)
+                        .is_some_and(|rest| !nested.iter().any(|n| rest.starts_with(n.as_str())));
+                    if !ours {
+                        outside.push(key.as_str());
+                    }
+                } else if !matches!(value, PickleValue::Dict(_) | PickleValue::List(_))
+                    || count_tensors(value, 0) == 0
+                    || !key.starts_with(wrapper)
+                {
+                    other_entries.push(describe_entry(&qualified(&path, key), value));
+                }
+            }
+            describe_outside_tensors(&outside, &mut other_entries);
+        }
+        Selection {
+            prefix,
+            key: (!path.is_empty()).then(|| path.join(".")),
+            stripped,
+            other_entries,
+            nested,
+        }
+    }
+
+    /// A flat file (safetensors): the whole prefix is a wrapper prefix.
+    fn flat(keys: &BTreeSet<String>, prefix: String, nested: Vec<String>) -> Self {
+        let outside: Vec<&str> = keys
+            .iter()
+            .filter(|k| {
+                !k.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| !nested.iter().any(|n| rest.starts_with(n.as_str())))
+            })
+            .map(String::as_str)
+            .collect();
+        let mut other_entries = Vec::new();
+        describe_outside_tensors(&outside, &mut other_entries);
+        Selection {
+            stripped: (!prefix.is_empty()).then(|| prefix.clone()),
+            prefix,
+            key: None,
+            other_entries,
+            nested,
+        }
+    }
+}
+
+fn qualified(path: &[String], key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{}.{key}", path.join("."))
+    }
+}
+
+/// Describes the entries of `map` beside the one (`chosen`) leading to the state_dict.
+fn describe_siblings(
+    map: &std::collections::HashMap<String, PickleValue>,
+    chosen: &str,
+    path: &[String],
+    out: &mut Vec<String>,
+) {
+    let mut keys: Vec<&String> = map.keys().filter(|k| *k != chosen).collect();
+    keys.sort();
+    out.extend(
+        keys.into_iter()
+            .map(|k| describe_entry(&qualified(path, k), &map[k])),
+    );
+}
+
+/// Flattened prefixes under which a ResNet state_dict sits: `P` such that both
+/// `P + "conv1.weight"` and `P + "layer1.0.conv1.weight"` are tensors.
+fn candidates(keys: &BTreeSet<String>) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| k.strip_suffix("conv1.weight"))
+        .filter(|p| p.is_empty() || p.ends_with('.'))
+        .filter(|p| keys.contains(&format!("{p}layer1.0.conv1.weight")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The other candidates under `prefix`, relative to it.
+fn nested_candidates(keys: &BTreeSet<String>, prefix: &str) -> Vec<String> {
+    candidates(keys)
+        .into_iter()
+        .filter(|q| q != prefix)
+        .filter_map(|q| q.strip_prefix(prefix).map(str::to_string))
+        .collect()
+}
+
+/// How a candidate prefix is named to users (and given to [`LoadOptions::key`]).
+fn candidate_name(prefix: &str) -> String {
+    match prefix.trim_end_matches('.') {
+        "" => "\"\" (the file's root)".to_string(),
+        name => name.to_string(),
+    }
+}
+
+/// The prefix of the state_dict to load: the one asked for, or the only one.
+fn choose_prefix(
+    path: &Path,
+    keys: &BTreeSet<String>,
+    requested: Option<&str>,
+    top_keys: &BTreeSet<String>,
+) -> Result<String, WeightsError> {
+    let found = candidates(keys);
+    let ambiguous = |among: &[String]| {
+        let names: Vec<String> = among.iter().map(|p| candidate_name(p)).collect();
+        WeightsError::AmbiguousStateDict {
+            path: path.to_path_buf(),
+            first: among
+                .first()
+                .map(|p| p.trim_end_matches('.').to_string())
+                .unwrap_or_default(),
+            candidates: short_list(&names, 10),
+        }
+    };
+    let Some(requested) = requested else {
+        return match found.as_slice() {
+            [] => Ok(String::new()),
+            [one] => Ok(one.clone()),
+            many => Err(ambiguous(many)),
+        };
+    };
+    let wanted = requested.trim_end_matches('.');
+    let exact: Vec<String> = found
+        .iter()
+        .filter(|p| p.trim_end_matches('.') == wanted)
+        .cloned()
+        .collect();
+    let under: Vec<String> = found
+        .iter()
+        .filter(|p| wanted.is_empty() || p.starts_with(&format!("{wanted}.")))
+        .cloned()
+        .collect();
+    match (exact.as_slice(), under.as_slice()) {
+        ([one], _) | ([], [one]) => Ok(one.clone()),
+        ([], []) => {
+            let names: Vec<String> = if found.is_empty() {
+                top_keys.iter().cloned().collect()
+            } else {
+                found.iter().map(|p| candidate_name(p)).collect()
+            };
+            Err(WeightsError::UnknownKey {
+                path: path.to_path_buf(),
+                key: requested.to_string(),
+                candidates: if names.is_empty() {
+                    "none".into()
+                } else {
+                    short_list(&names, 10)
+                },
+            })
+        }
+        (_, many) => Err(ambiguous(many)),
+    }
+}
+
+/// Writes `text` as a regex matching it literally.
+fn regex_literal(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\x{{{:X}}}", u32::from(c))
+            }
+        })
+        .collect()
+}
+
+/// Marks every key [`OUTSIDE`], strips the mark and `prefix` from the chosen state_dict's,
+/// then applies [`keymap::TORCHVISION_TO_BURN`].
+fn remapper_for(path: &Path, prefix: &str) -> Result<KeyRemapper, WeightsError> {
+    let mut patterns = vec![
+        ("^".to_string(), OUTSIDE.to_string()),
+        (format!("^\\x01{}", regex_literal(prefix)), String::new()),
+    ];
+    patterns.extend(
+        keymap::TORCHVISION_TO_BURN
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string())),
+    );
+    KeyRemapper::from_patterns(patterns).map_err(|e| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        format: "PyTorch checkpoint",
+        reason: clip(&format!("key prefix {prefix:?}: {e}")),
+    })
 }
 
 /// A copy of `model` that shares no mutable state with it, so that a refused load leaves the
@@ -619,52 +1053,34 @@ pub fn describe(config: &ResNetConfig) -> String {
     }
 }
 
-/// Maps a `PytorchStore` failure to a typed error, looking at the pickle's root to recognise a
-/// whole pickled module.
+/// Maps a `PytorchStore` failure to a typed error.
 fn diagnose_pytorch(path: &Path, error: PytorchStoreError) -> WeightsError {
-    let reader_error = match error {
-        PytorchStoreError::Reader(e) => e,
-        PytorchStoreError::Io(source) => {
-            return WeightsError::Io {
-                path: path.to_path_buf(),
-                source,
-            };
-        }
-        other => {
-            return WeightsError::Corrupt {
-                path: path.to_path_buf(),
-                format: "PyTorch checkpoint",
-                reason: other.to_string(),
-            };
-        }
-    };
-    match reader_error {
-        PytorchError::Io(source) => {
-            return WeightsError::Io {
-                path: path.to_path_buf(),
-                source,
-            };
-        }
-        PytorchError::KeyNotFound(reason) => {
-            return WeightsError::NotAResNet {
-                path: path.to_path_buf(),
-                keys: reason,
-            };
-        }
-        _ => {}
-    }
-    if let Ok(root) = PytorchReader::read_pickle_data(path, None)
-        && let Some(found) = python_type(&root)
-    {
-        return WeightsError::NotAStateDict {
+    match error {
+        PytorchStoreError::Reader(e) => reader_error(path, e),
+        PytorchStoreError::Io(source) => WeightsError::Io {
             path: path.to_path_buf(),
-            found,
-        };
+            source,
+        },
+        other => WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            format: "PyTorch checkpoint",
+            reason: clip(&other.to_string()),
+        },
     }
-    WeightsError::Corrupt {
-        path: path.to_path_buf(),
-        format: "PyTorch checkpoint",
-        reason: reader_error.to_string(),
+}
+
+/// Maps a reader failure to a typed error, its message kept to one short line.
+fn reader_error(path: &Path, error: PytorchError) -> WeightsError {
+    match error {
+        PytorchError::Io(source) => WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            format: "PyTorch checkpoint",
+            reason: clip(&other.to_string()),
+        },
     }
 }
 

@@ -113,6 +113,31 @@ impl Classifier {
         cache: &Cache,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with(
+            source,
+            arch,
+            num_classes,
+            &LoadOptions::strict(),
+            cache,
+            device,
+        )
+    }
+
+    /// [`load`](Self::load) with `options` for a file: [`LoadOptions::key`] picks the
+    /// state_dict of a checkpoint holding several (`--weights-key`). Loading is always strict;
+    /// registry entries ignore `options`.
+    pub fn load_with(
+        source: &WeightsSource,
+        arch: Option<&str>,
+        num_classes: Option<usize>,
+        options: &LoadOptions,
+        cache: &Cache,
+        device: &Device,
+    ) -> Result<Self> {
+        let strict = match options.state_dict_key() {
+            Some(key) => LoadOptions::strict().key(key),
+            None => LoadOptions::strict(),
+        };
         match source {
             WeightsSource::Registry(weights) => {
                 if !is_auto(arch) {
@@ -147,7 +172,7 @@ impl Classifier {
                 })
             }
             WeightsSource::File(path) => {
-                let mut file = WeightsFile::open(path)?;
+                let mut file = WeightsFile::open_with(path, &strict)?;
                 let config = if is_auto(arch) {
                     let inferred = file.infer_config()?;
                     match num_classes {
@@ -165,7 +190,7 @@ impl Classifier {
                     ResNetConfig::from_name(arch.unwrap_or_default(), classes)?
                 };
                 let mut model = config.try_init(device)?;
-                let report = file.load_into(&mut model, &LoadOptions::strict())?;
+                let report = file.load_into(&mut model, &strict)?;
                 Ok(Classifier {
                     class_names: class_names(model.num_classes()),
                     description: format!(

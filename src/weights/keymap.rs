@@ -8,11 +8,11 @@
 //! | BatchNorm `weight` / `bias`     | `gamma` / `beta`                  |
 //! | `fc.weight` `[out, in]`         | `fc.weight` `[in, out]`           |
 //! | `*.num_batches_tracked`         | (ignored)                         |
-//! | `module.*` (`nn.DataParallel`)  | `*`                               |
 //!
 //! The BatchNorm renames and the `Linear` transposition are done by burn-store's
-//! `PyTorchToBurnAdapter`; the `downsample` renames and the `module.` prefix are
-//! [`TORCHVISION_TO_BURN`], applied by [`remapper`].
+//! `PyTorchToBurnAdapter`; the `downsample` renames are [`TORCHVISION_TO_BURN`], applied by
+//! [`remapper`]. Wrapper prefixes (`module.` from `nn.DataParallel`, Lightning's `model.`,
+//! `_orig_mod.`) are found and stripped by the importer, which reports them.
 
 use burn::store::KeyRemapper;
 
@@ -20,8 +20,7 @@ use crate::model::is_batch_norm_path;
 
 /// Regex key remappings from torchvision/timm names to this crate's, applied before burn-store's
 /// PyTorch adapter.
-pub const TORCHVISION_TO_BURN: [(&str, &str); 3] = [
-    (r"^module\.", ""),
+pub const TORCHVISION_TO_BURN: [(&str, &str); 2] = [
     (r"\.downsample\.0\.", ".downsample.conv."),
     (r"\.downsample\.1\.", ".downsample.bn."),
 ];

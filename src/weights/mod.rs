@@ -1,8 +1,9 @@
 //! Pretrained weights, after torchvision's multi-weight API and timm's `pretrained=True`: the
 //! registry of torchvision's ImageNet ResNets ([`ResNetWeights`], [`ResNet::pretrained`]),
 //! strict import of `.pth` / `.safetensors` state_dicts ([`WeightsFile`],
-//! [`ResNet::load_weights`], [`ResNet::load_backbone`]), the key mapping ([`keymap`]), load
-//! reports, and the weights' own inference preprocessing and classification helpers.
+//! [`ResNet::load_weights`], [`ResNet::load_backbone`]) behind PyTorch's `weights_only` pickle
+//! allow-list ([`pickle`]), the key mapping ([`keymap`]), load reports, and the weights' own
+//! inference preprocessing and classification helpers.
 //!
 //! [`ResNet::pretrained`]: crate::ResNet::pretrained
 //! [`ResNet::load_weights`]: crate::ResNet::load_weights
@@ -12,6 +13,7 @@ pub mod error;
 pub mod import;
 pub mod inference;
 pub mod keymap;
+pub mod pickle;
 pub mod preprocess;
 pub mod registry;
 pub mod report;

@@ -5,6 +5,8 @@ use std::fmt;
 
 use burn::store::{ApplyError, ApplyResult};
 
+use super::pickle::short_list;
+
 /// What a successful load applied, skipped and ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -15,6 +17,15 @@ pub struct LoadReport {
     pub skipped: Vec<String>,
     /// File keys deliberately ignored (`num_batches_tracked`).
     pub ignored: Vec<String>,
+    /// Where in a checkpoint dict the state_dict was found (`model`, `state_dict`, dotted when
+    /// nested); `None` when the file's root is the state_dict.
+    pub key: Option<String>,
+    /// The wrapper prefix stripped from every key (`module.` from `nn.DataParallel`/DDP,
+    /// Lightning's `model.`, `torch.compile`'s `_orig_mod.`), if any.
+    pub stripped_prefix: Option<String>,
+    /// Entries of the file that are not tensors of the loaded state_dict, described
+    /// (`epoch = 10`, `optimizer: dict with 40 tensors`): never loaded, never silently dropped.
+    pub other_entries: Vec<String>,
 }
 
 impl fmt::Display for LoadReport {
@@ -32,6 +43,19 @@ impl fmt::Display for LoadReport {
                 .collect();
             let suffixes: Vec<&str> = suffixes.into_iter().collect();
             write!(f, " ({})", suffixes.join(", "))?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "; state_dict read from key '{key}'")?;
+        }
+        if let Some(prefix) = &self.stripped_prefix {
+            write!(f, "; stripped the prefix '{prefix}' from every key")?;
+        }
+        if !self.other_entries.is_empty() {
+            write!(
+                f,
+                "; not loaded (not tensors of the state_dict): {}",
+                short_list(&self.other_entries, 10)
+            )?;
         }
         Ok(())
     }
@@ -127,6 +151,7 @@ impl LoadReport {
                 applied: result.applied,
                 skipped,
                 ignored,
+                ..LoadReport::default()
             })
         } else {
             Err(mismatch)

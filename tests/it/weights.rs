@@ -126,10 +126,21 @@ fn checkpoints_with_a_top_level_key_are_found() {
         )
         .unwrap_err();
     assert!(
-        matches!(err, Error::Weights(WeightsError::NotAResNet { .. })),
+        matches!(err, Error::Weights(WeightsError::UnknownKey { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("state_dict"), "{err}");
+    // The checkpoint's other entries are listed, the optimizer's tensors included.
+    let report = model
+        .load_weights(fixture("basic_model_optim.pth"), &LoadOptions::strict())
+        .unwrap();
+    assert!(
+        report
+            .other_entries
+            .iter()
+            .any(|e| e.starts_with("optimizer: dict with")),
+        "{report}"
+    );
 }
 
 #[test]
@@ -152,34 +163,51 @@ fn formats_are_detected_from_content_not_extension() {
 }
 
 #[test]
-fn a_whole_pickled_model_is_read_as_its_state_dict() {
-    // `torch.save(model)`: burn-store's reader turns the module's `_parameters` / `_buffers` /
-    // `_modules` tables into the names `state_dict()` gives, without running Python code.
-    assert_parity(&basic_config(), "basic_whole_model.pth", "basic");
-    let (model, _) = ResNet::from_weights_file(fixture("basic_whole_model.pth"), &cpu()).unwrap();
-    assert_eq!(model.config(), &basic_config());
+fn a_whole_pickled_model_is_refused_like_weights_only() {
+    // `torch.save(model)` names the module classes, which `torch.load(weights_only=True)`
+    // refuses: so does the import, saying how to re-save the weights.
+    let err = ResNet::from_weights_file(fixture("basic_whole_model.pth"), &cpu()).unwrap_err();
+    assert!(
+        matches!(err, Error::Weights(WeightsError::UnsafePickle { .. })),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("`torch.nn.modules."), "{message}");
+    assert!(
+        message.contains("torch.save(model.state_dict(), path)"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
 }
 
 #[test]
 fn other_pickled_objects_say_how_to_resave_them() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, pickle, found) in [
+    for (name, pickle, found, refused) in [
         // pickle.dumps([], protocol=2)
-        ("list.pth", &b"\x80\x02]q\x00."[..], "list"),
+        ("list.pth", &b"\x80\x02]q\x00."[..], "list", false),
         // pickle.dumps(f, protocol=2) for `class Foo: pass` in __main__ and `f.a = 1`.
         (
             "object.pth",
             &b"\x80\x02c__main__\nFoo\nq\x00)\x81q\x01}q\x02X\x01\x00\x00\x00aq\x03K\x01sb."[..],
-            "Foo",
+            "`__main__.Foo`",
+            true,
         ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, pickle).unwrap();
         let err = ResNet::from_weights_file(&path, &cpu()).unwrap_err();
-        assert!(
-            matches!(err, Error::Weights(WeightsError::NotAStateDict { .. })),
-            "{name}: {err}"
-        );
+        if refused {
+            assert!(
+                matches!(err, Error::Weights(WeightsError::UnsafePickle { .. })),
+                "{name}: {err}"
+            );
+        } else {
+            assert!(
+                matches!(err, Error::Weights(WeightsError::NotAStateDict { .. })),
+                "{name}: {err}"
+            );
+        }
         let message = err.to_string();
         assert!(message.contains(found), "{message}");
         assert!(
@@ -921,4 +949,599 @@ fn a_headless_file_loads_only_as_backbone() {
         "{err}"
     );
     assert!(err.to_string().contains("backbone_only"), "{err}");
+}
+
+// --- Checkpoint containers and the `weights_only` pickle allow-list (issue 13) -------------
+//
+// Every fixture below is written by the test itself: a `torch.save`-style ZIP (stored entries
+// `archive/data.pkl`, `archive/data/N`, `archive/version`, `archive/byteorder`) whose pickle is
+// assembled by hand at protocol 2 as `torch.save` writes it, with the basic fixture's tensors.
+
+/// A value to pickle into a test checkpoint.
+enum Py {
+    Int(i32),
+    Str(String),
+    /// A tensor: shape, little-endian bytes, dtype (F32 or I64).
+    Tensor(Vec<usize>, Vec<u8>, Dtype),
+    /// A plain dict.
+    Dict(Vec<(String, Py)>),
+    /// A `collections.OrderedDict`, as `state_dict()` returns.
+    Ordered(Vec<(String, Py)>),
+    /// Opcodes that push one value, written as they are.
+    Raw(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Pickler {
+    out: Vec<u8>,
+    storages: Vec<Vec<u8>>,
+}
+
+impl Pickler {
+    fn unicode(&mut self, s: &str) {
+        self.out.push(b'X');
+        self.out.extend((s.len() as u32).to_le_bytes());
+        self.out.extend(s.as_bytes());
+    }
+
+    fn int(&mut self, i: i32) {
+        self.out.push(b'J');
+        self.out.extend(i.to_le_bytes());
+    }
+
+    fn items(&mut self, items: &[(String, Py)]) {
+        if !items.is_empty() {
+            self.out.push(b'(');
+            for (k, v) in items {
+                self.unicode(k);
+                self.value(v);
+            }
+            self.out.push(b'u');
+        }
+    }
+
+    fn value(&mut self, value: &Py) {
+        match value {
+            Py::Int(i) => self.int(*i),
+            Py::Str(s) => self.unicode(s),
+            Py::Raw(bytes) => self.out.extend(bytes),
+            Py::Dict(items) => {
+                self.out.push(b'}');
+                self.items(items);
+            }
+            Py::Ordered(items) => {
+                self.out.extend(b"ccollections\nOrderedDict\n)R");
+                self.items(items);
+            }
+            Py::Tensor(shape, bytes, dtype) => {
+                let (storage, size) = match dtype {
+                    Dtype::F32 => ("FloatStorage", 4),
+                    Dtype::I64 => ("LongStorage", 8),
+                    other => panic!("no storage for {other:?}"),
+                };
+                let key = self.storages.len().to_string();
+                self.storages.push(bytes.clone());
+                // _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)
+                self.out.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+                // persistent id ('storage', torch.FloatStorage, key, 'cpu', numel)
+                self.out.push(b'(');
+                self.unicode("storage");
+                self.out.extend(format!("ctorch\n{storage}\n").as_bytes());
+                self.unicode(&key);
+                self.unicode("cpu");
+                self.int((bytes.len() / size) as i32);
+                self.out.extend(b"tQ");
+                self.int(0);
+                self.out.push(b'(');
+                for &d in shape {
+                    self.int(d as i32);
+                }
+                self.out.push(b't');
+                self.out.push(b'(');
+                for i in 0..shape.len() {
+                    self.int(shape[i + 1..].iter().product::<usize>() as i32);
+                }
+                self.out.push(b't');
+                self.out.extend(b"\x89ccollections\nOrderedDict\n)RtR");
+            }
+        }
+    }
+}
+
+/// Writes `root` as a `torch.save` ZIP checkpoint.
+fn write_pth(path: &Path, root: &Py) {
+    use std::io::Write;
+    let mut p = Pickler::default();
+    p.out.extend(b"\x80\x02");
+    p.value(root);
+    p.out.push(b'.');
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut entry = |name: String, bytes: &[u8]| {
+        zip.start_file(name, stored).unwrap();
+        zip.write_all(bytes).unwrap();
+    };
+    entry("archive/data.pkl".into(), &p.out);
+    for (i, bytes) in p.storages.iter().enumerate() {
+        entry(format!("archive/data/{i}"), bytes);
+    }
+    entry("archive/version".into(), b"3\n");
+    entry("archive/byteorder".into(), b"little");
+    zip.finish().unwrap();
+}
+
+/// The basic fixture's state_dict, every key prefixed with `prefix`, float values scaled.
+fn basic_entries(prefix: &str, scale: f32) -> Vec<(String, Py)> {
+    read_all(&fixture("basic.safetensors"))
+        .into_iter()
+        .map(|(k, shape, bytes, dtype)| {
+            let bytes = if dtype == Dtype::F32 {
+                bytes
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale).to_le_bytes()
+                    })
+                    .collect()
+            } else {
+                bytes
+            };
+            (format!("{prefix}{k}"), Py::Tensor(shape, bytes, dtype))
+        })
+        .collect()
+}
+
+fn basic_state_dict() -> Py {
+    Py::Ordered(basic_entries("", 1.0))
+}
+
+/// Loads `path` strictly into the basic model and checks PyTorch's logits.
+fn load_basic(path: &Path, options: &LoadOptions) -> finetune::weights::LoadReport {
+    let mut model = basic_config().init(&cpu());
+    let report = model.load_weights(path, options).unwrap();
+    let diff = max_abs_diff(model.forward(input()), expected("basic_logits"));
+    assert!(diff <= TOLERANCE, "{}: {diff}", path.display());
+    report
+}
+
+fn weights_error(result: finetune::Result<impl std::fmt::Debug>) -> WeightsError {
+    match result {
+        Err(Error::Weights(e)) => e,
+        other => panic!("expected a weights error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unsafe_global_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("PWNED");
+    // A valid state_dict plus one entry whose value calls `os.system` (as in
+    // ../shared/cases/weights/extra_pickled_call.pth), then other refused globals.
+    let call = |module: &str, name: &str| {
+        let mut raw = format!("c{module}\n{name}\n").into_bytes();
+        let arg = format!("touch {}", marker.display());
+        raw.push(b'X');
+        raw.extend((arg.len() as u32).to_le_bytes());
+        raw.extend(arg.as_bytes());
+        raw.extend(b"\x85R");
+        raw
+    };
+    for (module, name) in [
+        ("os", "system"),
+        ("posix", "system"),
+        ("builtins", "eval"),
+        ("subprocess", "Popen"),
+        ("torchvision.models.resnet", "ResNet"),
+    ] {
+        let mut entries = basic_entries("", 1.0);
+        entries.push(("evil".into(), Py::Raw(call(module, name))));
+        let path = dir.path().join(format!("{module}.pth"));
+        write_pth(&path, &Py::Ordered(entries));
+        let mut model = basic_config().init(&cpu());
+        let before = snapshot(&model);
+        let err = weights_error(model.load_weights(&path, &LoadOptions::strict()));
+        assert!(matches!(err, WeightsError::UnsafePickle { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&format!("`{module}.{name}`")), "{message}");
+        assert!(message.contains("weights_only=True"), "{message}");
+        assert!(
+            message.contains("torch.save(model.state_dict(), path)"),
+            "{message}"
+        );
+        assert!(!message.contains('\n') && message.len() < 500, "{message}");
+        assert!(changed(&before, &snapshot(&model)).is_empty());
+        // Opening it is refused too (inspect, --arch auto).
+        assert!(matches!(
+            weights_error(WeightsFile::open(&path)),
+            WeightsError::UnsafePickle { .. }
+        ));
+    }
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_stack_global_is_resolved_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = |s: &str| {
+        let mut raw = vec![0x8c, s.len() as u8];
+        raw.extend(s.as_bytes());
+        raw
+    };
+    // STACK_GLOBAL on two pushed strings, memoised (protocol 4 style).
+    let mut direct = short("os");
+    direct.push(0x94);
+    direct.extend(short("system"));
+    direct.extend(b"\x94\x93");
+    direct.extend(short("id"));
+    direct.extend(b"\x85R");
+    // The same two strings fetched back from the memo by BINPUT/BINGET.
+    let mut memo = short("nt");
+    memo.extend(b"q\xf0");
+    memo.extend(short("system"));
+    memo.extend(b"q\xf10h\xf0h\xf1\x93");
+    memo.extend(short("id"));
+    memo.extend(b"\x85R");
+    // An int where the module name should be: unresolvable, refused.
+    let mut unresolvable = b"K\x01".to_vec();
+    unresolvable.extend(short("system"));
+    unresolvable.extend(b"\x93)R");
+    for (name, raw, named) in [
+        ("direct", direct, "`os.system`"),
+        ("memo", memo, "`nt.system`"),
+        ("unresolvable", unresolvable, "STACK_GLOBAL"),
+    ] {
+        let mut entries = basic_entries("", 1.0);
+        entries.push(("evil".into(), Py::Raw(raw)));
+        let path = dir.path().join(format!("{name}.pth"));
+        write_pth(&path, &Py::Ordered(entries));
+        let err = weights_error(ResNet::from_weights_file(&path, &cpu()));
+        assert!(
+            matches!(err, WeightsError::UnsafePickle { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(named), "{name}: {err}");
+    }
+    // An allowed global by STACK_GLOBAL loads.
+    let mut ordered = short("collections");
+    ordered.extend(short("OrderedDict"));
+    ordered.extend(b"\x93)R");
+    let mut entries = basic_entries("", 1.0);
+    entries.push(("extra".into(), Py::Raw(ordered)));
+    let path = dir.path().join("allowed.pth");
+    write_pth(&path, &Py::Ordered(entries));
+    let report = load_basic(&path, &LoadOptions::strict());
+    assert!(
+        report.other_entries.iter().any(|e| e.starts_with("extra")),
+        "{report}"
+    );
+}
+
+#[test]
+fn allowed_files_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, root) in [
+        ("ordered.pth", basic_state_dict()),
+        ("dict.pth", Py::Dict(basic_entries("", 1.0))),
+    ] {
+        let path = dir.path().join(name);
+        write_pth(&path, &root);
+        let report = load_basic(&path, &LoadOptions::strict());
+        assert_eq!(report.key, None);
+        assert_eq!(report.stripped_prefix, None);
+        assert!(report.other_entries.is_empty(), "{report}");
+    }
+    // torchvision's own files (written by PyTorch) pass the scan.
+    for file in [
+        "basic.pth",
+        "bottleneck.pth",
+        "basic_checkpoint.pth",
+        "basic_model_optim.pth",
+    ] {
+        WeightsFile::open(fixture(file)).unwrap();
+    }
+}
+
+#[test]
+fn non_tensor_entries_are_listed_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = basic_entries("", 1.0);
+    entries.push(("epoch".into(), Py::Int(10)));
+    entries.push(("arch".into(), Py::Str("resnet18".into())));
+    let path = dir.path().join("extras.pth");
+    write_pth(&path, &Py::Ordered(entries));
+    let report = load_basic(&path, &LoadOptions::strict());
+    assert!(
+        report.other_entries.contains(&"epoch = 10".to_string()),
+        "{report}"
+    );
+    assert!(
+        report
+            .other_entries
+            .contains(&"arch = \"resnet18\"".to_string()),
+        "{report}"
+    );
+    let shown = report.to_string();
+    assert!(
+        shown.contains("epoch = 10") && shown.contains("not loaded"),
+        "{shown}"
+    );
+
+    // Beside a nested state_dict: the other top-level entries, optimizer included.
+    let root = Py::Dict(vec![
+        ("model".into(), basic_state_dict()),
+        ("epoch".into(), Py::Int(3)),
+        (
+            "optimizer".into(),
+            Py::Dict(vec![(
+                "lr".into(),
+                Py::Raw(b"G?\xb9\x99\x99\x99\x99\x99\x9a".to_vec()),
+            )]),
+        ),
+    ]);
+    let path = dir.path().join("checkpoint.pth");
+    write_pth(&path, &root);
+    let report = load_basic(&path, &LoadOptions::strict());
+    assert_eq!(report.key.as_deref(), Some("model"));
+    assert!(
+        report.other_entries.contains(&"epoch = 3".to_string()),
+        "{report}"
+    );
+    assert!(
+        report
+            .other_entries
+            .contains(&"optimizer: dict of 1 entries".to_string()),
+        "{report}"
+    );
+}
+
+#[test]
+fn two_state_dicts_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    // ../shared/cases/weights/two_state_dicts.pth: {"model": A, "ema": B, "epoch": 10}.
+    let path = dir.path().join("two.pth");
+    write_pth(
+        &path,
+        &Py::Dict(vec![
+            ("model".into(), basic_state_dict()),
+            ("ema".into(), Py::Ordered(basic_entries("", 0.5))),
+            ("epoch".into(), Py::Int(10)),
+        ]),
+    );
+    let mut model = basic_config().init(&cpu());
+    let before = snapshot(&model);
+    let err = weights_error(model.load_weights(&path, &LoadOptions::strict()));
+    assert!(
+        matches!(err, WeightsError::AmbiguousStateDict { .. }),
+        "{err}"
+    );
+    let message = err.to_string();
+    for word in ["model", "ema", "LoadOptions::key", "--weights-key"] {
+        assert!(message.contains(word), "{word}: {message}");
+    }
+    assert!(!message.contains('\n'), "{message}");
+    assert!(changed(&before, &snapshot(&model)).is_empty());
+    // Also when only opening the file (`--arch auto`).
+    assert!(matches!(
+        weights_error(ResNet::from_weights_file(&path, &cpu())),
+        WeightsError::AmbiguousStateDict { .. }
+    ));
+}
+
+#[test]
+fn the_key_option_picks_one_state_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.pth");
+    write_pth(
+        &path,
+        &Py::Dict(vec![
+            ("model".into(), basic_state_dict()),
+            ("ema".into(), Py::Ordered(basic_entries("", 0.5))),
+            ("epoch".into(), Py::Int(10)),
+        ]),
+    );
+    let report = load_basic(&path, &LoadOptions::strict().key("model"));
+    assert_eq!(report.key.as_deref(), Some("model"));
+    assert!(
+        report.other_entries.contains(&"epoch = 10".to_string()),
+        "{report}"
+    );
+    let ema_tensors = basic_entries("", 1.0).len();
+    assert!(
+        report
+            .other_entries
+            .contains(&format!("ema: dict with {ema_tensors} tensors")),
+        "{report}"
+    );
+    assert!(report.to_string().contains("key 'model'"), "{report}");
+
+    // The other one really is the other one.
+    let mut model = basic_config().init(&cpu());
+    let report = model
+        .load_weights(&path, &LoadOptions::backbone_only().key("ema"))
+        .unwrap();
+    assert_eq!(report.key.as_deref(), Some("ema"));
+    let diff = max_abs_diff(model.forward(input()), expected("basic_logits"));
+    assert!(diff > 1e-3, "ema loaded the model's weights: {diff}");
+
+    let err = weights_error(model.load_weights(&path, &LoadOptions::strict().key("nope")));
+    assert!(matches!(err, WeightsError::UnknownKey { .. }), "{err}");
+    assert!(
+        err.to_string().contains("ema") && err.to_string().contains("model"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_single_nested_state_dict_loads_and_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, root) in [
+        (
+            "net",
+            Py::Dict(vec![
+                ("net".into(), basic_state_dict()),
+                ("step".into(), Py::Int(7)),
+            ]),
+        ),
+        (
+            "checkpoint.state_dict",
+            Py::Dict(vec![(
+                "checkpoint".into(),
+                Py::Dict(vec![
+                    ("state_dict".into(), basic_state_dict()),
+                    ("epoch".into(), Py::Int(2)),
+                ]),
+            )]),
+        ),
+    ] {
+        let path = dir.path().join(format!("{key}.pth"));
+        write_pth(&path, &root);
+        let report = load_basic(&path, &LoadOptions::strict());
+        assert_eq!(report.key.as_deref(), Some(key), "{report}");
+        assert_eq!(report.stripped_prefix, None);
+        assert_eq!(WeightsFile::open(&path).unwrap().top_level_key(), Some(key));
+        // Naming it explicitly gives the same.
+        load_basic(&path, &LoadOptions::strict().key(key));
+    }
+}
+
+#[test]
+fn wrapper_prefixes_are_stripped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // DataParallel/DDP, torch.compile, and Lightning (`state_dict` holding `model.*`).
+    for (name, root, key, stripped) in [
+        (
+            "dp.pth",
+            Py::Ordered(basic_entries("module.", 1.0)),
+            None,
+            "module.",
+        ),
+        (
+            "compiled.pth",
+            Py::Ordered(basic_entries("_orig_mod.", 1.0)),
+            None,
+            "_orig_mod.",
+        ),
+        (
+            "lightning.ckpt",
+            Py::Dict(vec![
+                ("epoch".into(), Py::Int(4)),
+                ("global_step".into(), Py::Int(40)),
+                ("pytorch-lightning_version".into(), Py::Str("2.4.0".into())),
+                (
+                    "state_dict".into(),
+                    Py::Ordered(basic_entries("model.", 1.0)),
+                ),
+            ]),
+            Some("state_dict"),
+            "model.",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        write_pth(&path, &root);
+        let report = load_basic(&path, &LoadOptions::strict());
+        assert_eq!(report.key.as_deref(), key, "{name}: {report}");
+        assert_eq!(
+            report.stripped_prefix.as_deref(),
+            Some(stripped),
+            "{name}: {report}"
+        );
+        assert!(report.to_string().contains(stripped), "{report}");
+        let (model, _) = ResNet::from_weights_file(&path, &cpu()).unwrap();
+        assert_eq!(model.config(), &basic_config());
+    }
+    // In a safetensors file too.
+    let mut tensors = read_all(&fixture("basic.safetensors"));
+    for t in &mut tensors {
+        t.0 = format!("_orig_mod.{}", t.0);
+    }
+    let path = dir.path().join("compiled.safetensors");
+    write_safetensors(&path, &tensors);
+    let report = load_basic(&path, &LoadOptions::strict());
+    assert_eq!(report.stripped_prefix.as_deref(), Some("_orig_mod."));
+
+    // Both a bare and a `module.` copy: ambiguous, naming both; the key picks one.
+    let mut entries = basic_entries("", 1.0);
+    entries.extend(basic_entries("module.", 0.5));
+    let path = dir.path().join("both.pth");
+    write_pth(&path, &Py::Ordered(entries));
+    let err = weights_error(ResNet::from_weights_file(&path, &cpu()));
+    assert!(
+        matches!(err, WeightsError::AmbiguousStateDict { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("module") && err.to_string().contains("root"),
+        "{err}"
+    );
+    let report = load_basic(&path, &LoadOptions::strict().key(""));
+    assert!(
+        report
+            .other_entries
+            .iter()
+            .any(|e| e.starts_with("module.*")),
+        "{report}"
+    );
+    let mut model = basic_config().init(&cpu());
+    let report = model
+        .load_weights(&path, &LoadOptions::strict().key("module"))
+        .unwrap();
+    assert_eq!(report.stripped_prefix.as_deref(), Some("module."));
+}
+
+#[test]
+fn container_and_pickle_errors_stay_short() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30 state_dicts: the error names 10 and counts the rest.
+    let root = Py::Dict(
+        (0..30)
+            .map(|i| (format!("model_{i:02}"), basic_state_dict()))
+            .collect(),
+    );
+    let path = dir.path().join("many.pth");
+    write_pth(&path, &root);
+    let err = weights_error(ResNet::from_weights_file(&path, &cpu()));
+    let message = err.to_string();
+    assert!(
+        matches!(err, WeightsError::AmbiguousStateDict { .. }),
+        "{message}"
+    );
+    assert!(message.contains("and 20 more"), "{message}");
+    assert!(
+        message.len() < 400 && !message.contains('\n'),
+        "{} bytes: {message}",
+        message.len()
+    );
+
+    // 30 refused globals.
+    let mut entries = basic_entries("", 1.0);
+    for i in 0..30 {
+        entries.push((
+            format!("evil{i}"),
+            Py::Raw(format!("cevil_module_{i:02}\nrun\n)R").into_bytes()),
+        ));
+    }
+    let path = dir.path().join("evil.pth");
+    write_pth(&path, &Py::Ordered(entries));
+    let message = weights_error(ResNet::from_weights_file(&path, &cpu())).to_string();
+    assert!(message.contains("and 20 more"), "{message}");
+    assert!(
+        message.len() < 700 && !message.contains('\n'),
+        "{} bytes: {message}",
+        message.len()
+    );
+
+    // A report with many other entries stays short too.
+    let mut entries = basic_entries("", 1.0);
+    for i in 0..50 {
+        entries.push((format!("note{i:02}"), Py::Str("x".repeat(1000))));
+    }
+    let path = dir.path().join("notes.pth");
+    write_pth(&path, &Py::Ordered(entries));
+    let report = load_basic(&path, &LoadOptions::strict());
+    assert_eq!(report.other_entries.len(), 50);
+    let shown = report.to_string();
+    assert!(
+        shown.contains("and 40 more") && shown.len() < 1000,
+        "{shown}"
+    );
 }
