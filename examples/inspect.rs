@@ -3,16 +3,24 @@
 //! ```text
 //! cargo run --release --example inspect -- resnet50 --num-classes 10 --freeze-backbone
 //! cargo run --release --example inspect -- resnet18 --freeze-to layer2 --bn-trainable
+//! cargo run --release --example inspect -- --weights checkpoint.pth [--weights-key model]
 //! ```
+//!
+//! `--weights FILE` reads the architecture from a `.pth` / `.safetensors` file, loads it
+//! strictly and prints the load report (where the state_dict was found, what was stripped,
+//! what else the file holds); `--weights-key KEY` picks one state_dict of a checkpoint holding
+//! several.
 
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
 use finetune::model::{BnPolicy, ResNetConfig, Stage};
+use finetune::weights::import::describe;
+use finetune::weights::{LoadOptions, WeightsFile};
 
 const USAGE: &str = "usage: inspect [resnet18|resnet34|resnet50|resnet101|resnet152] \
 [--num-classes N] [--freeze-backbone | --freeze-to stem|layer1..layer4|fc] [--bn-trainable] \
-[--device flex|ndarray|wgpu]";
+[--device flex|ndarray|wgpu] [--weights FILE [--weights-key KEY]]";
 
 fn run() -> Result<(), String> {
     let mut arch = "resnet18".to_string();
@@ -20,6 +28,8 @@ fn run() -> Result<(), String> {
     let mut freeze: Option<Stage> = None;
     let mut bn = BnPolicy::Frozen;
     let mut device = DeviceChoice::Flex;
+    let mut weights: Option<String> = None;
+    let mut weights_key: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -38,6 +48,10 @@ fn run() -> Result<(), String> {
                 ))?);
             }
             "--bn-trainable" => bn = BnPolicy::Trainable,
+            "--weights" => weights = Some(args.next().ok_or("--weights needs a file")?),
+            "--weights-key" => {
+                weights_key = Some(args.next().ok_or("--weights-key needs a key")?);
+            }
             "--device" => {
                 let v = args.next().ok_or("--device needs a value")?;
                 device = v.parse().map_err(|e: finetune::Error| e.to_string())?;
@@ -54,10 +68,27 @@ fn run() -> Result<(), String> {
     }
     // Parameters are initialised lazily: summarising even ResNet-152 allocates almost nothing.
     let device = device.device().map_err(|e| e.to_string())?;
-    let mut model = ResNetConfig::from_name(&arch, 1000)
-        .map_err(|e| e.to_string())?
-        .try_init(&device)
-        .map_err(|e| e.to_string())?;
+    let mut model = match &weights {
+        Some(path) => {
+            let options = match &weights_key {
+                Some(key) => LoadOptions::strict().key(key),
+                None => LoadOptions::strict(),
+            };
+            let mut file = WeightsFile::open_with(path, &options).map_err(|e| e.to_string())?;
+            let config = file.infer_config().map_err(|e| e.to_string())?;
+            let mut model = config.try_init(&device).map_err(|e| e.to_string())?;
+            let report = file
+                .load_into(&mut model, &options)
+                .map_err(|e| e.to_string())?;
+            println!("{path}: {report}\n");
+            arch = describe(&config);
+            model
+        }
+        None => ResNetConfig::from_name(&arch, 1000)
+            .map_err(|e| e.to_string())?
+            .try_init(&device)
+            .map_err(|e| e.to_string())?,
+    };
     if let Some(n) = num_classes {
         model = model.try_with_num_classes(n).map_err(|e| e.to_string())?;
     }

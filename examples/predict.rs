@@ -14,7 +14,9 @@
 //! `--input-tensor FILE` reads a safetensors tensor named `input` `[N, 3, H, W]`, already
 //! normalised; with `--json` it prints `{"logits": [[...]], "features": [[...]]}`.
 //! `--arch` (`auto` reads it from the file) and `--num-classes` choose the architecture of a
-//! file; `--device` is `auto`, `flex`, `ndarray` or `wgpu`. Errors are one line on stderr.
+//! file; `--weights-key KEY` picks the state_dict of a checkpoint holding several (`model`,
+//! `ema`, as the error lists them); `--device` is `auto`, `flex`, `ndarray` or `wgpu`. Errors
+//! are one line on stderr.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,9 +25,9 @@ use std::process::ExitCode;
 use finetune::DeviceChoice;
 use finetune::data::read_image;
 use finetune::download::Cache;
-use finetune::weights::{Classifier, WeightsSource, read_input_tensor};
+use finetune::weights::{Classifier, LoadOptions, WeightsSource, read_input_tensor};
 
-const USAGE: &str = "usage: predict --weights <auto|NAME|FILE> (--image FILE [--image FILE ...] | --input-tensor FILE.safetensors) [--top K] [--json] [--arch auto|resnet18|resnet34|resnet50|resnet101|resnet152] [--num-classes N] [--device auto|flex|ndarray|wgpu]";
+const USAGE: &str = "usage: predict --weights <auto|NAME|FILE> (--image FILE [--image FILE ...] | --input-tensor FILE.safetensors) [--top K] [--json] [--arch auto|resnet18|resnet34|resnet50|resnet101|resnet152] [--num-classes N] [--weights-key KEY] [--device auto|flex|ndarray|wgpu]";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -36,6 +38,7 @@ struct Args {
     json: bool,
     arch: Option<String>,
     num_classes: Option<usize>,
+    weights_key: Option<String>,
     device: DeviceChoice,
 }
 
@@ -79,6 +82,7 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
             }
             "--json" => parsed.json = true,
             "--arch" => parsed.arch = Some(value("--arch")?),
+            "--weights-key" => parsed.weights_key = Some(value("--weights-key")?),
             "--num-classes" => {
                 let v = value("--num-classes")?;
                 parsed.num_classes = Some(v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
@@ -108,10 +112,15 @@ fn run(args: Args) -> finetune::Result<()> {
         args.arch.as_deref(),
     )?;
     let cache = Cache::from_env()?;
-    let classifier = Classifier::load(
+    let options = match &args.weights_key {
+        Some(key) => LoadOptions::strict().key(key),
+        None => LoadOptions::strict(),
+    };
+    let classifier = Classifier::load_with(
         &source,
         args.arch.as_deref(),
         args.num_classes,
+        &options,
         &cache,
         &device,
     )?;

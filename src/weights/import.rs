@@ -773,6 +773,11 @@ impl Selection {
             let mut outside = Vec::new();
             for key in keys {
                 let value = &map[key];
+                // `state_dict()`'s per-module version table (an attribute of the OrderedDict,
+                // which the reader shows as an entry): part of every state_dict, not data.
+                if key == "_metadata" && matches!(value, PickleValue::Dict(_)) {
+                    continue;
+                }
                 if is_tensor(value) {
                     let ours = key
                         .strip_prefix(wrapper)

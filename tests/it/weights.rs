@@ -1230,14 +1230,25 @@ fn allowed_files_still_load() {
         assert_eq!(report.stripped_prefix, None);
         assert!(report.other_entries.is_empty(), "{report}");
     }
-    // torchvision's own files (written by PyTorch) pass the scan.
+    // torchvision's own files (written by PyTorch) pass the scan; a plain state_dict has no
+    // other entries (its `_metadata` version table is not one).
     for file in [
         "basic.pth",
         "bottleneck.pth",
         "basic_checkpoint.pth",
         "basic_model_optim.pth",
     ] {
-        WeightsFile::open(fixture(file)).unwrap();
+        let opened = WeightsFile::open(fixture(file)).unwrap();
+        if file == "basic.pth" {
+            assert!(
+                opened.other_entries().is_empty(),
+                "{:?}",
+                opened.other_entries()
+            );
+        }
+        if file == "basic_checkpoint.pth" {
+            assert_eq!(opened.other_entries(), ["epoch = 3"]);
+        }
     }
 }
 
