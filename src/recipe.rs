@@ -561,7 +561,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
         match opts.mode {
             Mode::FineTune => "fine-tuning".to_string(),
             Mode::FeatureExtractor => format!(
-                "training the head of (frozen backbone; BatchNorm policy {bn_policy}, {})",
+                "training the head of (frozen backbone; BatchNorm {bn_policy}: {})",
                 bn_policy.describe()
             ),
         },

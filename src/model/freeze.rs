@@ -145,12 +145,14 @@ impl BnPolicy {
     /// What the policy does, in a few words (for a run's first line).
     pub fn describe(self) -> &'static str {
         match self {
-            BnPolicy::Frozen => "eval mode: running statistics and affine parameters fixed",
+            BnPolicy::Frozen => {
+                "running statistics and affine parameters fixed (PyTorch: eval mode)"
+            }
             BnPolicy::Trainable => {
-                "trainable: batch statistics, running statistics updated, affine parameters trained"
+                "batch statistics, running statistics updated, affine parameters trained (fastai: train_bn)"
             }
             BnPolicy::TrainMode => {
-                "train mode: batch statistics, running statistics updated, affine parameters fixed"
+                "batch statistics, running statistics updated, affine parameters fixed (PyTorch: requires_grad=False in train mode)"
             }
         }
     }
