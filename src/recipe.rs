@@ -109,6 +109,9 @@ pub struct TutorialOptions {
     /// mode), or [`BnPolicy::Frozen`] with `cache_features` (cached features need fixed
     /// statistics; asking for both `TrainMode` and `cache_features` is an error).
     pub bn_policy: Option<BnPolicy>,
+    /// A weights file holding several state_dicts (`{"model": .., "ema": ..}`): the key of
+    /// the one to load ([`LoadOptions::key`](crate::weights::LoadOptions::key)).
+    pub weights_key: Option<String>,
     /// Batch-preparation threads (default: all cores).
     pub workers: Option<usize>,
     /// Image folders: the square size images are resized to at load.
@@ -138,6 +141,7 @@ impl TutorialOptions {
             upsample: None,
             cache_features: false,
             bn_policy: None,
+            weights_key: None,
             workers: None,
             image_size: 224,
             holdout: 0.1,
@@ -451,12 +455,16 @@ fn build_model(
             }
         }
         WeightsChoice::File(path) => {
-            let (model, _) = ResNet::from_weights_file(path, device)?;
+            let options = match &opts.weights_key {
+                Some(key) => crate::weights::LoadOptions::strict().key(key),
+                None => crate::weights::LoadOptions::strict(),
+            };
+            let (model, report) = ResNet::from_weights_file_with(path, &options, device)?;
             let model = model.try_with_num_classes(num_classes)?;
             Ok((
                 model,
                 Normalize::imagenet(),
-                format!("weights from {}", path.display()),
+                format!("weights from {} ({report})", path.display()),
             ))
         }
     }
@@ -627,7 +635,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| Error::InvalidConfig(format!("serialising the summary: {e}")))?;
     let summary = run_dir.join("summary.json");
-    std::fs::write(&summary, json).map_err(|e| Error::io("writing", &summary, e))?;
+    crate::fsutil::write_atomic(&summary, &json).map_err(|e| Error::io("writing", &summary, e))?;
     say(&format!(
         "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
         report.test_acc,

@@ -41,6 +41,10 @@ pub enum Stem {
     Cifar,
 }
 
+/// The largest model [`ResNetConfig::validate`] accepts: 2^31 parameters (8 GiB of `f32`),
+/// 35x ResNet-152.
+pub const MAX_PARAMS: u64 = 1 << 31;
+
 /// Configuration of a ResNet of any depth.
 ///
 /// ```
@@ -125,8 +129,80 @@ impl ResNetConfig {
         self.widths[3] * self.block.expansion()
     }
 
-    /// Checks that every size is usable.
+    /// Number of trainable parameters, as torchvision counts them (`sum(p.numel() for p in
+    /// model.parameters())`: convolution and BatchNorm weights and biases, `fc`), computed from
+    /// the configuration alone without building the model. Saturates at `u64::MAX`.
+    pub fn num_params(&self) -> u64 {
+        self.count_values().0
+    }
+
+    /// `(parameters, BatchNorm running statistics)`, from the topology (torchvision's
+    /// `_make_layer`: a projection shortcut on a stage's first block when the stride or the
+    /// width changes).
+    fn count_values(&self) -> (u64, u64) {
+        let n = |v: usize| v as u64;
+        let mul = |a: u64, b: u64| a.saturating_mul(b);
+        let conv = |cin: u64, cout: u64, k: u64| mul(mul(cin, cout), k * k);
+        let stem_kernel = match self.stem {
+            Stem::ImageNet => 7,
+            Stem::Cifar => 3,
+        };
+        // (convolution and linear values, BatchNorm channels) of one residual block.
+        let block = |cin: u64, planes: u64, out: u64| match self.block {
+            BlockKind::Basic => (
+                conv(cin, planes, 3).saturating_add(conv(planes, planes, 3)),
+                mul(planes, 2),
+            ),
+            BlockKind::Bottleneck => (
+                conv(cin, planes, 1)
+                    .saturating_add(conv(planes, planes, 3))
+                    .saturating_add(conv(planes, out, 1)),
+                mul(planes, 2).saturating_add(out),
+            ),
+        };
+        let mut inplanes = n(self.widths[0]);
+        let mut weights = conv(n(self.in_channels), inplanes, stem_kernel);
+        let mut bn_channels = inplanes;
+        for (stage, (&blocks, &width)) in self.layers.iter().zip(&self.widths).enumerate() {
+            let planes = n(width);
+            let out = mul(planes, n(self.block.expansion()));
+            let (first, first_bn) = block(inplanes, planes, out);
+            weights = weights.saturating_add(first);
+            bn_channels = bn_channels.saturating_add(first_bn);
+            if stage > 0 || inplanes != out {
+                weights = weights.saturating_add(conv(inplanes, out, 1));
+                bn_channels = bn_channels.saturating_add(out);
+            }
+            let (rest, rest_bn) = block(out, planes, out);
+            let others = n(blocks.saturating_sub(1));
+            weights = weights.saturating_add(mul(rest, others));
+            bn_channels = bn_channels.saturating_add(mul(rest_bn, others));
+            inplanes = out;
+        }
+        let classes = n(self.num_classes);
+        let fc = mul(inplanes, classes).saturating_add(classes);
+        // BatchNorm: weight and bias are parameters, running mean and variance are buffers.
+        let bn = mul(bn_channels, 2);
+        (weights.saturating_add(fc).saturating_add(bn), bn)
+    }
+
+    /// Number of values a saved model of this configuration holds: [`num_params`](Self::num_params)
+    /// plus every BatchNorm's running mean and variance.
+    pub(crate) fn num_stored_values(&self) -> u64 {
+        let (params, buffers) = self.count_values();
+        params.saturating_add(buffers)
+    }
+
+    /// Checks that every size is usable and that the model stays under [`MAX_PARAMS`]
+    /// parameters (so a configuration read from a file can never ask for an absurd allocation).
     pub fn validate(&self) -> Result<()> {
+        let params = self.num_params();
+        if params > MAX_PARAMS {
+            return Err(Error::InvalidConfig(format!(
+                "the configuration describes {params} parameters (layers {:?}, widths {:?}, {} classes, {} input channels), more than the {MAX_PARAMS} this crate builds",
+                self.layers, self.widths, self.num_classes, self.in_channels
+            )));
+        }
         if self.num_classes == 0 {
             return Err(Error::InvalidConfig(
                 "num_classes must be at least 1".into(),

@@ -61,9 +61,16 @@ impl ResNet {
             path: path.to_path_buf(),
             reason,
         };
+        if path.is_dir() {
+            return Err(bad(
+                "it is a directory: pass the model file (`*.bpk`) inside it".into(),
+            ));
+        }
         if !path.is_file() {
             return Err(bad("no such file".into()));
         }
+        // An unreadable file (permissions, I/O) is reported as such, not as a damaged one.
+        std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
         let reader =
             Reader::from_file_exact(path).map_err(|e| bad(format!("not a burnpack file ({e})")))?;
         let json = reader.metadata().get(METADATA_KEY).ok_or_else(|| {
@@ -79,7 +86,28 @@ impl ResNet {
                 saved.format_version
             )));
         }
-        drop(reader);
+        // Validate before anything is allocated: the configuration's bounds, and its agreement
+        // with the tensors the file really stores (a crafted config cannot ask for more memory
+        // than the file's own tensors take).
+        saved
+            .config
+            .validate()
+            .map_err(|e| bad(format!("its stored configuration is unusable ({e}); the file is damaged or was edited")))?;
+        let tensors = reader
+            .into_tensors()
+            .map_err(|e| bad(format!("unreadable tensor table ({e})")))?;
+        let stored = tensors
+            .iter()
+            .map(|t| t.shape.num_elements() as u64)
+            .fold(0u64, u64::saturating_add);
+        let expected = saved.config.num_stored_values();
+        if stored != expected {
+            return Err(bad(format!(
+                "its stored configuration (layers {:?}, widths {:?}, {} classes) describes {expected} values but the file holds {stored}: the file is damaged or was edited",
+                saved.config.layers, saved.config.widths, saved.config.num_classes
+            )));
+        }
+        drop(tensors);
         let mut model = saved.config.try_init(device)?;
         let mut store = BurnpackStore::from_file(path)
             .auto_extension(false)

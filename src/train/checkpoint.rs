@@ -5,7 +5,6 @@
 //! swapped in with renames; a crash mid-write leaves the last good checkpoint intact.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::lr_scheduler::LrSchedulerRecord;
@@ -24,22 +23,39 @@ const BEST: &str = "best.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
 const SCHEDULER: &str = "scheduler.bpk";
 const STATE: &str = "state.json";
+const LOCK: &str = ".lock";
+/// The files of a complete checkpoint, each recorded with its SHA-256 in the state.
+const FILES: [&str; 4] = [MODEL, BEST, OPTIMIZER, SCHEDULER];
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` atomically (a fresh temporary file in the same directory, then a
+/// rename; never through a symlink planted at `path`), creating the directory first.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| TrainError::io("creating", parent, e))?;
     }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    write().map_err(|e| TrainError::io("writing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| TrainError::io("renaming", &tmp, e))
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| TrainError::io("writing", path, e))
+}
+
+/// An exclusive lock on a run directory, held while a run writes into it (released on drop).
+#[derive(Debug)]
+pub(crate) struct RunLock {
+    _file: fs::File,
+}
+
+/// Creates `run_dir` if needed and locks it (`<run>/.lock`) for this process, or fails at once
+/// when another run holds it.
+pub(crate) fn lock_run_dir(run_dir: &Path) -> Result<RunLock, TrainError> {
+    fs::create_dir_all(run_dir).map_err(|e| TrainError::io("creating", run_dir, e))?;
+    let path = run_dir.join(LOCK);
+    let file = crate::fsutil::open_lock_file(&path)
+        .map_err(|e| TrainError::io("opening the lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::RunDirInUse {
+            path: run_dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(TrainError::io("locking", &path, e)),
+    }
 }
 
 /// The training loop's own state.
@@ -57,6 +73,45 @@ pub(crate) struct LoopState {
     pub config: LearnerConfig,
     /// Number of scheduler units consumed so far.
     pub schedule_steps: usize,
+    /// SHA-256 (hex) of each of the checkpoint's other files, written last. Empty in
+    /// checkpoints written before checksums were recorded (those are checked for presence only).
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+impl LoopState {
+    /// The state agrees with itself: one history record per epoch done, epochs numbered from 1,
+    /// and the best epoch among them.
+    fn check_consistent(&self) -> Result<(), String> {
+        let records = &self.history.epochs;
+        if records.len() != self.epochs_done {
+            return Err(format!(
+                "it says {} epochs are done but its history holds {}",
+                self.epochs_done,
+                records.len()
+            ));
+        }
+        if let Some((i, r)) = records.iter().enumerate().find(|(i, r)| r.epoch != i + 1) {
+            return Err(format!(
+                "history record {} is numbered epoch {}",
+                i + 1,
+                r.epoch
+            ));
+        }
+        if self.history.best_epoch > self.epochs_done {
+            return Err(format!(
+                "its best epoch ({}) is after its last epoch ({})",
+                self.history.best_epoch, self.epochs_done
+            ));
+        }
+        if self.stale_epochs > self.epochs_done {
+            return Err(format!(
+                "{} epochs without improvement out of {} done",
+                self.stale_epochs, self.epochs_done
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Everything a resumed run needs.
@@ -89,12 +144,41 @@ pub(crate) fn save(
     state: &LoopState,
 ) -> Result<(), TrainError> {
     let dir = checkpoint_dir(run_dir);
-    let tmp = sibling(&dir, ".tmp");
     let old = sibling(&dir, ".old");
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| TrainError::io("removing", &tmp, e))?;
+    fs::create_dir_all(run_dir).map_err(|e| TrainError::io("creating", run_dir, e))?;
+    let tmp = crate::fsutil::create_temp_dir_beside(&dir, "tmp")
+        .map_err(|e| TrainError::io("creating a temporary directory in", run_dir, e))?;
+    let written = write_files(&tmp, model, best, optimizer, scheduler, state);
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    fs::create_dir_all(&tmp).map_err(|e| TrainError::io("creating", &tmp, e))?;
+
+    // Swap: checkpoint -> checkpoint.old, the new directory -> checkpoint, drop the old one.
+    // (`remove_dir_all` removes a symlink itself, never what it points to.)
+    if fs::symlink_metadata(&old).is_ok() {
+        fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
+    }
+    if fs::symlink_metadata(&dir).is_ok() {
+        fs::rename(&dir, &old).map_err(|e| TrainError::io("renaming", &dir, e))?;
+    }
+    fs::rename(&tmp, &dir).map_err(|e| TrainError::io("renaming", &tmp, e))?;
+    if fs::symlink_metadata(&old).is_ok() {
+        fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
+    }
+    Ok(())
+}
+
+/// Writes every file of a checkpoint into the fresh directory `tmp`, the state (with the other
+/// files' checksums) last.
+fn write_files(
+    tmp: &Path,
+    model: &ResNet,
+    best: &ResNet,
+    optimizer: &ModuleOptimizer,
+    scheduler: &ModuleLrScheduler,
+    state: &LoopState,
+) -> Result<(), TrainError> {
     let record_err = |path: PathBuf| {
         move |e: burn::store::RecordError| TrainError::Checkpoint {
             path,
@@ -111,32 +195,71 @@ pub(crate) fn save(
         .to_record()
         .save(tmp.join(SCHEDULER))
         .map_err(record_err(tmp.join(SCHEDULER)))?;
-    let json = serde_json::to_vec_pretty(state)
+    let mut state = state.clone();
+    state.files = FILES
+        .iter()
+        .map(|name| {
+            let path = tmp.join(name);
+            sha256_hex(&path).map(|digest| (name.to_string(), digest))
+        })
+        .collect::<Result<_, _>>()?;
+    let json = serde_json::to_vec_pretty(&state)
         .map_err(|e| TrainError::Config(format!("serialising checkpoint state: {e}")))?;
-    write_atomic(&tmp.join(STATE), &json)?;
-
-    // Swap: checkpoint -> checkpoint.old, checkpoint.tmp -> checkpoint, drop the old one.
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
-    }
-    if dir.exists() {
-        fs::rename(&dir, &old).map_err(|e| TrainError::io("renaming", &dir, e))?;
-    }
-    fs::rename(&tmp, &dir).map_err(|e| TrainError::io("renaming", &tmp, e))?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
-    }
-    Ok(())
+    write_atomic(&tmp.join(STATE), &json)
 }
 
-/// The directory holding the last complete checkpoint, if any (`checkpoint`, or
-/// `checkpoint.old` when a crash interrupted the swap).
-pub(crate) fn latest(run_dir: &Path) -> Option<PathBuf> {
+fn sha256_hex(path: &Path) -> Result<String, TrainError> {
+    use sha2::{Digest, Sha256};
+    let mut file = fs::File::open(path).map_err(|e| TrainError::io("reading", path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| TrainError::io("reading", path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The directory holding the last checkpoint, if any: `checkpoint`, or `checkpoint.old` when a
+/// crash interrupted the swap. A checkpoint directory that exists but lacks one of its files (or
+/// whose files are not regular files) is an error, so that a damaged run is never silently
+/// restarted over what survives of it.
+pub(crate) fn latest(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
     let dir = checkpoint_dir(run_dir);
     let old = sibling(&dir, ".old");
-    [dir, old]
-        .into_iter()
-        .find(|d| d.join(STATE).is_file() && d.join(MODEL).is_file())
+    for candidate in [&dir, &old] {
+        if fs::symlink_metadata(candidate).is_err() {
+            continue;
+        }
+        let missing: Vec<&str> = [STATE]
+            .iter()
+            .chain(FILES.iter())
+            .copied()
+            .filter(|name| !candidate.join(name).is_file())
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(candidate.clone()));
+        }
+        if candidate == &dir && complete(&old) {
+            // Interrupted swap: `checkpoint` cannot be partial, but `.old` is whole.
+            return Ok(Some(old.clone()));
+        }
+        return Err(TrainError::Checkpoint {
+            path: candidate.clone(),
+            reason: format!(
+                "incomplete checkpoint: {} missing or not a file. Nothing was overwritten: restore the files, or start the run in another output directory",
+                missing.join(", ")
+            ),
+        });
+    }
+    Ok(None)
+}
+
+fn complete(dir: &Path) -> bool {
+    [STATE]
+        .iter()
+        .chain(FILES.iter())
+        .all(|name| dir.join(name).is_file())
 }
 
 /// Loads the checkpoint in `dir` onto `device`.
@@ -146,6 +269,25 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<Checkpoint, TrainError
     let bytes = fs::read(&state_path).map_err(|e| TrainError::io("reading", &state_path, e))?;
     let state: LoopState = serde_json::from_slice(&bytes)
         .map_err(|e| bad(state_path.clone(), format!("unreadable state: {e}")))?;
+    state.check_consistent().map_err(|reason| {
+        bad(
+            state_path.clone(),
+            format!("inconsistent state: {reason}. The checkpoint was edited or damaged; nothing was overwritten"),
+        )
+    })?;
+    for (name, expected) in &state.files {
+        if !FILES.contains(&name.as_str()) {
+            return Err(bad(state_path.clone(), format!("lists an unknown file '{name}'")));
+        }
+        let path = dir.join(name);
+        let actual = sha256_hex(&path)?;
+        if &actual != expected {
+            return Err(bad(
+                path,
+                format!("its SHA-256 is {actual}, the checkpoint recorded {expected}: the file was changed or damaged after the checkpoint was written; nothing was overwritten"),
+            ));
+        }
+    }
     let model = ResNet::load(dir.join(MODEL), device).map_err(TrainError::model)?;
     let best = ResNet::load(dir.join(BEST), device).map_err(TrainError::model)?;
     let optimizer = OptimizerRecord::load(dir.join(OPTIMIZER))

@@ -206,13 +206,20 @@ impl Learner {
             history: History::default(),
             config: config.clone(),
             schedule_steps: 0,
+            files: Default::default(),
         };
         let mut model = model;
         let mut best = model.valid();
         let mut resumed_from = None;
 
+        // Held until `fit` returns: a second run into the same directory fails at once.
+        let _run_lock = self
+            .run_dir
+            .as_deref()
+            .map(checkpoint::lock_run_dir)
+            .transpose()?;
         if let Some(run_dir) = &self.run_dir {
-            match checkpoint::latest(run_dir) {
+            match checkpoint::latest(run_dir)? {
                 Some(dir) if self.resume => {
                     let ck = checkpoint::load(&dir, &plain)?;
                     check_compatible(&ck.state.config, config, &dir)?;
@@ -314,6 +321,9 @@ impl Learner {
                 let images = batch.images.without_autodiff();
                 let targets = batch.targets.without_autodiff();
                 let n = targets.dims()[0];
+                if cached.is_none() {
+                    model.check_input(images.dims()).map_err(TrainError::model)?;
+                }
                 let logits = if cached.is_some() {
                     model.forward_head(images.flatten(1, 3))
                 } else if let Some(backbone) = &backbone {

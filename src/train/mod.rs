@@ -67,6 +67,15 @@ pub enum TrainError {
         /// What went wrong.
         reason: String,
     },
+    /// Another run holds the run directory's lock.
+    #[error(
+        "the run directory '{}' is in use by another training run (its .lock is held): wait for that run to finish, or choose another run directory",
+        path.display()
+    )]
+    RunDirInUse {
+        /// The run directory.
+        path: PathBuf,
+    },
     /// File-system failure.
     #[error("{action} '{path}': {source}")]
     Io {
