@@ -61,7 +61,7 @@ fn run() -> Result<(), String> {
                 return Ok(());
             }
             other if other.starts_with('-') => {
-                return Err(format!("unknown flag {other}\n{USAGE}"));
+                return Err(format!("unknown flag {other} (see --help)"));
             }
             other => arch = other.to_string(),
         }

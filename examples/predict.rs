@@ -54,7 +54,7 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
         let flag = flag.to_string_lossy().into_owned();
         let mut raw_value = |name: &str| {
             args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+                .ok_or_else(|| format!("{name} needs a value (see --help)"))
         };
         if flag == "--image" {
             parsed.images.push(raw_value("--image")?.into());
@@ -94,12 +94,12 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
                     .parse()
                     .map_err(|e: finetune::Error| e.to_string())?;
             }
-            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
+            other => return Err(format!("unknown argument '{other}' (see --help)")),
         }
     }
     if parsed.images.is_empty() == parsed.input_tensor.is_none() {
         return Err(format!(
-            "give either --image (one or more) or --input-tensor\n{USAGE}"
+            "give either --image (one or more) or --input-tensor (see --help)"
         ));
     }
     Ok(Some(parsed))
@@ -130,7 +130,7 @@ fn run(args: Args) -> finetune::Result<()> {
     if let Some(path) = &args.input_tensor {
         let input = read_input_tensor(path, classifier.model.config().in_channels, &device)?;
         if args.json {
-            println!("{}", classifier.logits_and_features_json(input));
+            println!("{}", classifier.logits_and_features_json(input)?);
         } else {
             let top = classifier.top_k(classifier.model.forward(input), args.top);
             for (i, predictions) in top.iter().enumerate() {
@@ -147,7 +147,7 @@ fn run(args: Args) -> finetune::Result<()> {
         .iter()
         .map(|p| read_image(p).map(image::DynamicImage::ImageRgb8))
         .collect::<Result<Vec<_>, _>>()?;
-    let predictions = classifier.classify(&images, args.top);
+    let predictions = classifier.classify(&images, args.top)?;
     if args.json {
         let out: Vec<_> = args
             .images

@@ -45,7 +45,7 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     args.reject_unknown(KNOWN)
-        .map_err(|e| format!("{e}\n{USAGE}"))?;
+        .map_err(|e| format!("{e} (see --help)"))?;
     let out = args.get("out").unwrap_or("batch.png").to_string();
     let count: usize = args.or("count", 32)?;
     let seed: u64 = args.or("seed", 0)?;

@@ -75,6 +75,10 @@ pub enum Error {
         values: usize,
     },
 
+    /// A batch does not fit the model (input channels, empty dimensions).
+    #[error("the input does not fit the model: {0}")]
+    InputShape(String),
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "image-folder",
     "sample",
     "weights",
+    "weights-key",
     "arch",
     "workers",
     "image-size",
@@ -50,6 +51,7 @@ model:
   --weights auto|none|NAME|FILE   ImageNet weights (auto: download and cache; random
                                   initialisation when unavailable), a registry name such as
                                   resnet50.v2, or a .pth/.safetensors file
+  --weights-key KEY     a checkpoint holding several state_dicts: the one to load (e.g. model)
   --arch resnet18|resnet34|resnet50|resnet101|resnet152   (default resnet18)
 training:
   --epochs N (5) --batch-size N (128) --lr X (0.001) --seed N (42)
@@ -119,6 +121,7 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
     } else if args.flag("sample") {
         o.data = DataChoice::Sample;
     }
+    o.weights_key = args.get("weights-key").map(str::to_string);
     o.weights = match args.get("weights") {
         None | Some("auto") => WeightsChoice::Auto,
         Some("none") => WeightsChoice::None,
@@ -157,7 +160,7 @@ pub fn main(example: &str, mode: Mode) -> ExitCode {
         Ok(Some(o)) => o,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}\n(see --help)");
+            eprintln!("error: {e} (see --help)");
             return ExitCode::from(2);
         }
     };

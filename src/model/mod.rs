@@ -16,6 +16,7 @@ mod host_norm;
 mod host_pool;
 #[cfg(feature = "flex")]
 mod host_tensor;
+mod input;
 mod io;
 mod resnet;
 mod summary;

@@ -22,7 +22,9 @@ pub(crate) fn extract(
     let mut labels = Vec::with_capacity(data.num_items());
     for batch in loader.iter() {
         let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
-        let f = backbone.forward_features(batch.images.without_autodiff());
+        let images = batch.images.without_autodiff();
+        model.check_input(images.dims()).map_err(TrainError::model)?;
+        let f = backbone.forward_features(images);
         labels.extend(read_indices(batch.targets.without_autodiff())?);
         features.push(f);
     }

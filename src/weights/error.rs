@@ -20,6 +20,16 @@ pub enum WeightsError {
         path: PathBuf,
     },
 
+    /// The path is a directory.
+    #[error(
+        "'{}' is a directory, not a weights file: pass the .pth, .pt, .ckpt or .safetensors file inside it",
+        path.display()
+    )]
+    IsADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
     /// The file could not be read.
     #[error("reading weights file '{}': {source}", path.display())]
     Io {

@@ -216,6 +216,12 @@ impl WeightsFile {
     /// [`open`](Self::open) with the state_dict chosen by `options` ([`LoadOptions::key`]).
     pub fn open_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Err(WeightsError::IsADirectory {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
         if !path.is_file() {
             return Err(WeightsError::NotFound {
                 path: path.to_path_buf(),
@@ -1113,10 +1119,20 @@ impl ResNet {
         path: impl AsRef<Path>,
         device: &Device,
     ) -> Result<(ResNet, LoadReport)> {
-        let mut file = WeightsFile::open(path)?;
+        Self::from_weights_file_with(path, &LoadOptions::strict(), device)
+    }
+
+    /// [`from_weights_file`](Self::from_weights_file) with `options` (e.g.
+    /// [`LoadOptions::key`] to pick one state_dict of a checkpoint holding several).
+    pub fn from_weights_file_with(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<(ResNet, LoadReport)> {
+        let mut file = WeightsFile::open_with(path, options)?;
         let config = file.infer_config()?;
         let mut model = config.try_init(device)?;
-        let report = file.load_into(&mut model, &LoadOptions::strict())?;
+        let report = file.load_into(&mut model, options)?;
         Ok((model, report))
     }
 }

@@ -208,12 +208,17 @@ impl Classifier {
     }
 
     /// The top `k` classes of each image, most probable first.
-    pub fn classify(&self, images: &[DynamicImage], k: usize) -> Vec<Vec<Prediction>> {
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] when the model does not take RGB images (a stem with
+    /// `in_channels` other than 3), before any kernel runs.
+    pub fn classify(&self, images: &[DynamicImage], k: usize) -> Result<Vec<Vec<Prediction>>> {
         if images.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let batch = self.preprocess.batch(images, &self.model.device());
-        self.top_k(self.model.forward(batch), k)
+        self.model.check_input(batch.dims())?;
+        Ok(self.top_k(self.model.forward(batch), k))
     }
 
     /// Softmax and the top `k` classes of each row of `logits` `[N, classes]`.
@@ -245,11 +250,15 @@ impl Classifier {
             .collect()
     }
 
-    /// `{"logits": [[...]], "features": [[...]]}` for an already normalised input `[N, 3, H, W]`.
-    pub fn logits_and_features_json(&self, input: Tensor<4>) -> String {
+    /// `{"logits": [[...]], "features": [[...]]}` for an already normalised input `[N, C, H, W]`.
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] when `C` is not the model's input channels, before any kernel runs.
+    pub fn logits_and_features_json(&self, input: Tensor<4>) -> Result<String> {
+        self.model.check_input(input.dims())?;
         let features = self.model.forward_features(input);
         let logits = self.model.forward_head(features.clone());
-        serde_json::json!({ "logits": rows(logits), "features": rows(features) }).to_string()
+        Ok(serde_json::json!({ "logits": rows(logits), "features": rows(features) }).to_string())
     }
 }
 

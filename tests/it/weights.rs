@@ -772,7 +772,7 @@ fn the_predict_pipeline_on_a_file() {
 
     // --input-tensor ... --json
     let json: serde_json::Value =
-        serde_json::from_str(&classifier.logits_and_features_json(input())).unwrap();
+        serde_json::from_str(&classifier.logits_and_features_json(input()).unwrap()).unwrap();
     let logits = json["logits"].as_array().unwrap();
     assert_eq!(logits.len(), 2);
     let flat: Vec<f32> = logits
@@ -809,7 +809,7 @@ fn the_predict_pipeline_on_a_file() {
         assert_eq!(predictions[0].class, argmax);
     }
     let image = open_image(fixture("photo.png")).unwrap();
-    let predictions = classifier.classify(&[image], 3);
+    let predictions = classifier.classify(&[image], 3).unwrap();
     assert_eq!(predictions[0].len(), 3);
 
     // --arch that does not fit, --num-classes that does not fit: one-line errors.

@@ -1,0 +1,34 @@
+//! Checks that a batch fits a model before any kernel runs, so that a mismatch between weights,
+//! configuration and data (a 1-channel stem fed RGB images, a flattened batch) is a typed error
+//! naming both sides, never a panic inside a convolution.
+
+use crate::error::{Error, Result};
+use crate::model::ResNet;
+
+impl ResNet {
+    /// Checks that an image batch of shape `[N, C, H, W]` can go through [`forward`]
+    /// (`ResNet::forward`): `C` must be the stem's input channels (`config().in_channels`, 3
+    /// for RGB weights), and `N`, `H` and `W` at least 1.
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] saying what the model expects, what the data has and what to do.
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<()> {
+        let [n, c, h, w] = dims;
+        let expected = self.config().in_channels;
+        if c != expected {
+            let plural = |k: usize| if k == 1 { "" } else { "s" };
+            return Err(Error::InputShape(format!(
+                "the model's stem (conv1) takes {expected} input channel{} but the images have {c} channel{}: use weights made for {c}-channel images (`in_channels: {c}`), or convert the images to {expected} channel{}",
+                plural(expected),
+                plural(c),
+                plural(expected)
+            )));
+        }
+        if n == 0 || h == 0 || w == 0 {
+            return Err(Error::InputShape(format!(
+                "an empty batch of shape [{n}, {c}, {h}, {w}]: every dimension must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+}
