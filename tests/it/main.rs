@@ -1,13 +1,17 @@
 //! The integration tests, in one binary (one link step) with a module per area.
 
+mod alloc;
 mod batchnorm;
+mod cli;
 mod common;
 mod data;
 mod devices;
 mod download;
+mod faults;
 mod freeze;
 mod http;
 mod model;
+mod properties;
 mod recipe;
 mod train;
 mod viz;

@@ -1,0 +1,153 @@
+//! Every example binary, run with bad flags and bad inputs: a clean exit code (never 101, a
+//! panic) and a one-line `error: ...` message on stderr.
+//!
+//! The binaries are the ones `cargo test` builds next to this test binary
+//! (`target/<profile>/examples/`); `cargo test --test it` alone does not build them, and this
+//! test then fails saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/it-<hash> -> target/<profile>/examples/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo test` (which builds the examples), not `cargo test --test it` alone",
+        path.display()
+    );
+    path
+}
+
+/// Runs `name args...` offline in `cwd`, and checks the failure is clean: not a panic, a
+/// non-zero exit code, and exactly one line on stderr that starts with `error: `.
+fn fails_cleanly(name: &str, args: &[&std::ffi::OsStr], cwd: &Path) -> String {
+    let cache = cwd.join("cache");
+    let output = Command::new(example(name))
+        .args(args)
+        .current_dir(cwd)
+        .env("FINETUNE_OFFLINE", "1")
+        .env("FINETUNE_CACHE", &cache)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let shown = format!("{name} {args:?}: exit {:?}, stderr:\n{stderr}", output.status.code());
+    assert_ne!(output.status.code(), Some(101), "panicked: {shown}");
+    assert!(!output.status.success(), "succeeded: {shown}");
+    assert!(output.status.code().is_some(), "killed by a signal: {shown}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("downloading "))
+        .collect();
+    assert_eq!(lines.len(), 1, "not a one-line message: {shown}");
+    assert!(lines[0].starts_with("error: "), "{shown}");
+    assert!(!stderr.contains("panicked"), "{shown}");
+    lines[0].to_string()
+}
+
+fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.into()).collect()
+}
+
+fn run_cases(name: &str, cases: &[Vec<std::ffi::OsString>], cwd: &Path) -> Vec<String> {
+    cases
+        .iter()
+        .map(|args| {
+            let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            fails_cleanly(name, &refs, cwd)
+        })
+        .collect()
+}
+
+/// A folder of two tiny PNGs (one per class): too few for a train/val/test split.
+fn two_image_folder(root: &Path) -> PathBuf {
+    let dir = root.join("tiny");
+    for class in ["cat", "dog"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]))
+            .save(dir.join(class).join("0.png"))
+            .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = two_image_folder(tmp.path());
+    let tiny = tiny.to_str().unwrap();
+    let a_dir = tmp.path().to_str().unwrap();
+    for name in ["finetune", "feature_extractor"] {
+        let cases = [
+            os(&["--no-such-flag"]),
+            os(&["--epochs", "five"]),
+            os(&["--epochs"]),
+            os(&["--batch-size", "-1"]),
+            os(&["--device", "quantum"]),
+            os(&["--sample", "--data-dir", a_dir]),
+            os(&["--weights", "resnet99"]),
+            os(&["--weights", a_dir, "--sample"]),
+            os(&["--image-folder", "/nonexistent/finetune-test"]),
+            os(&["--image-folder", tiny, "--weights", "none", "--epochs", "1"]),
+            os(&[
+                "--image-folder",
+                tiny,
+                "--image-size",
+                "0",
+                "--weights",
+                "none",
+            ]),
+        ];
+        let messages = run_cases(name, &cases, tmp.path());
+        assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
+        assert!(messages[7].contains("directory"), "{}", messages[7]);
+    }
+}
+
+#[test]
+fn inference_and_inspection_examples_fail_cleanly_on_bad_flags_and_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let missing = tmp.path().join("missing.jpg");
+    let missing = missing.to_str().unwrap();
+    run_cases(
+        "predict",
+        &[
+            os(&["--no-such-flag"]),
+            os(&["--weights"]),
+            os(&["--weights", "none", "--image", missing]),
+            os(&["--weights", dir, "--image", missing]),
+            os(&["--weights", "resnet18", "--image", missing, "--top", "x"]),
+            os(&["--weights", "resnet18"]),
+        ],
+        tmp.path(),
+    );
+    run_cases(
+        "inspect",
+        &[
+            os(&["resnet99"]),
+            os(&["--no-such-flag"]),
+            os(&["resnet18", "--num-classes", "0"]),
+            os(&["resnet18", "--freeze-to", "layer9"]),
+        ],
+        tmp.path(),
+    );
+    run_cases(
+        "show_batch",
+        &[
+            os(&["--no-such-flag"]),
+            os(&["--count", "x"]),
+            os(&["--sample", "--size", "0"]),
+            os(&["--image-folder", "/nonexistent/finetune-test"]),
+        ],
+        tmp.path(),
+    );
+}
