@@ -98,9 +98,7 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
         }
     }
     if parsed.images.is_empty() == parsed.input_tensor.is_none() {
-        return Err(format!(
-            "give either --image (one or more) or --input-tensor (see --help)"
-        ));
+        return Err("give either --image (one or more) or --input-tensor (see --help)".into());
     }
     Ok(Some(parsed))
 }

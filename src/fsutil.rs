@@ -158,7 +158,10 @@ mod tests {
         let (b, _) = create_temp_beside(&target, "tmp").unwrap();
         assert_ne!(a, b);
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(".x.bin.") && name.ends_with(".tmp"), "{name}");
+        assert!(
+            name.starts_with(".x.bin.") && name.ends_with(".tmp"),
+            "{name}"
+        );
     }
 
     #[cfg(unix)]
@@ -172,7 +175,12 @@ mod tests {
         write_atomic(&target, b"new").unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
         assert_eq!(fs::read(&target).unwrap(), b"new");
-        assert!(!fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
+        assert!(
+            !fs::symlink_metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         // Nothing but the two files is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }

@@ -94,12 +94,14 @@ impl Spec {
             None
         };
         match records {
-            Some(max) if size == 0 || size % record != 0 || size > max * record => Err(format!(
-                "declares {size} bytes, but a {} batch file is a whole number of {record}-byte \
+            Some(max) if size == 0 || !size.is_multiple_of(record) || size > max * record => {
+                Err(format!(
+                    "declares {size} bytes, but a {} batch file is a whole number of {record}-byte \
                  records, at most {max} ({} bytes)",
-                self.name,
-                max * record
-            )),
+                    self.name,
+                    max * record
+                ))
+            }
             None if size > MAX_TEXT_MEMBER => Err(format!(
                 "declares {size} bytes, but the official file is under {MAX_TEXT_MEMBER} bytes"
             )),

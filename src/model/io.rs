@@ -89,10 +89,11 @@ impl ResNet {
         // Validate before anything is allocated: the configuration's bounds, and its agreement
         // with the tensors the file really stores (a crafted config cannot ask for more memory
         // than the file's own tensors take).
-        saved
-            .config
-            .validate()
-            .map_err(|e| bad(format!("its stored configuration is unusable ({e}); the file is damaged or was edited")))?;
+        saved.config.validate().map_err(|e| {
+            bad(format!(
+                "its stored configuration is unusable ({e}); the file is damaged or was edited"
+            ))
+        })?;
         let tensors = reader
             .into_tensors()
             .map_err(|e| bad(format!("unreadable tensor table ({e})")))?;

@@ -277,14 +277,19 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<Checkpoint, TrainError
     })?;
     for (name, expected) in &state.files {
         if !FILES.contains(&name.as_str()) {
-            return Err(bad(state_path.clone(), format!("lists an unknown file '{name}'")));
+            return Err(bad(
+                state_path.clone(),
+                format!("lists an unknown file '{name}'"),
+            ));
         }
         let path = dir.join(name);
         let actual = sha256_hex(&path)?;
         if &actual != expected {
             return Err(bad(
                 path,
-                format!("its SHA-256 is {actual}, the checkpoint recorded {expected}: the file was changed or damaged after the checkpoint was written; nothing was overwritten"),
+                format!(
+                    "its SHA-256 is {actual}, the checkpoint recorded {expected}: the file was changed or damaged after the checkpoint was written; nothing was overwritten"
+                ),
             ));
         }
     }

@@ -96,7 +96,9 @@ pub(crate) fn evaluate_with(
         let n = batch.targets.dims()[0];
         let images = batch.images.without_autodiff();
         if !matches!(path, EvalPath::HeadOnly) {
-            model.check_input(images.dims()).map_err(TrainError::model)?;
+            model
+                .check_input(images.dims())
+                .map_err(TrainError::model)?;
         }
         let logits = match (&path, &full) {
             (EvalPath::HeadOnly, _) => head.forward_head(images.flatten(1, 3)),

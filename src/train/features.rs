@@ -23,7 +23,9 @@ pub(crate) fn extract(
     for batch in loader.iter() {
         let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
         let images = batch.images.without_autodiff();
-        model.check_input(images.dims()).map_err(TrainError::model)?;
+        model
+            .check_input(images.dims())
+            .map_err(TrainError::model)?;
         let f = backbone.forward_features(images);
         labels.extend(read_indices(batch.targets.without_autodiff())?);
         features.push(f);

@@ -322,7 +322,9 @@ impl Learner {
                 let targets = batch.targets.without_autodiff();
                 let n = targets.dims()[0];
                 if cached.is_none() {
-                    model.check_input(images.dims()).map_err(TrainError::model)?;
+                    model
+                        .check_input(images.dims())
+                        .map_err(TrainError::model)?;
                 }
                 let logits = if cached.is_some() {
                     model.forward_head(images.flatten(1, 3))

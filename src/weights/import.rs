@@ -814,8 +814,8 @@ impl Selection {
         let outside: Vec<&str> = keys
             .iter()
             .filter(|k| {
-                !k.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| !nested.iter().any(|n| rest.starts_with(n.as_str())))
+                k.strip_prefix(prefix.as_str())
+                    .is_none_or(|rest| nested.iter().any(|n| rest.starts_with(n.as_str())))
             })
             .map(String::as_str)
             .collect();

@@ -39,10 +39,16 @@ fn fails_cleanly(name: &str, args: &[&std::ffi::OsStr], cwd: &Path) -> String {
         .output()
         .expect("run the example");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let shown = format!("{name} {args:?}: exit {:?}, stderr:\n{stderr}", output.status.code());
+    let shown = format!(
+        "{name} {args:?}: exit {:?}, stderr:\n{stderr}",
+        output.status.code()
+    );
     assert_ne!(output.status.code(), Some(101), "panicked: {shown}");
     assert!(!output.status.success(), "succeeded: {shown}");
-    assert!(output.status.code().is_some(), "killed by a signal: {shown}");
+    assert!(
+        output.status.code().is_some(),
+        "killed by a signal: {shown}"
+    );
     let lines: Vec<&str> = stderr
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with("downloading "))

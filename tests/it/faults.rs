@@ -168,7 +168,11 @@ fn a_second_run_into_a_directory_in_use_fails_at_once() {
 
 #[test]
 fn incomplete_checkpoints_are_errors_and_nothing_is_overwritten() {
-    for damage in ["model.bpk missing", "state.json a directory", "best.bpk missing"] {
+    for damage in [
+        "model.bpk missing",
+        "state.json a directory",
+        "best.bpk missing",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         one_epoch_into(dir.path());
         let ck = dir.path().join("checkpoint");
@@ -182,7 +186,10 @@ fn incomplete_checkpoints_are_errors_and_nothing_is_overwritten() {
         }
         let before = contents(dir.path());
         let err = resume(dir.path()).unwrap_err();
-        assert!(matches!(err, TrainError::Checkpoint { .. }), "{damage}: {err}");
+        assert!(
+            matches!(err, TrainError::Checkpoint { .. }),
+            "{damage}: {err}"
+        );
         assert!(err.to_string().contains("incomplete"), "{damage}: {err}");
         assert_eq!(contents(dir.path()), before, "{damage}: files changed");
     }
@@ -284,7 +291,9 @@ fn parameter_counts_come_from_the_configuration_alone() {
     }
     // And from the built model, for shapes torchvision does not ship.
     for config in [
-        ResNetConfig::resnet18(7).with_widths([4, 8, 8, 16]).with_in_channels(1),
+        ResNetConfig::resnet18(7)
+            .with_widths([4, 8, 8, 16])
+            .with_in_channels(1),
         ResNetConfig::resnet50(3)
             .with_widths([2, 4, 4, 8])
             .with_stem(Stem::Cifar),
@@ -318,7 +327,9 @@ fn batches_that_do_not_fit_the_model_are_typed_errors_before_any_kernel() {
         err.contains("1 input channel") && err.contains("3 channels"),
         "{err}"
     );
-    let err = finetune::train::evaluate(&gray, &val).unwrap_err().to_string();
+    let err = finetune::train::evaluate(&gray, &val)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("1 input channel"), "{err}");
     gray.check_input([2, 1, 8, 8]).unwrap();
     assert!(gray.check_input([0, 1, 8, 8]).is_err());

@@ -19,7 +19,9 @@ use crate::common::{cpu, tiny18};
 const MAX_ALLOCATION: usize = 64 << 20;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/weights")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -150,7 +152,13 @@ fn saved_model() -> Vec<u8> {
 /// One CIFAR-10 batch file of `records` records (label byte + 3072 pixel bytes each).
 fn cifar_batch(records: usize) -> Vec<u8> {
     (0..records * 3073)
-        .map(|i| if i % 3073 == 0 { (i / 3073 % 10) as u8 } else { (i * 7 % 251) as u8 })
+        .map(|i| {
+            if i % 3073 == 0 {
+                (i / 3073 % 10) as u8
+            } else {
+                (i * 7 % 251) as u8
+            }
+        })
         .collect()
 }
 
