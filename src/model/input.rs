@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::model::ResNet;
 
 impl ResNet {
-    /// Checks that an image batch of shape `[N, C, H, W]` can go through [`forward`]
-    /// (`ResNet::forward`): `C` must be the stem's input channels (`config().in_channels`, 3
+    /// Checks that an image batch of shape `[N, C, H, W]` can go through
+    /// [`forward`](ResNet::forward): `C` must be the stem's input channels (`config().in_channels`, 3
     /// for RGB weights), and `N`, `H` and `W` at least 1.
     ///
     /// # Errors

@@ -22,7 +22,7 @@ mod resnet;
 mod summary;
 
 pub use block::{BatchNormInput, Block, Downsample};
-pub use config::{BlockKind, ResNetConfig, Stem};
+pub use config::{BlockKind, MAX_PARAMS, ResNetConfig, Stem};
 pub use conv::{
     ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_add_relu, batch_norm_relu,
     batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, max_pool2d,

@@ -4,7 +4,7 @@
 //! names are mapped only by [`keymap`].
 //!
 //! A `.pth` is first checked against PyTorch's `torch.load(weights_only=True)` allow-list
-//! ([`pickle`](super::pickle)): a pickle naming any other global (a whole pickled `nn.Module`,
+//! ([`pickle`]): a pickle naming any other global (a whole pickled `nn.Module`,
 //! `os.system`, ...) is refused with [`WeightsError::UnsafePickle`], naming it. It may hold a
 //! bare state_dict or a checkpoint dict with the state_dict under a key (`state_dict`, `model`,
 //! nested keys too: found automatically and reported in [`LoadReport::key`]). Several
