@@ -28,13 +28,24 @@ fn run() -> Result<(), String> {
     let mut freeze: Option<Stage> = None;
     let mut bn = BnPolicy::Frozen;
     let mut device = DeviceChoice::Flex;
-    let mut weights: Option<String> = None;
+    let mut weights: Option<std::path::PathBuf> = None;
     let mut weights_key: Option<String> = None;
-    let mut args = std::env::args().skip(1);
+    let mut arch_given = false;
+    // Paths (`--weights`) need not be UTF-8; every other argument must be.
+    let mut args = std::env::args_os().skip(1);
+    let text = |v: std::ffi::OsString| {
+        v.into_string()
+            .map_err(|v| format!("'{}' is not valid UTF-8", v.to_string_lossy()))
+    };
     while let Some(arg) = args.next() {
+        let arg = text(arg)?;
+        let mut next = |missing: &str| match args.next() {
+            Some(v) => text(v),
+            None => Err(missing.to_string()),
+        };
         match arg.as_str() {
             "--num-classes" => {
-                let v = args.next().ok_or("--num-classes needs a value")?;
+                let v = next("--num-classes needs a value")?;
                 num_classes = Some(
                     v.parse::<usize>()
                         .map_err(|_| format!("--num-classes: '{v}' is not a number"))?,
@@ -42,18 +53,20 @@ fn run() -> Result<(), String> {
             }
             "--freeze-backbone" => freeze = Some(Stage::Layer4),
             "--freeze-to" => {
-                let v = args.next().ok_or("--freeze-to needs a stage")?;
+                let v = next("--freeze-to needs a stage")?;
                 freeze = Some(Stage::parse(&v).ok_or(format!(
                     "--freeze-to: unknown stage '{v}' (stem, layer1..layer4, fc)"
                 ))?);
             }
             "--bn-trainable" => bn = BnPolicy::Trainable,
-            "--weights" => weights = Some(args.next().ok_or("--weights needs a file")?),
+            "--weights" => {
+                weights = Some(args.next().ok_or("--weights needs a file")?.into());
+            }
             "--weights-key" => {
-                weights_key = Some(args.next().ok_or("--weights-key needs a key")?);
+                weights_key = Some(next("--weights-key needs a key")?);
             }
             "--device" => {
-                let v = args.next().ok_or("--device needs a value")?;
+                let v = next("--device needs a value")?;
                 device = v.parse().map_err(|e: finetune::Error| e.to_string())?;
             }
             "-h" | "--help" => {
@@ -63,7 +76,10 @@ fn run() -> Result<(), String> {
             other if other.starts_with('-') => {
                 return Err(format!("unknown flag {other} (see --help)"));
             }
-            other => arch = other.to_string(),
+            other => {
+                arch = other.to_string();
+                arch_given = true;
+            }
         }
     }
     // Parameters are initialised lazily: summarising even ResNet-152 allocates almost nothing.
@@ -80,7 +96,17 @@ fn run() -> Result<(), String> {
             let report = file
                 .load_into(&mut model, &options)
                 .map_err(|e| e.to_string())?;
-            println!("{path}: {report}\n");
+            if arch_given {
+                let asked = ResNetConfig::from_name(&arch, 1).map_err(|e| e.to_string())?;
+                if asked.layers != config.layers || asked.block != config.block {
+                    return Err(format!(
+                        "{} holds {}, not {arch}: drop the architecture argument",
+                        path.display(),
+                        describe(&config)
+                    ));
+                }
+            }
+            println!("{}: {report}\n", path.display());
             arch = describe(&config);
             model
         }

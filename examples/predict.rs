@@ -31,7 +31,7 @@ const USAGE: &str = "usage: predict --weights <auto|NAME|FILE> (--image FILE [--
 
 #[derive(Debug, Default)]
 struct Args {
-    weights: Option<String>,
+    weights: Option<OsString>,
     images: Vec<PathBuf>,
     input_tensor: Option<PathBuf>,
     top: usize,
@@ -42,7 +42,7 @@ struct Args {
     device: DeviceChoice,
 }
 
-/// Arguments as given: paths (`--image`, `--input-tensor`) need not be UTF-8; every other
+/// Arguments as given: paths (`--image`, `--input-tensor`, `--weights`) need not be UTF-8; every other
 /// value must be.
 fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, String> {
     let mut parsed = Args {
@@ -60,6 +60,10 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
             parsed.images.push(raw_value("--image")?.into());
             continue;
         }
+        if flag == "--weights" {
+            parsed.weights = Some(raw_value("--weights")?);
+            continue;
+        }
         if flag == "--input-tensor" {
             parsed.input_tensor = Some(raw_value("--input-tensor")?.into());
             continue;
@@ -71,7 +75,6 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--weights" => parsed.weights = Some(value("--weights")?),
             "--top" => {
                 let v = value("--top")?;
                 parsed.top = v
@@ -105,8 +108,8 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, Stri
 
 fn run(args: Args) -> finetune::Result<()> {
     let device = args.device.device()?;
-    let source = WeightsSource::parse(
-        args.weights.as_deref().unwrap_or("auto"),
+    let source = WeightsSource::parse_os(
+        args.weights.as_deref().unwrap_or("auto".as_ref()),
         args.arch.as_deref(),
     )?;
     let cache = Cache::from_env()?;

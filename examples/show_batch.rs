@@ -46,8 +46,13 @@ fn run() -> Result<(), String> {
     }
     args.reject_unknown(KNOWN)
         .map_err(|e| format!("{e} (see --help)"))?;
-    let out = args.get("out").unwrap_or("batch.png").to_string();
+    let out = args
+        .path("out")
+        .unwrap_or_else(|| std::path::PathBuf::from("batch.png"));
     let count: usize = args.or("count", 32)?;
+    if count == 0 {
+        return Err("--count must be at least 1".into());
+    }
     let seed: u64 = args.or("seed", 0)?;
     let epoch: usize = args.or("epoch", 0)?;
     let size: Option<u32> = args.opt("size")?;
@@ -142,7 +147,8 @@ fn run() -> Result<(), String> {
     };
     save_grid_with(&out, &images, &classes, &labels, None, &style).map_err(|e| e.to_string())?;
     println!(
-        "wrote {out} ({} images of {}x{})",
+        "wrote {} ({} images of {}x{})",
+        out.display(),
         images.len(),
         batch.width,
         batch.height

@@ -102,8 +102,13 @@ impl DeviceChoice {
 pub fn has_hardware_gpu() -> bool {
     static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FOUND.get_or_init(|| {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        // The primary backends only (Vulkan, Metal, DX12): every hardware GPU shows up there,
+        // and probing OpenGL through EGL makes libwayland print "error: XDG_RUNTIME_DIR is
+        // invalid or not set" on headless machines.
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+        descriptor.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(descriptor);
+        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
             .iter()
             .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
     })

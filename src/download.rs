@@ -415,7 +415,7 @@ fn lock_download(dest: &Path) -> Result<File, DownloadError> {
     Ok(lock)
 }
 
-/// Downloads `url` to `dest` unconditionally (replacing it): to `<dest>.partial`, verified, then
+/// Downloads `url` to `dest` unconditionally (replacing it): to a fresh `.<name>.<random>.partial`, verified, then
 /// renamed. Refuses when `FINETUNE_OFFLINE` is set.
 pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
     if is_offline() {
@@ -429,8 +429,10 @@ pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), Downl
     download_unlocked(url, dest, checksum)
 }
 
-/// The download itself; the caller holds `<dest>.lock`.
+/// The download itself; the caller holds `<dest>.lock` (so temporaries an interrupted download
+/// left are removed first).
 fn download_unlocked(url: &str, dest: &Path, checksum: &Checksum) -> Result<(), DownloadError> {
+    crate::fsutil::remove_stale_temps(dest, "partial");
     let (partial, file) = crate::fsutil::create_temp_beside(dest, "partial")
         .map_err(|e| DownloadError::io("creating a temporary file beside", dest, e))?;
     let result = download_partial(url, dest, &partial, file).and_then(|()| {

@@ -47,6 +47,38 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Removes what an interrupted writer left beside `path` with `tag` (`.<name>.<16 hex>.<tag>`,
+/// files or directories; symlinks themselves, never their targets). Best effort; call it only
+/// while holding the lock that serialises writers of `path`, so that no live writer's temporary
+/// is removed.
+pub(crate) fn remove_stale_temps(path: &Path, tag: &str) {
+    let dir = parent_dir(path);
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let (prefix, suffix) = (prefix.as_encoded_bytes().to_vec(), format!(".{tag}"));
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let bytes = file_name.as_encoded_bytes();
+        let middle = bytes
+            .strip_prefix(prefix.as_slice())
+            .and_then(|rest| rest.strip_suffix(suffix.as_bytes()));
+        if middle.is_some_and(|m| m.len() == 16 && m.iter().all(u8::is_ascii_hexdigit)) {
+            let stale = entry.path();
+            let _ = match fs::symlink_metadata(&stale) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&stale),
+                _ => fs::remove_file(&stale),
+            };
+        }
+    }
+}
+
 /// Creates a new file beside `path` under a fresh random name (`.<name>.<random>.<tag>`),
 /// exclusively. Returns its path and the open file.
 pub(crate) fn create_temp_beside(path: &Path, tag: &str) -> io::Result<(PathBuf, File)> {
@@ -183,6 +215,22 @@ mod tests {
         );
         // Nothing but the two files is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("w.pth");
+        let (stale, _) = create_temp_beside(&target, "partial").unwrap();
+        let stale_dir = create_temp_dir_beside(&target, "partial").unwrap();
+        fs::write(stale_dir.join("x"), b"x").unwrap();
+        let (other_tag, _) = create_temp_beside(&target, "tmp").unwrap();
+        let (other_file, _) = create_temp_beside(&dir.path().join("v.pth"), "partial").unwrap();
+        let keep = dir.path().join(".w.pth.not-hex-digits!.partial");
+        fs::write(&keep, b"keep").unwrap();
+        remove_stale_temps(&target, "partial");
+        assert!(!stale.exists() && !stale_dir.exists());
+        assert!(other_tag.exists() && other_file.exists() && keep.exists());
     }
 
     #[cfg(unix)]

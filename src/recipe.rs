@@ -25,6 +25,7 @@ use crate::train::{
     Evaluation, History, Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate,
 };
 use crate::weights::ResNetWeights;
+use crate::weights::import::describe;
 
 /// Fine-tune everything, or train only a new head on a frozen backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,8 +79,10 @@ pub struct TutorialOptions {
     pub data: DataChoice,
     /// Starting weights.
     pub weights: WeightsChoice,
-    /// Architecture name (`resnet18`, ...).
-    pub arch: String,
+    /// Architecture name (`resnet18`, ...). `None`: the architecture of the weights (file or
+    /// registry name), ResNet-18 for `Auto` and `None` weights. Given together with weights of
+    /// another architecture, it is an error (never silently ignored).
+    pub arch: Option<String>,
     /// Epochs (tutorial: 25; our default 5).
     pub epochs: usize,
     /// Batch size.
@@ -128,7 +131,7 @@ impl TutorialOptions {
             mode,
             data: DataChoice::Auto,
             weights: WeightsChoice::Auto,
-            arch: "resnet18".into(),
+            arch: None,
             epochs: 5,
             batch_size: 128,
             lr: 0.001,
@@ -158,6 +161,8 @@ pub struct TutorialReport {
     pub mode: Mode,
     /// The data used, in words.
     pub data: String,
+    /// The architecture trained (`resnet18`, ...; the topology in words for other shapes).
+    pub arch: String,
     /// The starting weights, in words.
     pub weights: String,
     /// Device.
@@ -417,8 +422,31 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// The model with the requested starting weights and the normalisation to use with it.
+/// The model with the requested starting weights and the normalisation to use with it; the
+/// weights must be of [`TutorialOptions::arch`] when it is given.
 fn build_model(
+    opts: &TutorialOptions,
+    num_classes: usize,
+    is_cifar: bool,
+    device: &Device,
+    say: &dyn Fn(&str),
+) -> Result<(ResNet, Normalize, String)> {
+    let built = build_model_unchecked(opts, num_classes, is_cifar, device, say)?;
+    if let Some(arch) = &opts.arch {
+        let asked = ResNetConfig::from_name(arch, num_classes)?;
+        let got = built.0.config();
+        if (asked.layers, asked.block) != (got.layers, got.block) {
+            return Err(Error::InvalidConfig(format!(
+                "the starting weights are a {}, not a {arch}: leave the architecture unset (TutorialOptions::arch, --arch) to use the weights' own, or choose weights of {arch}",
+                got.arch_name()
+                    .map_or_else(|| describe(got), str::to_string)
+            )));
+        }
+    }
+    Ok(built)
+}
+
+fn build_model_unchecked(
     opts: &TutorialOptions,
     num_classes: usize,
     is_cifar: bool,
@@ -431,7 +459,8 @@ fn build_model(
                 "ImageNet weights could not be found or downloaded ({why}); starting from random initialisation"
             ));
         }
-        let model = ResNetConfig::from_name(&opts.arch, num_classes)?.try_init(device)?;
+        let arch = opts.arch.as_deref().unwrap_or("resnet18");
+        let model = ResNetConfig::from_name(arch, num_classes)?.try_init(device)?;
         let normalize = if is_cifar {
             Normalize::cifar10()
         } else {
@@ -448,7 +477,7 @@ fn build_model(
         WeightsChoice::None => random(None),
         WeightsChoice::Named(w) => pretrained(*w),
         WeightsChoice::Auto => {
-            let weights = ResNetWeights::default_for(&opts.arch)?;
+            let weights = ResNetWeights::default_for(opts.arch.as_deref().unwrap_or("resnet18"))?;
             match pretrained(weights) {
                 Ok(found) => Ok(found),
                 Err(e) => random(Some(first_line(&e.to_string()).to_string())),
@@ -525,6 +554,10 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     check_sizes(opts, [train.len(), val.len(), test.len()])?;
     let (mut model, normalize, weights) =
         build_model(opts, data.classes.len(), data.is_cifar, &device, &say)?;
+    let arch = model
+        .config()
+        .arch_name()
+        .map_or_else(|| describe(model.config()), str::to_string);
     if opts.mode == Mode::FeatureExtractor {
         model = model.with_bn_policy(bn_policy).freeze_backbone();
     }
@@ -573,7 +606,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
                 bn_policy.describe()
             ),
         },
-        opts.arch,
+        arch,
         resolved,
         data.description,
         weights,
@@ -621,6 +654,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
         run_dir: run_dir.clone(),
         mode: opts.mode,
         data: data.description,
+        arch,
         weights,
         device: resolved.to_string(),
         sizes: [train.len(), val.len(), test.len()],

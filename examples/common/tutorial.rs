@@ -1,7 +1,6 @@
 //! The command line shared by the `finetune` and `feature_extractor` examples: flags to
 //! [`TutorialOptions`], then [`finetune::recipe::run`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finetune::model::BnPolicy;
@@ -100,11 +99,11 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
     if let Some(device) = args.get("device") {
         o.device = device.parse().map_err(|e: finetune::Error| e.to_string())?;
     }
-    if let Some(out) = args.get("out") {
-        o.out = Some(PathBuf::from(out));
+    if let Some(out) = args.path("out") {
+        o.out = Some(out);
     }
     if let Some(arch) = args.get("arch") {
-        o.arch = arch.to_string();
+        o.arch = Some(arch.to_string());
     }
     let sources = [
         args.get("data-dir").is_some(),
@@ -114,32 +113,29 @@ fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err("choose one of --data-dir, --image-folder and --sample".into());
     }
-    if let Some(dir) = args.get("data-dir") {
-        o.data = DataChoice::CifarDir(dir.into());
-    } else if let Some(dir) = args.get("image-folder") {
-        o.data = DataChoice::ImageFolder(dir.into());
+    if let Some(dir) = args.path("data-dir") {
+        o.data = DataChoice::CifarDir(dir);
+    } else if let Some(dir) = args.path("image-folder") {
+        o.data = DataChoice::ImageFolder(dir);
     } else if args.flag("sample") {
         o.data = DataChoice::Sample;
     }
     o.weights_key = args.get("weights-key").map(str::to_string);
-    o.weights = match args.get("weights") {
-        None | Some("auto") => WeightsChoice::Auto,
-        Some("none") => WeightsChoice::None,
-        Some(value) => {
-            let path = PathBuf::from(value);
-            if path.exists() {
-                WeightsChoice::File(path)
-            } else {
-                match value.parse::<ResNetWeights>() {
-                    Ok(w) => WeightsChoice::Named(w),
-                    Err(_) => {
-                        return Err(format!(
-                            "--weights: '{value}' is neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
-                        ));
-                    }
-                }
-            }
+    o.weights = match (args.get("weights"), args.path("weights")) {
+        (None, None) | (Some("auto"), _) => WeightsChoice::Auto,
+        (Some("none"), _) => WeightsChoice::None,
+        (_, Some(path)) if path.exists() => WeightsChoice::File(path),
+        (None, Some(path)) => {
+            return Err(format!("--weights: '{}' does not exist", path.display()));
         }
+        (Some(value), _) => match value.parse::<ResNetWeights>() {
+            Ok(w) => WeightsChoice::Named(w),
+            Err(_) => {
+                return Err(format!(
+                    "--weights: '{value}' is neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
+                ));
+            }
+        },
     };
     Ok(o)
 }

@@ -443,6 +443,20 @@ fn check_layout(spec: &Spec, dir: &Path) -> Result<Vec<usize>, DataError> {
                 dataset: spec.name,
             });
         }
+        let official = if file == &spec.test_file {
+            spec.test_records
+        } else {
+            spec.train_records
+        } * record as u64;
+        if len > official {
+            // Never read (nor allocate for) more than the official archive holds.
+            return Err(DataError::FileTooLarge {
+                path,
+                len,
+                max: official,
+                dataset: spec.name,
+            });
+        }
         let count = (len / record as u64) as usize;
         if let Some(&first) = counts.first()
             && counts.len() < spec.train_files.len()
@@ -460,7 +474,22 @@ fn check_layout(spec: &Spec, dir: &Path) -> Result<Vec<usize>, DataError> {
     Ok(counts)
 }
 
-fn read_names(path: &Path, expected: usize) -> Result<Vec<String>, DataError> {
+fn read_names(
+    path: &Path,
+    expected: usize,
+    dataset: &'static str,
+) -> Result<Vec<String>, DataError> {
+    let len = fs::metadata(path)
+        .map_err(|e| DataError::io("reading", path, e))?
+        .len();
+    if len > MAX_TEXT_MEMBER {
+        return Err(DataError::FileTooLarge {
+            path: path.to_path_buf(),
+            len,
+            max: MAX_TEXT_MEMBER,
+            dataset,
+        });
+    }
     let text = fs::read_to_string(path).map_err(|e| DataError::io("reading", path, e))?;
     let names: Vec<String> = text
         .lines()
@@ -540,7 +569,7 @@ fn parse(spec: &Spec, dir: &Path) -> Result<Parsed, DataError> {
     let names = spec
         .names_files
         .iter()
-        .map(|(file, n)| read_names(&dir.join(file), *n))
+        .map(|(file, n)| read_names(&dir.join(file), *n, spec.name))
         .collect::<Result<Vec<_>, _>>()?;
     let (train_counts, test_count) = counts.split_at(spec.train_files.len());
     let train = read_split(spec, &dir, spec.train_files, train_counts)?;

@@ -29,6 +29,23 @@ pub enum DataError {
         hint: String,
     },
 
+    /// A CIFAR file is larger than the official one: refused before it is read.
+    #[error(
+        "'{}' is {len} bytes, more than the official {dataset} file ({max} bytes): it is not a \
+         {dataset} file. Delete the directory and extract the archive again",
+        path.display()
+    )]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+        /// The official file's size (batch files) or a bound on it (text files), in bytes.
+        max: u64,
+        /// "CIFAR-10" or "CIFAR-100".
+        dataset: &'static str,
+    },
+
     /// A CIFAR batch file's size is not a whole number of records.
     #[error(
         "'{}' is {len} bytes, not a whole number of {record_size}-byte records: the file is \

@@ -26,6 +26,16 @@ const STATE: &str = "state.json";
 const LOCK: &str = ".lock";
 /// The files of a complete checkpoint, each recorded with its SHA-256 in the state.
 const FILES: [&str; 4] = [MODEL, BEST, OPTIMIZER, SCHEDULER];
+/// [`FILES`] in the order of `LoopState::files`'s keys.
+const SORTED_FILES: [&str; 4] = [BEST, MODEL, OPTIMIZER, SCHEDULER];
+/// Files a run writes besides its checkpoint: their presence means a previous run.
+const OUTPUTS: [&str; 5] = [
+    "history.json",
+    "history.csv",
+    "config.json",
+    "best_model.bpk",
+    "summary.json",
+];
 
 /// Writes `bytes` to `path` atomically (a fresh temporary file in the same directory, then a
 /// rename; never through a symlink planted at `path`), creating the directory first.
@@ -134,7 +144,7 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Writes a complete checkpoint into `<run>/checkpoint.tmp`, then swaps it in.
+/// Writes a complete checkpoint into a fresh `<run>/.checkpoint.<random>.tmp`, then swaps it in.
 pub(crate) fn save(
     run_dir: &Path,
     model: &ResNet,
@@ -146,6 +156,9 @@ pub(crate) fn save(
     let dir = checkpoint_dir(run_dir);
     let old = sibling(&dir, ".old");
     fs::create_dir_all(run_dir).map_err(|e| TrainError::io("creating", run_dir, e))?;
+    // The caller holds the run directory's lock: a temporary directory left here is a crashed
+    // writer's.
+    crate::fsutil::remove_stale_temps(&dir, "tmp");
     let tmp = crate::fsutil::create_temp_dir_beside(&dir, "tmp")
         .map_err(|e| TrainError::io("creating a temporary directory in", run_dir, e))?;
     let written = write_files(&tmp, model, best, optimizer, scheduler, state);
@@ -155,11 +168,13 @@ pub(crate) fn save(
     }
 
     // Swap: checkpoint -> checkpoint.old, the new directory -> checkpoint, drop the old one.
-    // (`remove_dir_all` removes a symlink itself, never what it points to.)
-    if fs::symlink_metadata(&old).is_ok() {
-        fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
-    }
+    // When `checkpoint` is missing (a crash between the two renames), `.old` is the only
+    // checkpoint: it stays until the new one is in place. (`remove_dir_all` removes a symlink
+    // itself, never what it points to.)
     if fs::symlink_metadata(&dir).is_ok() {
+        if fs::symlink_metadata(&old).is_ok() {
+            fs::remove_dir_all(&old).map_err(|e| TrainError::io("removing", &old, e))?;
+        }
         fs::rename(&dir, &old).map_err(|e| TrainError::io("renaming", &dir, e))?;
     }
     fs::rename(&tmp, &dir).map_err(|e| TrainError::io("renaming", &tmp, e))?;
@@ -255,6 +270,15 @@ pub(crate) fn latest(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
     Ok(None)
 }
 
+/// The outputs of a previous run found in `run_dir` (empty for a fresh directory).
+pub(crate) fn previous_outputs(run_dir: &Path) -> Vec<&'static str> {
+    OUTPUTS
+        .iter()
+        .copied()
+        .filter(|name| fs::symlink_metadata(run_dir.join(name)).is_ok())
+        .collect()
+}
+
 fn complete(dir: &Path) -> bool {
     [STATE]
         .iter()
@@ -275,13 +299,16 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<Checkpoint, TrainError
             format!("inconsistent state: {reason}. The checkpoint was edited or damaged; nothing was overwritten"),
         )
     })?;
+    if !state.files.is_empty() && !state.files.keys().map(String::as_str).eq(SORTED_FILES) {
+        return Err(bad(
+            state_path.clone(),
+            format!(
+                "records checksums of {:?}, not of the checkpoint's files {SORTED_FILES:?}: the checkpoint was edited; nothing was overwritten",
+                state.files.keys().collect::<Vec<_>>()
+            ),
+        ));
+    }
     for (name, expected) in &state.files {
-        if !FILES.contains(&name.as_str()) {
-            return Err(bad(
-                state_path.clone(),
-                format!("lists an unknown file '{name}'"),
-            ));
-        }
         let path = dir.join(name);
         let actual = sha256_hex(&path)?;
         if &actual != expected {

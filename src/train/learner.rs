@@ -250,7 +250,24 @@ impl Learner {
                         reason: "the run directory already holds a checkpoint: resume it, or choose another output directory".into(),
                     });
                 }
-                None => {}
+                None => {
+                    // No checkpoint, but a previous run's results: never overwrite them.
+                    let found = checkpoint::previous_outputs(run_dir);
+                    if !found.is_empty() {
+                        return Err(TrainError::Checkpoint {
+                            path: checkpoint::checkpoint_dir(run_dir),
+                            reason: format!(
+                                "missing, but the run directory holds a previous run's {}: {}; nothing was overwritten",
+                                found.join(", "),
+                                if self.resume {
+                                    "there is nothing to resume from (restore the checkpoint directory, or start the run in another output directory)"
+                                } else {
+                                    "choose another output directory"
+                                }
+                            ),
+                        });
+                    }
+                }
             }
         }
 

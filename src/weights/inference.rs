@@ -31,6 +31,31 @@ fn is_auto(arch: Option<&str>) -> bool {
 }
 
 impl WeightsSource {
+    /// A `--weights` value given as an OS string: [`parse`](Self::parse) when it is UTF-8, a
+    /// file path otherwise (a directory or a missing file is an error).
+    pub fn parse_os(spec: &std::ffi::OsStr, arch: Option<&str>) -> Result<Self> {
+        match spec.to_str() {
+            Some(spec) => Self::parse(spec, arch),
+            // Not UTF-8: not a registry name, so a file path.
+            None => {
+                let path = Path::new(spec);
+                if path.is_dir() {
+                    Err(WeightsError::IsADirectory {
+                        path: path.to_path_buf(),
+                    }
+                    .into())
+                } else if path.is_file() {
+                    Ok(WeightsSource::File(path.to_path_buf()))
+                } else {
+                    Err(WeightsError::NotFound {
+                        path: path.to_path_buf(),
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
     /// `auto` (the default weights of `arch`, ResNet-18 when `arch` is `auto` or absent), a
     /// registry name (`resnet50.v2`, `ResNet50_Weights.IMAGENET1K_V2`, ...) or an existing file.
     /// An existing file wins over a registry name.
@@ -46,6 +71,12 @@ impl WeightsSource {
         let path = Path::new(spec);
         if path.is_file() {
             return Ok(WeightsSource::File(path.to_path_buf()));
+        }
+        if path.is_dir() {
+            return Err(WeightsError::IsADirectory {
+                path: path.to_path_buf(),
+            }
+            .into());
         }
         match ResNetWeights::parse(spec) {
             Ok(weights) => Ok(WeightsSource::Registry(weights)),

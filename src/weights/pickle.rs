@@ -15,7 +15,8 @@
 //!
 //! Memory is bounded whatever the file: the shadow stack holds at most [`MAX_STACK`] entries,
 //! strings longer than [`MAX_NAME`] bytes are skipped without being kept, and the memo keeps at
-//! most [`MAX_MEMO_BYTES`] of strings: under 64 MiB in all. Nothing is allocated from a length
+//! most [`MAX_MEMO_BYTES`] of strings: at most 2^18 entries of up to 256 bytes plus 16 MiB,
+//! about 100 MiB at most. Nothing is allocated from a length
 //! the file declares.
 
 use std::collections::HashMap;

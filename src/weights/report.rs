@@ -84,12 +84,13 @@ impl LoadMismatch {
     }
 }
 
+/// One `; title (n): a, b, ... and k more` part of the one-line mismatch message.
 fn list(f: &mut fmt::Formatter<'_>, title: &str, items: &[String]) -> fmt::Result {
     if items.is_empty() {
         return Ok(());
     }
-    const SHOWN: usize = 12;
-    write!(f, "\n  {title} ({}): ", items.len())?;
+    const SHOWN: usize = 10;
+    write!(f, "; {title} ({}): ", items.len())?;
     let shown: Vec<&str> = items.iter().take(SHOWN).map(String::as_str).collect();
     write!(f, "{}", shown.join(", "))?;
     if items.len() > SHOWN {

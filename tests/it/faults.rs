@@ -28,7 +28,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn symlinks_planted_in_the_cache_are_never_written_through() {
     let body = b"pretend weights".repeat(100);
     let checksum = Checksum::Sha256Prefix(sha256_hex(&body)[..8].to_string());
-    for suffix in [".lock", ".partial", ".verified"] {
+    for suffix in [".lock", ".verified"] {
         let server = serve(vec![("/w.pth", Reply::Body(body.clone()))]);
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim.txt");
@@ -55,14 +55,27 @@ fn symlinks_planted_in_the_cache_are_never_written_through() {
             // The stamp replaced the link rather than writing through it.
             assert!(!fs::symlink_metadata(&planted).unwrap().is_symlink());
         }
-        // No temporary file is left behind.
-        let leftovers: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".partial") && !n.starts_with("w.pth"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
+}
+
+#[test]
+fn temporaries_of_an_interrupted_download_are_removed_by_the_next_one() {
+    let body = b"weights".repeat(10);
+    let server = serve(vec![("/w.pth", Reply::Body(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.pth");
+    // What a download killed mid-way leaves: a fresh-named partial file.
+    let stale = dir.path().join(".w.pth.0123456789abcdef.partial");
+    fs::write(&stale, b"half").unwrap();
+    let checksum = Checksum::Sha256Prefix(sha256_hex(&body)[..8].to_string());
+    fetch_to(&server.url("/w.pth"), &dest, &checksum).unwrap();
+    assert!(!stale.exists());
+    let left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -193,6 +206,74 @@ fn incomplete_checkpoints_are_errors_and_nothing_is_overwritten() {
         assert!(err.to_string().contains("incomplete"), "{damage}: {err}");
         assert_eq!(contents(dir.path()), before, "{damage}: files changed");
     }
+}
+
+#[test]
+fn a_previous_run_without_its_checkpoint_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    one_epoch_into(dir.path());
+    fs::remove_dir_all(dir.path().join("checkpoint")).unwrap();
+    let before = contents(dir.path());
+    // Resuming: nothing to resume from.
+    let err = resume(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("nothing to resume"), "{err}");
+    // A fresh run into the same directory.
+    let (train, val) = data(3);
+    let err = Learner::new(config(2))
+        .run_dir(dir.path())
+        .quiet(true)
+        .fit(tiny(), &train, &val)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("history.json"), "{err}");
+    assert_eq!(contents(dir.path()), before);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_as_a_run_output_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    std::os::unix::fs::symlink(&victim, run.join("history.json")).unwrap();
+    let (train, val) = data(3);
+    let err = Learner::new(config(1))
+        .run_dir(&run)
+        .quiet(true)
+        .fit(tiny(), &train, &val)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("history.json"), "{err}");
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn a_crash_between_the_checkpoint_renames_resumes_from_the_old_one_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = data(3);
+    let fit = |resume: bool| {
+        Learner::new(config(3))
+            .run_dir(dir.path())
+            .resume(resume)
+            .stop_after(Some(1))
+            .quiet(true)
+            .fit(tiny(), &train, &val)
+            .unwrap()
+    };
+    fit(false);
+    // The swap renames `checkpoint` to `checkpoint.old`, then the new one into place: a crash
+    // between the two leaves only `checkpoint.old`.
+    let (ck, old) = (
+        dir.path().join("checkpoint"),
+        dir.path().join("checkpoint.old"),
+    );
+    fs::rename(&ck, &old).unwrap();
+    let second = fit(true);
+    assert_eq!(second.resumed_from, Some(1));
+    assert!(ck.join("state.json").is_file() && !old.exists());
+    assert_eq!(fit(true).resumed_from, Some(2));
 }
 
 #[test]

@@ -69,3 +69,21 @@ fn the_feature_extractor_caches_features_and_bad_options_are_refused() {
     missing.data = DataChoice::CifarDir(dir.path().join("no-such-dir"));
     assert!(run(&missing).is_err());
 }
+
+#[test]
+fn an_architecture_that_differs_from_the_weights_is_an_error_never_ignored() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/weights/basic.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(Mode::FineTune, dir.path(), 1);
+    o.weights = WeightsChoice::File(fixture.clone());
+    o.arch = Some("resnet50".into());
+    let err = run(&o).unwrap_err().to_string();
+    assert!(err.contains("not a resnet50"), "{err}");
+    assert!(!dir.path().join("checkpoint").exists());
+
+    // Unset, the weights' own architecture is used and reported.
+    o.arch = None;
+    let report = run(&o).unwrap();
+    assert_eq!(report.arch, "resnet18");
+}
