@@ -178,6 +178,55 @@ fn symlink_refused() -> io::Error {
     )
 }
 
+/// Tells a failure of a file itself (an I/O error: permissions, a bad disk) from an error that
+/// a decoder layered on top of it (ZIP, gzip, TAR) raises about the data, which arrives as an
+/// `io::Error` too: every file opened through [`ReadFailure::open`] records its own failures.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReadFailure(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadFailure {
+    /// Opens `path` for reading; opening and reading failures are recorded.
+    pub(crate) fn open(&self, path: &Path) -> io::Result<TrackedFile> {
+        File::open(path)
+            .map(|file| TrackedFile {
+                file,
+                failure: self.clone(),
+            })
+            .map_err(|e| self.record(e))
+    }
+
+    /// Whether a file opened through this has failed.
+    pub(crate) fn happened(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record(&self, e: io::Error) -> io::Error {
+        if e.kind() != io::ErrorKind::Interrupted {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    }
+}
+
+/// A file whose read and seek failures are recorded in a [`ReadFailure`].
+#[derive(Debug)]
+pub(crate) struct TrackedFile {
+    file: File,
+    failure: ReadFailure,
+}
+
+impl io::Read for TrackedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf).map_err(|e| self.failure.record(e))
+    }
+}
+
+impl io::Seek for TrackedFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos).map_err(|e| self.failure.record(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 //! converted to HWC once, at load.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -621,19 +621,24 @@ fn extract(spec: &Spec, archive: &Path, root: &Path) -> Result<(), DataError> {
 
 /// An error reading the archive: a damaged stream (gzip or tar data) is [`DataError::Archive`],
 /// anything else (permissions, I/O) [`DataError::Io`].
-fn read_error(archive: &Path, context: &str, e: io::Error) -> DataError {
-    match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            DataError::Archive {
-                path: archive.to_path_buf(),
-                reason: if context.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{context}: {e}")
-                },
-            }
-        }
-        _ => DataError::io("reading archive", archive, e),
+/// An error reading the archive: an I/O error when reading the file itself failed (`failure`),
+/// otherwise the gzip or TAR layer found damaged data.
+fn read_error(
+    archive: &Path,
+    failure: &crate::fsutil::ReadFailure,
+    context: &str,
+    e: io::Error,
+) -> DataError {
+    if failure.happened() {
+        return DataError::io("reading archive", archive, e);
+    }
+    DataError::Archive {
+        path: archive.to_path_buf(),
+        reason: if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{context}: {e}")
+        },
     }
 }
 
@@ -642,7 +647,10 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
         path: archive.to_path_buf(),
         reason,
     };
-    let file = File::open(archive).map_err(|e| DataError::io("reading archive", archive, e))?;
+    let failure = crate::fsutil::ReadFailure::default();
+    let file = failure
+        .open(archive)
+        .map_err(|e| DataError::io("reading archive", archive, e))?;
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut tar = tar::Archive::new(gz);
     let wanted: Vec<&str> = spec
@@ -650,14 +658,17 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
         .chain(spec.optional_members.iter().copied())
         .collect();
     let mut found = vec![false; wanted.len()];
-    for entry in tar.entries().map_err(|e| read_error(archive, "", e))? {
-        let mut entry = entry.map_err(|e| read_error(archive, "", e))?;
+    for entry in tar
+        .entries()
+        .map_err(|e| read_error(archive, &failure, "", e))?
+    {
+        let mut entry = entry.map_err(|e| read_error(archive, &failure, "", e))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
         let path = entry
             .path()
-            .map_err(|e| read_error(archive, "a member's name", e))?
+            .map_err(|e| read_error(archive, &failure, "a member's name", e))?
             .into_owned();
         let mut parts = path
             .components()
@@ -683,7 +694,7 @@ fn unpack_members(spec: &Spec, archive: &Path, tmp: &Path) -> Result<(), DataErr
         spec.check_member_size(wanted[i], size)
             .map_err(|why| bad(format!("the member {member} {why}")))?;
         let dest = tmp.join(wanted[i]);
-        copy_member(&mut entry, size, archive, &member, &dest)?;
+        copy_member(&mut entry, size, archive, &failure, &member, &dest)?;
         found[i] = true;
     }
     let required = wanted.len() - spec.optional_members.len();
@@ -703,6 +714,7 @@ fn copy_member(
     entry: &mut impl Read,
     size: u64,
     archive: &Path,
+    failure: &crate::fsutil::ReadFailure,
     member: &str,
     dest: &Path,
 ) -> Result<(), DataError> {
@@ -719,7 +731,14 @@ fn copy_member(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(archive, &format!("extracting {member}"), e)),
+            Err(e) => {
+                return Err(read_error(
+                    archive,
+                    failure,
+                    &format!("extracting {member}"),
+                    e,
+                ));
+            }
         };
         out.write_all(&buf[..n])
             .map_err(|e| DataError::io("writing", dest, e))?;

@@ -1068,7 +1068,7 @@ pub fn describe(config: &ResNetConfig) -> String {
 fn diagnose_pytorch(path: &Path, error: PytorchStoreError) -> WeightsError {
     match error {
         PytorchStoreError::Reader(e) => reader_error(path, e),
-        PytorchStoreError::Io(source) => WeightsError::Io {
+        PytorchStoreError::Io(source) if source.raw_os_error().is_some() => WeightsError::Io {
             path: path.to_path_buf(),
             source,
         },
@@ -1083,7 +1083,9 @@ fn diagnose_pytorch(path: &Path, error: PytorchStoreError) -> WeightsError {
 /// Maps a reader failure to a typed error, its message kept to one short line.
 fn reader_error(path: &Path, error: PytorchError) -> WeightsError {
     match error {
-        PytorchError::Io(source) => WeightsError::Io {
+        // Only an error of the operating system is a failure to read the file; the ZIP layer
+        // reports damaged entries (checksums, truncation) as `io::Error`s without one.
+        PytorchError::Io(source) if source.raw_os_error().is_some() => WeightsError::Io {
             path: path.to_path_buf(),
             source,
         },

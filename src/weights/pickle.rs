@@ -20,7 +20,6 @@
 //! the file declares.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -209,15 +208,28 @@ fn is_dtype(name: &str) -> bool {
 const LEGACY_MAGIC_BYTES: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 const LEGACY_MAGIC_TEXT: &[u8] = b"119547037146038801333356";
 
-/// Scans every pickle of a PyTorch checkpoint (any container) for refused globals.
+/// Scans every pickle of a PyTorch checkpoint (any container) for refused globals. Only a
+/// failure to read the file itself is [`ScanError::Io`]; an error the ZIP or TAR layer raises
+/// about the bytes it read is damaged data ([`ScanError::Corrupt`]).
 pub(crate) fn scan_file(path: &Path) -> Result<Refused, ScanError> {
+    let failure = crate::fsutil::ReadFailure::default();
+    scan_containers(path, &failure).map_err(|e| match e {
+        ScanError::Io(e) if !failure.happened() => ScanError::Corrupt(e.to_string()),
+        other => other,
+    })
+}
+
+fn scan_containers(
+    path: &Path,
+    failure: &crate::fsutil::ReadFailure,
+) -> Result<Refused, ScanError> {
     let mut header = Vec::with_capacity(262);
-    File::open(path)?.take(262).read_to_end(&mut header)?;
+    failure.open(path)?.take(262).read_to_end(&mut header)?;
     let mut refused = Refused::default();
     if header.starts_with(b"PK\x03\x04") || header.starts_with(b"PK\x05\x06") {
-        scan_zip(path, &mut refused)?;
+        scan_zip(path, failure, &mut refused)?;
     } else if header.get(257..262) == Some(b"ustar") {
-        scan_tar(path, &mut refused)?;
+        scan_tar(path, failure, &mut refused)?;
     } else {
         let window = &header[..header.len().min(64)];
         let legacy = window
@@ -226,7 +238,7 @@ pub(crate) fn scan_file(path: &Path) -> Result<Refused, ScanError> {
             || window
                 .windows(LEGACY_MAGIC_TEXT.len())
                 .any(|w| w == LEGACY_MAGIC_TEXT);
-        let mut reader = BufReader::new(File::open(path)?);
+        let mut reader = BufReader::new(failure.open(path)?);
         // Legacy: magic, protocol version, sys_info, the saved object, the storage keys; the
         // storages' raw bytes follow.
         for _ in 0..if legacy { 5 } else { 1 } {
@@ -236,12 +248,17 @@ pub(crate) fn scan_file(path: &Path) -> Result<Refused, ScanError> {
     Ok(refused)
 }
 
-fn scan_zip(path: &Path, refused: &mut Refused) -> Result<(), ScanError> {
+fn scan_zip(
+    path: &Path,
+    failure: &crate::fsutil::ReadFailure,
+    refused: &mut Refused,
+) -> Result<(), ScanError> {
     let zip_error = |e: zip::result::ZipError| match e {
         zip::result::ZipError::Io(e) => ScanError::from(e),
         other => ScanError::Corrupt(format!("not a readable ZIP archive: {other}")),
     };
-    let mut archive = zip::ZipArchive::new(BufReader::new(File::open(path)?)).map_err(zip_error)?;
+    let mut archive =
+        zip::ZipArchive::new(BufReader::new(failure.open(path)?)).map_err(zip_error)?;
     // Every entry named like a `data.pkl`, not only the one the reader picks.
     let mut pickles = Vec::new();
     for index in 0..archive.len() {
@@ -267,8 +284,12 @@ fn scan_zip(path: &Path, refused: &mut Refused) -> Result<(), ScanError> {
     Ok(())
 }
 
-fn scan_tar(path: &Path, refused: &mut Refused) -> Result<(), ScanError> {
-    let mut archive = tar::Archive::new(BufReader::new(File::open(path)?));
+fn scan_tar(
+    path: &Path,
+    failure: &crate::fsutil::ReadFailure,
+    refused: &mut Refused,
+) -> Result<(), ScanError> {
+    let mut archive = tar::Archive::new(BufReader::new(failure.open(path)?));
     let mut seen_pickle = false;
     for entry in archive.entries()? {
         let entry = entry?;

@@ -68,6 +68,28 @@ fn import(path: &Path) -> finetune::Result<()> {
     Ok(())
 }
 
+/// The files are readable temporary files: damaged content must never be reported as an I/O
+/// failure (which would send the user to check permissions or disks instead of the file).
+fn not_io<T>(what: &str, result: &finetune::Result<T>) -> Result<(), TestCaseError> {
+    use finetune::weights::WeightsError;
+    let io = matches!(
+        result,
+        Err(finetune::Error::Io { .. })
+            | Err(finetune::Error::Weights(WeightsError::Io { .. }))
+            | Err(finetune::Error::Data(finetune::data::DataError::Io { .. }))
+    );
+    prop_assert!(
+        !io,
+        "{what}: damaged data reported as an I/O error: {}",
+        result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn bounded(what: &str, largest: usize) -> Result<(), TestCaseError> {
     prop_assert!(
         largest <= MAX_ALLOCATION,
@@ -90,8 +112,9 @@ proptest! {
     #[test]
     fn corrupted_pth_files_never_panic(bytes in corrupted(fixture("basic.pth"))) {
         let (_dir, path) = written("w.pth", &bytes);
-        let (_result, largest) = largest_allocation(|| import(&path));
+        let (result, largest) = largest_allocation(|| import(&path));
         bounded("pth", largest)?;
+        not_io("pth", &result)?;
     }
 
     #[test]
@@ -99,8 +122,9 @@ proptest! {
         bytes in corrupted(fixture("basic.safetensors"))
     ) {
         let (_dir, path) = written("w.safetensors", &bytes);
-        let (_result, largest) = largest_allocation(|| import(&path));
+        let (result, largest) = largest_allocation(|| import(&path));
         bounded("safetensors", largest)?;
+        not_io("safetensors", &result)?;
     }
 
     #[test]
@@ -108,6 +132,7 @@ proptest! {
         let (_dir, path) = written("m.bpk", &bytes);
         let (result, largest) = largest_allocation(|| ResNet::load(&path, &cpu()));
         bounded("bpk", largest)?;
+        not_io("bpk", &result)?;
         if let Ok(model) = result {
             prop_assert_eq!(model.config(), &tiny18(3));
         }
@@ -119,6 +144,8 @@ proptest! {
         std::fs::write(dir.path().join("data_batch_3.bin"), &bytes).unwrap();
         let (result, largest) = largest_allocation(|| Cifar10::from_dir(dir.path()));
         bounded("cifar", largest)?;
+        let result = result.map_err(finetune::Error::from);
+        not_io("cifar", &result)?;
         if let Ok(cifar) = result {
             // Loaded only when the file is still whole records, as many as the others.
             prop_assert_eq!(bytes.len(), 4 * 3073);
