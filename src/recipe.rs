@@ -530,6 +530,11 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
             "--resume needs the run directory to continue: pass --out DIR".into(),
         ));
     }
+    if opts.weights_key.is_some() && !matches!(opts.weights, WeightsChoice::File(_)) {
+        return Err(Error::InvalidConfig(
+            "weights_key (--weights-key) picks a state_dict inside a weights file: give the file as the weights (--weights FILE), or drop the key".into(),
+        ));
+    }
     if opts.cache_features && opts.mode != Mode::FeatureExtractor {
         return Err(Error::InvalidConfig(
             "feature caching needs the feature-extractor mode (a frozen backbone)".into(),

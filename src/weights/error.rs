@@ -47,6 +47,14 @@ pub enum WeightsError {
         path: PathBuf,
     },
 
+    /// A model file written by this crate (`ResNet::save`, burnpack), not a PyTorch or
+    /// safetensors state_dict.
+    #[error("'{}' is a model saved by finetune (burnpack, e.g. a run's best_model.bpk), not a PyTorch or safetensors state_dict: load it with `ResNet::load`", path.display())]
+    BurnpackModel {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// A pickled Python object (typically a whole `nn.Module`) instead of a state_dict.
     #[error("'{}' holds a pickled `{found}` object, not a state_dict: {RESAVE_HINT}", path.display())]
     NotAStateDict {

@@ -181,6 +181,11 @@ fn sniff(path: &Path) -> Result<WeightsFormat, WeightsError> {
     if header.first() == Some(&0x80) || header.get(257..262) == Some(b"ustar") {
         return Ok(WeightsFormat::Pytorch);
     }
+    if header.starts_with(&burn::store::burn_pack::MAGIC_NUMBER.to_le_bytes()) {
+        return Err(WeightsError::BurnpackModel {
+            path: path.to_path_buf(),
+        });
+    }
     Err(WeightsError::UnknownFormat {
         path: path.to_path_buf(),
     })

@@ -103,6 +103,8 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             os(&["--device", "quantum"]),
             os(&["--sample", "--data-dir", a_dir]),
             os(&["--weights", "resnet99"]),
+            os(&["--weights", "none", "--weights-key", "model", "--sample"]),
+            os(&["--bn", "sideways", "--sample"]),
             os(&["--weights", a_dir, "--sample"]),
             os(&["--image-folder", "/nonexistent/finetune-test"]),
             os(&["--image-folder", tiny, "--weights", "none", "--epochs", "1"]),
@@ -117,7 +119,8 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
         ];
         let messages = run_cases(name, &cases, tmp.path());
         assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
-        assert!(messages[7].contains("directory"), "{}", messages[7]);
+        assert!(messages[7].contains("weights-key"), "{}", messages[7]);
+        assert!(messages[9].contains("directory"), "{}", messages[9]);
     }
 }
 

@@ -1371,3 +1371,43 @@ fn an_archive_member_shorter_than_its_header_is_a_damaged_archive() {
         Vec::<String>::new()
     );
 }
+
+/// Valid JPEG and PNG files with the features a structural truncation check can mistake for
+/// damage (progressive scans, restart markers, a JPEG thumbnail inside APP1, bytes after EOI,
+/// chunks after the image data, palettes): each loads, and decodes to Pillow's pixels (exactly
+/// for PNG; within the rounding of two IDCT implementations for JPEG). Fixtures:
+/// `tests/fixtures/images/make_image_variants.py`.
+#[test]
+fn valid_image_variants_load_and_match_pillow() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    let names = [
+        "progressive.jpg",
+        "restart.jpg",
+        "exif_thumbnail.jpg",
+        "optimized_444.jpg",
+        "trailing_junk.jpg",
+        "grayscale.jpg",
+        "text_after_idat.png",
+        "palette.png",
+    ];
+    for name in names {
+        let img = finetune::data::read_image(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+        let pillow = std::fs::read(dir.join(format!("{name}.rgb"))).unwrap();
+        assert_eq!((img.width(), img.height()), (37, 29), "{name}");
+        assert_eq!(img.as_raw().len(), pillow.len(), "{name}");
+        let diffs: Vec<i32> = img
+            .as_raw()
+            .iter()
+            .zip(&pillow)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .collect();
+        let max = diffs.iter().copied().max().unwrap_or(0);
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        if name.ends_with(".png") {
+            assert_eq!(max, 0, "{name}");
+        } else {
+            assert!(max <= 6 && mean < 1.0, "{name}: max {max}, mean {mean:.3}");
+        }
+    }
+}

@@ -353,6 +353,12 @@ fn crafted_model_configurations_are_refused_before_allocating() {
     let err = ResNet::load(&edited, &cpu()).unwrap_err().to_string();
     assert!(err.contains("describes") && err.contains("holds"), "{err}");
 
+    // A model file is not a state_dict: the weights importer says what it is.
+    let err = finetune::weights::WeightsFile::open(&good)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ResNet::load"), "{err}");
+
     // A directory, not a file.
     let err = ResNet::load(dir.path(), &cpu()).unwrap_err().to_string();
     assert!(err.contains("is a directory"), "{err}");

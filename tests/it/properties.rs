@@ -232,3 +232,25 @@ fn image_folder_never_panics(ext: &str, bytes: &[u8]) -> Result<(), TestCaseErro
     }
     Ok(())
 }
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// Every strict prefix of a valid PNG, JPEG or WebP file is an error (truncated or not
+    /// decodable), never an image filled in with grey.
+    #[test]
+    fn every_cut_of_a_valid_image_is_an_error(
+        format in prop_oneof![
+            Just(image::ImageFormat::Png),
+            Just(image::ImageFormat::Jpeg),
+            Just(image::ImageFormat::WebP),
+        ],
+        cut in 0.0f64..1.0,
+    ) {
+        let bytes = encoded(format);
+        let len = ((bytes.len() as f64) * cut) as usize;
+        let (_dir, path) = written(&format!("cut.{}", format.extensions_str()[0]), &bytes[..len]);
+        let result = finetune::data::read_image(&path);
+        prop_assert!(result.is_err(), "{format:?} cut at {len} of {} bytes loaded", bytes.len());
+    }
+}

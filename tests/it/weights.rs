@@ -1556,3 +1556,18 @@ fn container_and_pickle_errors_stay_short() {
         "{shown}"
     );
 }
+
+/// Legacy (pre-1.6, non-ZIP) checkpoints: every pickle of the stream is scanned like a ZIP
+/// checkpoint's `data.pkl`. Fixtures: `tests/fixtures/weights/make_legacy_fixtures.py`.
+#[test]
+fn legacy_checkpoints_are_scanned_like_zip_ones() {
+    let (model, _) = ResNet::from_weights_file(fixture("legacy_basic.pth"), &cpu()).unwrap();
+    assert_eq!(model.config().widths, [4, 8, 8, 16]);
+    let err = WeightsFile::open(fixture("legacy_evil.pth")).unwrap_err();
+    assert!(
+        matches!(err, Error::Weights(WeightsError::UnsafePickle { .. })),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("system"), "{message}");
+}
