@@ -82,37 +82,36 @@ pub(crate) fn remove_stale_temps(path: &Path, tag: &str) {
 /// Creates a new file beside `path` under a fresh random name (`.<name>.<random>.<tag>`),
 /// exclusively. Returns its path and the open file.
 pub(crate) fn create_temp_beside(path: &Path, tag: &str) -> io::Result<(PathBuf, File)> {
-    let dir = parent_dir(path);
-    let name = path.file_name().unwrap_or(OsStr::new("file"));
-    for _ in 0..ATTEMPTS {
-        let tmp = temp_name(&dir, name, tag);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not find a free temporary file name",
-    ))
+    create_fresh(path, tag, |tmp| {
+        OpenOptions::new().write(true).create_new(true).open(tmp)
+    })
 }
 
 /// Creates a new directory beside `path` under a fresh random name, exclusively.
 pub(crate) fn create_temp_dir_beside(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    create_fresh(path, tag, |tmp| fs::create_dir(tmp)).map(|(tmp, ())| tmp)
+}
+
+/// Tries fresh names beside `path` until `create` (which must fail with `AlreadyExists` on an
+/// existing name) succeeds.
+fn create_fresh<T>(
+    path: &Path,
+    tag: &str,
+    create: impl Fn(&Path) -> io::Result<T>,
+) -> io::Result<(PathBuf, T)> {
     let dir = parent_dir(path);
-    let name = path.file_name().unwrap_or(OsStr::new("dir"));
+    let name = path.file_name().unwrap_or(OsStr::new("file"));
     for _ in 0..ATTEMPTS {
         let tmp = temp_name(&dir, name, tag);
-        match fs::create_dir(&tmp) {
-            Ok(()) => return Ok(tmp),
+        match create(&tmp) {
+            Ok(created) => return Ok((tmp, created)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        "could not find a free temporary directory name",
+        "could not find a free temporary name",
     ))
 }
 

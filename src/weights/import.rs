@@ -1073,10 +1073,7 @@ pub fn describe(config: &ResNetConfig) -> String {
 fn diagnose_pytorch(path: &Path, error: PytorchStoreError) -> WeightsError {
     match error {
         PytorchStoreError::Reader(e) => reader_error(path, e),
-        PytorchStoreError::Io(source) if source.raw_os_error().is_some() => WeightsError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        PytorchStoreError::Io(source) => reader_error(path, PytorchError::Io(source)),
         other => WeightsError::Corrupt {
             path: path.to_path_buf(),
             format: "PyTorch checkpoint",

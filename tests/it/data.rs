@@ -55,7 +55,7 @@ fn record(n: usize, labels: &[u8]) -> Vec<u8> {
 }
 
 /// A CIFAR-10 directory: 5 train batches of `per_batch` records and a test batch of `test`.
-fn write_cifar10(dir: &Path, per_batch: usize, test: usize) {
+pub(crate) fn write_cifar10(dir: &Path, per_batch: usize, test: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let mut n = 0;
     for b in 1..=5 {

@@ -175,34 +175,16 @@ fn saved_model() -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-/// One CIFAR-10 batch file of `records` records (label byte + 3072 pixel bytes each).
+/// One valid CIFAR-10 batch file of `records` records.
 fn cifar_batch(records: usize) -> Vec<u8> {
-    (0..records * 3073)
-        .map(|i| {
-            if i % 3073 == 0 {
-                (i / 3073 % 10) as u8
-            } else {
-                (i * 7 % 251) as u8
-            }
-        })
-        .collect()
+    let dir = cifar_dir(records);
+    std::fs::read(dir.path().join("data_batch_3.bin")).unwrap()
 }
 
 /// An extracted `cifar-10-batches-bin` directory with `records` records per batch.
 fn cifar_dir(records: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ] {
-        std::fs::write(dir.path().join(name), cifar_batch(records)).unwrap();
-    }
-    let names = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
-    std::fs::write(dir.path().join("batches.meta.txt"), names).unwrap();
+    crate::data::write_cifar10(dir.path(), records, records);
     dir
 }
 
