@@ -647,6 +647,9 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
         .class_names(data.classes.clone())
         .fit(model, &train_loader, &val_loader)
         .map_err(Error::from)?;
+    // The run directory again, while the test results and the summary are written: a run
+    // started into it since `fit` released it makes this one fail rather than both write.
+    let _run_lock = crate::train::lock_run_dir(&run_dir)?;
     let test_eval: Evaluation = evaluate(&outcome.model, &test_loader)?;
     let mut speeds: Vec<f64> = outcome
         .history

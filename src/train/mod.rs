@@ -16,6 +16,7 @@ mod source;
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::checkpoint_dir;
+pub(crate) use checkpoint::lock_run_dir;
 pub use config::{LearnerConfig, Monitor, OptimizerConfig};
 pub use evaluate::{Evaluation, evaluate};
 pub use history::{EpochRecord, History};
