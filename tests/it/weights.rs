@@ -1305,11 +1305,10 @@ fn non_tensor_entries_are_listed_in_the_report() {
     );
 }
 
-#[test]
-fn two_state_dicts_are_refused_naming_both() {
-    let dir = tempfile::tempdir().unwrap();
-    // ../shared/cases/weights/two_state_dicts.pth: {"model": A, "ema": B, "epoch": 10}.
-    let path = dir.path().join("two.pth");
+/// `{"model": A, "ema": B, "epoch": 10}`, the shape of
+/// `../shared/cases/weights/two_state_dicts.pth`, written to `dir/two.pth`.
+fn two_state_dicts(dir: &Path) -> PathBuf {
+    let path = dir.join("two.pth");
     write_pth(
         &path,
         &Py::Dict(vec![
@@ -1318,6 +1317,13 @@ fn two_state_dicts_are_refused_naming_both() {
             ("epoch".into(), Py::Int(10)),
         ]),
     );
+    path
+}
+
+#[test]
+fn two_state_dicts_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_state_dicts(dir.path());
     let mut model = basic_config().init(&cpu());
     let before = snapshot(&model);
     let err = weights_error(model.load_weights(&path, &LoadOptions::strict()));
@@ -1341,15 +1347,7 @@ fn two_state_dicts_are_refused_naming_both() {
 #[test]
 fn the_key_option_picks_one_state_dict() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("two.pth");
-    write_pth(
-        &path,
-        &Py::Dict(vec![
-            ("model".into(), basic_state_dict()),
-            ("ema".into(), Py::Ordered(basic_entries("", 0.5))),
-            ("epoch".into(), Py::Int(10)),
-        ]),
-    );
+    let path = two_state_dicts(dir.path());
     let report = load_basic(&path, &LoadOptions::strict().key("model"));
     assert_eq!(report.key.as_deref(), Some("model"));
     assert!(
