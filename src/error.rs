@@ -79,6 +79,24 @@ pub enum Error {
     #[error("the input does not fit the model: {0}")]
     InputShape(String),
 
+    /// A stage name that the model does not have (freezing, discriminative learning rates).
+    #[error("the model has no stage '{stage}': its stages are {known} (or `head` for the last)")]
+    UnknownStage {
+        /// The name asked for.
+        stage: String,
+        /// The model's stage names, in forward order.
+        known: String,
+    },
+
+    /// An architecture or weights name that no registered model family knows.
+    #[error("unknown model '{name}': known architectures are {known}")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The registered architecture names.
+        known: String,
+    },
+
     /// A saved model could not be read back.
     #[error("cannot load model from '{path}': {reason}")]
     ModelFile {

@@ -50,7 +50,9 @@ pub mod weights;
 pub use allocator::tune_allocator;
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
-pub use model::{BnPolicy, ResNet, ResNetConfig, Stage};
+pub use model::{
+    AnyModel, BnPolicy, ResNet, ResNetConfig, Stage, VisionModel, architectures, create_model,
+};
 pub use weights::{LoadOptions, ResNetWeights};
 
 /// The README's code examples, compiled (not run) as doctests.

@@ -6,6 +6,7 @@
 //! pictures. The `finetune` and `feature_extractor` examples are thin command lines over
 //! [`run`].
 
+use crate::model::VisionModel;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -439,7 +440,7 @@ fn build_model(
             return Err(Error::InvalidConfig(format!(
                 "the starting weights are a {}, not a {arch}: leave the architecture unset (TutorialOptions::arch, --arch) to use the weights' own, or choose weights of {arch}",
                 got.arch_name()
-                    .map_or_else(|| describe(got), str::to_string)
+                    .map_or_else(|| describe(&got), str::to_string)
             )));
         }
     }
@@ -469,7 +470,7 @@ fn build_model_unchecked(
         Ok((model, normalize, "random initialisation".into()))
     };
     let pretrained = |weights: ResNetWeights| -> Result<(ResNet, Normalize, String)> {
-        let model = ResNet::pretrained(weights, device)?.try_with_num_classes(num_classes)?;
+        let model = ResNet::pretrained(weights, device)?.reset_classifier(num_classes)?;
         let p = weights.preprocess();
         Ok((model, Normalize::new(p.mean, p.std), weights.name()))
     };
@@ -489,7 +490,7 @@ fn build_model_unchecked(
                 None => crate::weights::LoadOptions::strict(),
             };
             let (model, report) = ResNet::from_weights_file_with(path, &options, device)?;
-            let model = model.try_with_num_classes(num_classes)?;
+            let model = model.reset_classifier(num_classes)?;
             Ok((
                 model,
                 Normalize::imagenet(),
@@ -562,7 +563,7 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
     let arch = model
         .config()
         .arch_name()
-        .map_or_else(|| describe(model.config()), str::to_string);
+        .map_or_else(|| describe(&model.config()), str::to_string);
     if opts.mode == Mode::FeatureExtractor {
         model = model.with_bn_policy(bn_policy).freeze_backbone();
     }

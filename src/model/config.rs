@@ -10,6 +10,7 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::model::ResNet;
+use crate::model::contract::ModelConfig;
 
 /// The residual block family.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -248,5 +249,44 @@ impl ResNetConfig {
             Ok(model) => model,
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+impl ModelConfig for ResNetConfig {
+    type Model = ResNet;
+
+    fn family(&self) -> &'static str {
+        "resnet"
+    }
+
+    fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
+        if family != "resnet" {
+            return Err(format!(
+                "it holds a '{family}' model, not a ResNet: load it with that family's type (or AnyModel)"
+            ));
+        }
+        serde_json::from_value(config).map_err(|e| format!("unreadable model description: {e}"))
+    }
+
+    fn validate(&self) -> Result<()> {
+        ResNetConfig::validate(self)
+    }
+
+    fn num_stored_values(&self) -> u64 {
+        ResNetConfig::num_stored_values(self)
+    }
+
+    fn try_init(&self, device: &Device) -> Result<ResNet> {
+        ResNetConfig::try_init(self, device)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}: layers {:?}, widths {:?}, {} classes",
+            self.arch_name().unwrap_or("resnet(custom)"),
+            self.layers,
+            self.widths,
+            self.num_classes
+        )
     }
 }

@@ -2,6 +2,8 @@
 //! Burn's own [`Module::freeze_group`] / [`Module::unfreeze_group`] and [`ParamGroup`]: a frozen
 //! parameter has `require_grad = false` and, under [`BnPolicy::Frozen`], a frozen BatchNorm's
 //! training flag is off, so it normalises with its running statistics and never updates them.
+//! It works on any [`VisionModel`] through its named [`Stages`]; BatchNorm layers are found by
+//! their module type (Burn's `BatchNorm`), whatever the family calls them.
 //!
 //! The BatchNorm policy for frozen stages is explicit ([`BnPolicy`]); the default is
 //! [`BnPolicy::Frozen`] (running statistics and affine parameters fixed, PyTorch's eval mode)
@@ -9,90 +11,12 @@
 //! tutorial ("ConvNet as fixed feature extractor") does: `requires_grad = False` on the
 //! backbone with the model left in train mode; [`BnPolicy::Trainable`] is fastai's `train_bn`.
 
-use burn::module::{Flag, Module, ModuleMapper, Param, ParamGroup};
+use burn::module::{Flag, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::ResNet;
-
-/// A contiguous part of the network, in forward order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Stage {
-    /// `conv1` and `bn1` (and the parameter-free max-pool).
-    Stem,
-    /// `layer1`.
-    Layer1,
-    /// `layer2`.
-    Layer2,
-    /// `layer3`.
-    Layer3,
-    /// `layer4`.
-    Layer4,
-    /// `fc`, the classifier.
-    Head,
-}
-
-impl Stage {
-    /// All stages in forward order.
-    pub const ALL: [Stage; 6] = [
-        Stage::Stem,
-        Stage::Layer1,
-        Stage::Layer2,
-        Stage::Layer3,
-        Stage::Layer4,
-        Stage::Head,
-    ];
-
-    /// Top-level module names belonging to this stage.
-    pub fn modules(self) -> &'static [&'static str] {
-        match self {
-            Stage::Stem => &["conv1", "bn1"],
-            Stage::Layer1 => &["layer1"],
-            Stage::Layer2 => &["layer2"],
-            Stage::Layer3 => &["layer3"],
-            Stage::Layer4 => &["layer4"],
-            Stage::Head => &["fc"],
-        }
-    }
-
-    /// Display name (`stem`, `layer1`, ..., `fc`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Stem => "stem",
-            Stage::Layer1 => "layer1",
-            Stage::Layer2 => "layer2",
-            Stage::Layer3 => "layer3",
-            Stage::Layer4 => "layer4",
-            Stage::Head => "fc",
-        }
-    }
-
-    /// The stage a parameter path (`layer2.0.conv1.weight`) belongs to.
-    pub fn of_path(path: &str) -> Option<Stage> {
-        let top = path.split('.').next()?;
-        Stage::ALL
-            .into_iter()
-            .find(|stage| stage.modules().contains(&top))
-    }
-
-    /// Parses `stem`, `layer1`..`layer4`, `fc`/`head`.
-    pub fn parse(name: &str) -> Option<Stage> {
-        match name.to_ascii_lowercase().as_str() {
-            "stem" => Some(Stage::Stem),
-            "layer1" => Some(Stage::Layer1),
-            "layer2" => Some(Stage::Layer2),
-            "layer3" => Some(Stage::Layer3),
-            "layer4" => Some(Stage::Layer4),
-            "fc" | "head" => Some(Stage::Head),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use super::contract::VisionModel;
+use super::stage::{Stage, Stages};
 
 /// What happens to the BatchNorm layers inside frozen stages. In every policy the frozen
 /// stages' convolutions are fixed and no gradient flows through them.
@@ -165,7 +89,7 @@ impl std::fmt::Display for BnPolicy {
 }
 
 /// The freeze specification applied to a model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FreezeState {
     /// Every stage up to and including this one is frozen; `None`: nothing is frozen.
     pub frozen_through: Option<Stage>,
@@ -174,48 +98,137 @@ pub struct FreezeState {
 }
 
 impl FreezeState {
-    /// Whether `stage` is frozen under this specification.
-    pub fn is_stage_frozen(&self, stage: Stage) -> bool {
-        self.frozen_through.is_some_and(|last| stage <= last)
+    /// The position of the last frozen stage among `stages` (`None`: nothing frozen, or a
+    /// stage name these stages do not have).
+    pub fn frozen_index(&self, stages: &Stages) -> Option<usize> {
+        self.frozen_through
+            .as_ref()
+            .and_then(|s| stages.index_of(s).ok())
     }
 
-    /// Whether the parameter at `path` is trainable under this specification.
-    pub fn is_trainable(&self, path: &str) -> bool {
-        match Stage::of_path(path) {
-            Some(stage) if self.is_stage_frozen(stage) => {
-                self.bn == BnPolicy::Trainable && is_batch_norm_path(path)
+    /// Whether the parameter at `path` is trainable under this specification, for a model
+    /// with `stages` whose BatchNorm modules are `batch_norms` (module paths).
+    pub fn is_trainable(&self, path: &str, stages: &Stages, batch_norms: &[String]) -> bool {
+        let Some(last) = self.frozen_index(stages) else {
+            return true;
+        };
+        match stages.index_of_path(path) {
+            Some(i) if i <= last => {
+                self.bn == BnPolicy::Trainable && batch_norms.iter().any(|bn| under(path, bn))
             }
             _ => true,
         }
     }
+
+    /// The freeze state in words, for messages (`frozen through layer4, BatchNorm frozen`).
+    pub fn describe(&self) -> String {
+        match &self.frozen_through {
+            None => "nothing frozen".into(),
+            Some(stage) => format!("frozen through {stage}, BatchNorm {}", self.bn),
+        }
+    }
 }
 
-/// Whether a parameter path lies inside a BatchNorm module (`bn1`, `layer1.0.bn2`,
-/// `layer2.0.downsample.bn`).
+/// Whether `path` is `module` or lies inside it.
+fn under(path: &str, module: &str) -> bool {
+    path.strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Whether a parameter path lies inside a module named like torchvision's ResNet BatchNorms
+/// (`bn1`, `layer1.0.bn2`, `layer2.0.downsample.bn`). Generic code finds BatchNorm layers by
+/// type instead ([`batch_norm_paths`]).
 pub fn is_batch_norm_path(path: &str) -> bool {
     path.split('.').any(|seg| {
         seg == "bn" || (seg.starts_with("bn") && seg[2..].chars().all(|c| c.is_ascii_digit()))
     })
 }
 
-fn prefixes_through(last: Stage) -> Vec<&'static str> {
-    Stage::ALL
+/// Dotted paths of parameters and of the modules that hold them, for any Burn module: the one
+/// path-tracking visitor the crate uses (freezing, summaries, BatchNorm discovery).
+#[derive(Default)]
+pub(crate) struct PathVisitor {
+    stack: Vec<String>,
+    containers: Vec<String>,
+    /// `(dotted path, number of elements, shape, type of the module holding it)` per float
+    /// tensor, running statistics included.
+    pub entries: Vec<(String, usize, Vec<usize>, String)>,
+}
+
+impl ModuleVisitor for PathVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+        self.containers.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let shape = param.lazy_shape();
+        let owner = self.containers.last().cloned().unwrap_or_default();
+        self.entries.push((
+            self.stack.join("."),
+            shape.num_elements(),
+            shape.to_vec(),
+            owner,
+        ));
+    }
+}
+
+impl PathVisitor {
+    /// Visits `module`.
+    pub(crate) fn of(module: &impl Module) -> Self {
+        let mut visitor = PathVisitor::default();
+        module.visit(&mut visitor);
+        visitor
+    }
+}
+
+/// The module paths of every BatchNorm layer of `module` (`bn1`, `layer1.0.downsample.bn`),
+/// found by type: Burn's derive reports `Struct:BatchNorm` when it enters a BatchNorm's fields.
+pub fn batch_norm_paths(module: &impl Module) -> Vec<String> {
+    let mut paths: Vec<String> = PathVisitor::of(module)
+        .entries
         .into_iter()
-        .filter(|s| *s <= last)
-        .flat_map(|s| s.modules().iter().copied())
+        .filter(|(_, _, _, owner)| owner == "Struct:BatchNorm")
+        .filter_map(|(path, ..)| path.rsplit_once('.').map(|(m, _)| m.to_string()))
+        .collect();
+    paths.dedup();
+    paths
+}
+
+fn alternatives<'a>(paths: impl IntoIterator<Item = &'a str>) -> String {
+    paths
+        .into_iter()
+        .map(regex_escape)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
         .collect()
 }
 
-/// Every value (tensor parameters and training flags) under the stages `..=last`.
-fn stages_group(last: Stage) -> ParamGroup {
-    let alternatives = prefixes_through(last).join("|");
+/// Every value (tensor parameters and training flags) under the module paths `prefixes`.
+fn prefixes_group<'a>(prefixes: impl IntoIterator<Item = &'a str>) -> ParamGroup {
+    let alternatives = alternatives(prefixes);
+    if alternatives.is_empty() {
+        // Matches nothing.
+        return group_from_regex(r"^[^\s\S]");
+    }
     group_from_regex(&format!(r"^({alternatives})(\.|$)"))
 }
 
-/// The BatchNorm modules under the stages `..=last`.
-fn batch_norms_group(last: Stage) -> ParamGroup {
-    let alternatives = prefixes_through(last).join("|");
-    group_from_regex(&format!(r"^(({alternatives})\.(.*\.)?(bn\d*)|bn\d+)(\.|$)"))
+/// Every parameter outside the last stage (the head): what a backbone learning-rate
+/// multiplier applies to.
+pub fn backbone_group(stages: &Stages) -> ParamGroup {
+    prefixes_group(stages.prefixes_through(stages.len().saturating_sub(2)))
 }
 
 /// Turns the training flags of `group` on, leaving gradient requirements as they are (Burn's
@@ -247,74 +260,37 @@ impl ModuleMapper for EnableTrainingFlags {
 fn group_from_regex(pattern: &str) -> ParamGroup {
     match ParamGroup::from_regex(pattern) {
         Ok(group) => group,
-        // The patterns above are built from fixed module names and always compile.
+        // The patterns are built from escaped module paths and always compile.
         Err(e) => unreachable!("internal freeze pattern {pattern} is invalid: {e:?}"),
     }
 }
 
-impl ResNet {
-    /// Applies `state` from scratch: everything is unfrozen, then the frozen stages are frozen
-    /// with Burn's `freeze_group`, then their BatchNorms are unfrozen again
-    /// ([`BnPolicy::Trainable`]) or only put back in training mode ([`BnPolicy::TrainMode`]).
-    pub(crate) fn apply_freeze(self, state: FreezeState) -> Self {
-        let mut model = Module::unfreeze(self);
-        if let Some(last) = state.frozen_through {
-            model = model.freeze_group(stages_group(last));
-            match state.bn {
-                BnPolicy::Frozen => {}
-                BnPolicy::Trainable => model = model.unfreeze_group(batch_norms_group(last)),
-                BnPolicy::TrainMode => {
-                    model = model.map(&mut EnableTrainingFlags {
-                        path: Vec::new(),
-                        group: batch_norms_group(last),
-                    })
-                }
+/// Applies `state` to `model` from scratch: everything is unfrozen, then the frozen stages are
+/// frozen with Burn's `freeze_group`, then their BatchNorms are unfrozen again
+/// ([`BnPolicy::Trainable`]) or only put back in training mode ([`BnPolicy::TrainMode`]). A
+/// stage name the model does not have freezes nothing.
+pub(crate) fn apply_freeze<M: VisionModel>(model: M, state: FreezeState) -> M {
+    let stages = model.stages();
+    let mut model = Module::unfreeze(model);
+    if let Some(last) = state.frozen_index(&stages) {
+        let prefixes = stages.prefixes_through(last);
+        model = model.freeze_group(prefixes_group(prefixes.iter().copied()));
+        let frozen_norms: Vec<String> = batch_norm_paths(&model)
+            .into_iter()
+            .filter(|bn| prefixes.iter().any(|p| under(bn, p)))
+            .collect();
+        let norms = || prefixes_group(frozen_norms.iter().map(String::as_str));
+        match state.bn {
+            BnPolicy::Frozen => {}
+            BnPolicy::Trainable => model = model.unfreeze_group(norms()),
+            BnPolicy::TrainMode => {
+                model = model.map(&mut EnableTrainingFlags {
+                    path: Vec::new(),
+                    group: norms(),
+                })
             }
         }
-        model.freeze = state;
-        model
     }
-
-    /// The freeze specification currently applied.
-    pub fn freeze_state(&self) -> FreezeState {
-        self.freeze
-    }
-
-    /// Freezes everything but `fc` (the "fixed feature extractor"), keeping the current
-    /// [`BnPolicy`].
-    pub fn freeze_backbone(self) -> Self {
-        self.freeze_to(Stage::Layer4)
-    }
-
-    /// Freezes every stage from the stem through `stage` (inclusive); later stages are
-    /// trainable. `freeze_to(Stage::Layer4)` is [`freeze_backbone`](Self::freeze_backbone) and
-    /// `freeze_to(Stage::Head)` freezes the whole model.
-    pub fn freeze_to(self, stage: Stage) -> Self {
-        let bn = self.freeze.bn;
-        self.apply_freeze(FreezeState {
-            frozen_through: Some(stage),
-            bn,
-        })
-    }
-
-    /// Freezes the whole model, head included (an evaluation-only model on a training device).
-    pub fn freeze(self) -> Self {
-        self.freeze_to(Stage::Head)
-    }
-
-    /// Makes every parameter trainable and every BatchNorm train normally again. The
-    /// [`BnPolicy`] is kept for the next freeze.
-    pub fn unfreeze(self) -> Self {
-        let bn = self.freeze.bn;
-        self.apply_freeze(FreezeState {
-            frozen_through: None,
-            bn,
-        })
-    }
-
-    /// Sets the BatchNorm policy for frozen stages and re-applies the current freeze.
-    pub fn with_bn_policy(self, bn: BnPolicy) -> Self {
-        let frozen_through = self.freeze.frozen_through;
-        self.apply_freeze(FreezeState { frozen_through, bn })
-    }
+    model.set_freeze_state(state);
+    model
 }

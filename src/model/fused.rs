@@ -188,7 +188,7 @@ impl ResNet {
         let host_path = match conv {
             ConvImpl::Backend => false,
             ConvImpl::Gemm | ConvImpl::Host => true,
-            ConvImpl::Auto => is_cpu(&model.device()),
+            ConvImpl::Auto => is_cpu(&model.fc.weight.lazy_device()),
         };
         if host_path {
             fused.host = fused.host_backbone().map(Arc::new);

@@ -2,6 +2,7 @@
 //! configuration and data (a 1-channel stem fed RGB images, a flattened batch) is a typed error
 //! naming both sides, never a panic inside a convolution.
 
+use crate::model::VisionModel;
 use crate::error::{Error, Result};
 use crate::model::ResNet;
 
@@ -12,7 +13,7 @@ impl ResNet {
     ///
     /// # Errors
     /// [`Error::InputShape`] saying what the model expects, what the data has and what to do.
-    pub fn check_input(&self, dims: [usize; 4]) -> Result<()> {
+    pub(crate) fn check_stem_input(&self, dims: [usize; 4]) -> Result<()> {
         let [n, c, h, w] = dims;
         let expected = self.config().in_channels;
         if c != expected {

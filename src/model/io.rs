@@ -1,4 +1,4 @@
-//! Saving and loading a (fine-tuned) model in Burn's native burnpack format (burn-store's
+//! Saving and loading any (fine-tuned) [`VisionModel`] in Burn's native burnpack format (burn-store's
 //! `BurnpackStore`), with its configuration and freeze state stored in the file's metadata so
 //! one file is enough to rebuild it. Writes are atomic (burn-pack writes a temporary file and
 //! renames it).
@@ -10,9 +10,8 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::ResNet;
-use super::config::ResNetConfig;
-use super::freeze::FreezeState;
+use super::contract::{ModelConfig, VisionModel};
+use super::freeze::{self, FreezeState};
 use crate::error::{Error, Result};
 use crate::weights::report::LoadReport;
 
@@ -23,101 +22,111 @@ const FORMAT_VERSION: u32 = 1;
 #[derive(Serialize, Deserialize)]
 struct SavedModel {
     format_version: u32,
-    config: ResNetConfig,
+    /// The model family (absent in files written before there were several: `resnet`).
+    #[serde(default = "resnet_family")]
+    family: String,
+    config: serde_json::Value,
     freeze: FreezeState,
 }
 
-impl ResNet {
-    /// Saves parameters, running statistics, configuration and freeze state to one burnpack
-    /// file (conventionally `*.bpk`). An existing file is replaced atomically.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let description = SavedModel {
-            format_version: FORMAT_VERSION,
-            config: self.config.clone(),
-            freeze: self.freeze,
-        };
-        let json = serde_json::to_string(&description)
-            .map_err(|e| Error::InvalidConfig(format!("cannot serialise model config: {e}")))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
-        }
-        let mut store = BurnpackStore::from_file(path)
-            .auto_extension(false)
-            .overwrite(true)
-            .metadata(METADATA_KEY, json);
-        self.save_into(&mut store).map_err(|e| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!("writing failed: {e}"),
-        })
-    }
+fn resnet_family() -> String {
+    "resnet".into()
+}
 
-    /// Loads a model written by [`save`](Self::save) onto `device`, strictly: every tensor of
-    /// the model must be in the file with the right shape and the file must hold nothing else.
-    /// The saved freeze state is re-applied.
-    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<ResNet> {
-        let path = path.as_ref();
-        let bad = |reason: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if path.is_dir() {
-            return Err(bad(
-                "it is a directory: pass the model file (`*.bpk`) inside it".into(),
-            ));
-        }
-        if !path.is_file() {
-            return Err(bad("no such file".into()));
-        }
-        // An unreadable file (permissions, I/O) is reported as such, not as a damaged one.
-        std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-        let reader =
-            Reader::from_file_exact(path).map_err(|e| bad(format!("not a burnpack file ({e})")))?;
-        let json = reader.metadata().get(METADATA_KEY).ok_or_else(|| {
-            bad(format!(
-                "the file has no '{METADATA_KEY}' metadata: it was not written by finetune's ResNet::save"
-            ))
-        })?;
-        let saved: SavedModel = serde_json::from_str(json)
-            .map_err(|e| bad(format!("unreadable model description: {e}")))?;
-        if saved.format_version > FORMAT_VERSION {
-            return Err(bad(format!(
-                "written by a newer finetune (format {}, this build reads {FORMAT_VERSION}); upgrade finetune",
-                saved.format_version
-            )));
-        }
-        // Validate before anything is allocated: the configuration's bounds, and its agreement
-        // with the tensors the file really stores (a crafted config cannot ask for more memory
-        // than the file's own tensors take).
-        saved.config.validate().map_err(|e| {
-            bad(format!(
-                "its stored configuration is unusable ({e}); the file is damaged or was edited"
-            ))
-        })?;
-        let tensors = reader
-            .into_tensors()
-            .map_err(|e| bad(format!("unreadable tensor table ({e})")))?;
-        let stored = tensors
-            .iter()
-            .map(|t| t.shape.num_elements() as u64)
-            .fold(0u64, u64::saturating_add);
-        let expected = saved.config.num_stored_values();
-        if stored != expected {
-            return Err(bad(format!(
-                "its stored configuration (layers {:?}, widths {:?}, {} classes) describes {expected} values but the file holds {stored}: the file is damaged or was edited",
-                saved.config.layers, saved.config.widths, saved.config.num_classes
-            )));
-        }
-        drop(tensors);
-        let mut model = saved.config.try_init(device)?;
-        let mut store = BurnpackStore::from_file(path)
-            .auto_extension(false)
-            .validate(true)
-            .allow_partial(true);
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| bad(format!("reading tensors failed: {e}")))?;
-        LoadReport::strict(result, &[]).map_err(|e| bad(e.to_string()))?;
-        Ok(model.apply_freeze(saved.freeze))
+/// Saves `model` (see [`VisionModel::save`]).
+pub(crate) fn save<M: VisionModel>(model: &M, path: &Path) -> Result<()> {
+    let config = model.config();
+    let description = SavedModel {
+        format_version: FORMAT_VERSION,
+        family: config.family().to_string(),
+        config: serde_json::to_value(&config)
+            .map_err(|e| Error::InvalidConfig(format!("cannot serialise model config: {e}")))?,
+        freeze: model.freeze_state().clone(),
+    };
+    let json = serde_json::to_string(&description)
+        .map_err(|e| Error::InvalidConfig(format!("cannot serialise model config: {e}")))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
     }
+    let mut store = BurnpackStore::from_file(path)
+        .auto_extension(false)
+        .overwrite(true)
+        .metadata(METADATA_KEY, json);
+    model.save_into(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("writing failed: {e}"),
+    })
+}
+
+/// Loads a model of type `M` (see [`VisionModel::load`]).
+pub(crate) fn load<M: VisionModel>(path: &Path, device: &Device) -> Result<M> {
+    let bad = |reason: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.is_dir() {
+        return Err(bad(
+            "it is a directory: pass the model file (`*.bpk`) inside it".into(),
+        ));
+    }
+    if !path.is_file() {
+        return Err(bad("no such file".into()));
+    }
+    // An unreadable file (permissions, I/O) is reported as such, not as a damaged one.
+    std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let reader =
+        Reader::from_file_exact(path).map_err(|e| bad(format!("not a burnpack file ({e})")))?;
+    let json = reader.metadata().get(METADATA_KEY).ok_or_else(|| {
+        bad(format!(
+            "the file has no '{METADATA_KEY}' metadata: it was not written by finetune's VisionModel::save"
+        ))
+    })?;
+    let saved: SavedModel = serde_json::from_str(json)
+        .map_err(|e| bad(format!("unreadable model description: {e}")))?;
+    if saved.format_version > FORMAT_VERSION {
+        return Err(bad(format!(
+            "written by a newer finetune (format {}, this build reads {FORMAT_VERSION}); upgrade finetune",
+            saved.format_version
+        )));
+    }
+    let config = M::Config::from_saved(&saved.family, saved.config).map_err(bad)?;
+    // Validate before anything is allocated: the configuration's bounds, and its agreement
+    // with the tensors the file really stores (a crafted config cannot ask for more memory
+    // than the file's own tensors take).
+    config.validate().map_err(|e| {
+        bad(format!(
+            "its stored configuration is unusable ({e}); the file is damaged or was edited"
+        ))
+    })?;
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| bad(format!("unreadable tensor table ({e})")))?;
+    let stored = tensors
+        .iter()
+        .map(|t| t.shape.num_elements() as u64)
+        .fold(0u64, u64::saturating_add);
+    let expected = config.num_stored_values();
+    if stored != expected {
+        return Err(bad(format!(
+            "its stored configuration ({}) describes {expected} values but the file holds {stored}: the file is damaged or was edited",
+            config.describe()
+        )));
+    }
+    drop(tensors);
+    let mut model = config.try_init(device)?;
+    let mut store = BurnpackStore::from_file(path)
+        .auto_extension(false)
+        .validate(true)
+        .allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| bad(format!("reading tensors failed: {e}")))?;
+    LoadReport::strict(result, &[]).map_err(|e| bad(e.to_string()))?;
+    if let Some(stage) = &saved.freeze.frozen_through {
+        model
+            .stages()
+            .index_of(stage)
+            .map_err(|e| bad(format!("its freeze state is unusable ({e})")))?;
+    }
+    Ok(freeze::apply_freeze(model, saved.freeze))
 }

@@ -1,8 +1,13 @@
-//! Models: the ResNet family (He et al., 2016) with torchvision's topology and names, its
-//! configuration, head replacement, freezing and parameter summary.
+//! Models: the contract every architecture implements ([`VisionModel`]: timm's
+//! `forward_features` / `forward_head` / `num_features` / `reset_classifier`, named stages,
+//! freezing, save/load), the registry of architectures by name ([`create_model`],
+//! [`AnyModel`]), and the families: ResNet (He et al., 2016) with torchvision's topology and
+//! names.
 
+mod any;
 mod block;
 mod config;
+mod contract;
 mod conv;
 mod freeze;
 mod fused;
@@ -19,6 +24,7 @@ mod host_tensor;
 mod input;
 mod io;
 mod resnet;
+mod stage;
 mod summary;
 
 pub use block::{BatchNormInput, Block, Downsample};
@@ -28,7 +34,12 @@ pub use conv::{
     batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, max_pool2d,
     max_pool2d_with, set_conv_impl,
 };
-pub use freeze::{BnPolicy, FreezeState, Stage, is_batch_norm_path};
+pub use any::{AnyConfig, AnyFeatures, AnyInference, AnyModel, architectures, create_model};
+
+pub(crate) use any::arch_of;
+pub use contract::{InferenceModel, ModelConfig, VisionModel};
+pub use freeze::{BnPolicy, FreezeState, backbone_group, batch_norm_paths, is_batch_norm_path};
+pub use stage::{Stage, StageSpec, Stages};
 pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;
 pub use resnet::ResNet;

@@ -1,7 +1,7 @@
 //! The ResNet network of He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
 //! with torchvision's exact topology and parameter names (`conv1`, `bn1`, `layer1..layer4`,
-//! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
-//! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
+//! `downsample`, `fc`), implementing the crate's model contract [`VisionModel`] (timm's:
+//! `forward_features` unpooled, `forward_head`, `num_features`, `reset_classifier`).
 
 use super::conv::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
 use burn::module::Module;
@@ -11,20 +11,25 @@ use burn::tensor::{Device, Tensor};
 
 use super::block::{BatchNormInput, Block, conv, new_batch_norm, push_conv_bn};
 use super::config::{ResNetConfig, Stem};
-use super::freeze::FreezeState;
+use super::contract::{InferenceModel, VisionModel, check_num_classes};
+use super::freeze::{self, FreezeState};
+use super::fused::FusedResNet;
+use super::stage::{StageSpec, Stages};
+use crate::data::Normalize;
 use crate::error::{Error, Result};
 
 /// A ResNet of any depth. Build it with [`ResNetConfig`]; it runs on any Burn device.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor, Distribution};
-/// use finetune::model::ResNetConfig;
+/// use finetune::model::{ResNetConfig, VisionModel};
 ///
 /// let device = Device::flex(); // or Device::default(), a wgpu device, ...
 /// let model = ResNetConfig::resnet18(10).with_widths([8, 16, 32, 64]).init(&device);
 /// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
 /// assert_eq!(model.forward(images.clone()).dims(), [2, 10]);
-/// assert_eq!(model.forward_features(images).dims(), [2, 64]);
+/// assert_eq!(model.forward_features(images.clone()).dims(), [2, 64, 1, 1]);
+/// assert_eq!(model.forward_pre_logits(images).dims(), [2, 64]);
 /// ```
 #[derive(Module, Debug)]
 pub struct ResNet {
@@ -107,26 +112,6 @@ impl ResNet {
         }
     }
 
-    /// The configuration the model was built from, with the current number of classes.
-    pub fn config(&self) -> &ResNetConfig {
-        &self.config
-    }
-
-    /// Size of the pooled embedding (512 for ResNet-18/34, 2048 for ResNet-50 and deeper).
-    pub fn num_features(&self) -> usize {
-        self.config.num_features()
-    }
-
-    /// Number of classes the head predicts.
-    pub fn num_classes(&self) -> usize {
-        self.config.num_classes
-    }
-
-    /// The device the model's parameters live on.
-    pub fn device(&self) -> Device {
-        self.fc.weight.lazy_device()
-    }
-
     /// The input of every BatchNorm layer, in forward order, for images of shape `images`
     /// `[B, C, H, W]` (computed from the shapes alone: nothing runs), with whether each
     /// normalises with batch statistics in this model's forward pass (its training flag is on
@@ -164,7 +149,7 @@ impl ResNet {
     /// [`Error::BatchNormSingleValue`] naming the first such layer in forward order (e.g.
     /// `layer4.1.bn2` for one 32x32 image through an ImageNet-stem ResNet, whose last stage
     /// has 1x1 maps), with the fix: a larger batch or larger images.
-    pub fn check_training_batch(&self, images: [usize; 4]) -> Result<()> {
+    fn first_single_value_batch_norm(&self, images: [usize; 4]) -> Result<()> {
         let bad = self
             .batch_norm_inputs(images)
             .into_iter()
@@ -183,7 +168,7 @@ impl ResNet {
     }
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.
-    pub fn forward_feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
+    fn feature_maps(&self, images: Tensor<4>) -> Tensor<4> {
         let mut x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
             x = max_pool2d(pool, x);
@@ -199,57 +184,118 @@ impl ResNet {
         }
         x
     }
+}
 
-    /// The pooled embedding `[B, num_features]` that feeds the head (timm's `forward_features`
-    /// followed by global pooling).
-    pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.avgpool.forward(self.forward_feature_maps(images));
-        x.flatten(1, 3)
+/// torchvision's ResNet stages: the stem (`conv1`, `bn1`, the parameter-free max-pool), the four
+/// residual stages, and the `fc` head.
+fn resnet_stages() -> Stages {
+    Stages::new(vec![
+        StageSpec::new("stem", &["conv1", "bn1"]),
+        StageSpec::new("layer1", &["layer1"]),
+        StageSpec::new("layer2", &["layer2"]),
+        StageSpec::new("layer3", &["layer3"]),
+        StageSpec::new("layer4", &["layer4"]),
+        StageSpec::new("fc", &["fc"]),
+    ])
+}
+
+impl VisionModel for ResNet {
+    type Config = ResNetConfig;
+    /// Feature maps `[B, num_features, h, w]` (`h = H/32` for the ImageNet stem).
+    type Features = Tensor<4>;
+    type Inference = FusedResNet;
+
+    fn config(&self) -> ResNetConfig {
+        self.config.clone()
     }
 
-    /// Applies only the classifier head to pooled embeddings `[B, num_features]`.
-    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(features)
+    fn arch(&self) -> String {
+        self.config.arch_name().unwrap_or("resnet(custom)").to_string()
     }
 
-    /// Logits `[B, num_classes]` for images `[B, C, H, W]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_head(self.forward_features(images))
+    fn stages(&self) -> Stages {
+        resnet_stages()
     }
 
-    /// Replaces the head with a freshly initialised `fc` for `num_classes` classes, on the same
-    /// device. The backbone, and its frozen state, are unchanged; the new head is trainable.
-    pub fn try_with_num_classes(mut self, num_classes: usize) -> Result<Self> {
-        if num_classes == 0 {
-            return Err(Error::InvalidConfig(
-                "num_classes must be at least 1".into(),
-            ));
+    /// ImageNet's mean and standard deviation, what every torchvision ResNet weight expects.
+    fn normalization(&self) -> Normalize {
+        Normalize::imagenet()
+    }
+
+    /// Feature maps after `layer4`: `[B, num_features, H/32, W/32]` for the ImageNet stem
+    /// (`[B, num_features, H/8, W/8]` for the CIFAR stem).
+    fn forward_features(&self, images: Tensor<4>) -> Tensor<4> {
+        self.feature_maps(images)
+    }
+
+    /// Global average pool to `[B, num_features]`, then `fc` unless `pre_logits`.
+    fn forward_head(&self, features: Tensor<4>, pre_logits: bool) -> Tensor<2> {
+        let pooled = self.avgpool.forward(features).flatten(1, 3);
+        if pre_logits {
+            pooled
+        } else {
+            self.fc.forward(pooled)
         }
+    }
+
+    fn forward_classifier(&self, pre_logits: Tensor<2>) -> Tensor<2> {
+        self.fc.forward(pre_logits)
+    }
+
+    /// 512 for ResNet-18/34, 2048 for ResNet-50 and deeper.
+    fn num_features(&self) -> usize {
+        self.config.num_features()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    /// A fresh `fc` (PyTorch's `nn.Linear` initialisation) for `num_classes` classes.
+    fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
+        check_num_classes(num_classes)?;
         let device = self.device();
         self.fc = LinearConfig::new(self.num_features(), num_classes).init(&device);
         self.config.num_classes = num_classes;
-        if self.freeze.frozen_through == Some(super::freeze::Stage::Head) {
-            // Everything was frozen: keep the new head frozen too, as the state says.
-            let state = self.freeze;
-            self = self.apply_freeze(state);
-        }
-        Ok(self)
+        // Re-applying the freeze keeps a fully frozen model's new head frozen too.
+        let state = self.freeze.clone();
+        Ok(freeze::apply_freeze(self, state))
     }
 
-    /// [`try_with_num_classes`](Self::try_with_num_classes) for a count known to be non-zero.
-    ///
-    /// # Panics
-    /// When `num_classes` is 0.
-    pub fn with_num_classes(self, num_classes: usize) -> Self {
-        match self.try_with_num_classes(num_classes) {
-            Ok(model) => model,
-            Err(e) => panic!("{e}"),
-        }
+    fn device(&self) -> Device {
+        self.fc.weight.lazy_device()
     }
 
-    /// Re-initialises the head for `num_classes` classes (timm's `reset_classifier`); the same as
-    /// [`with_num_classes`](Self::with_num_classes).
-    pub fn reset_classifier(self, num_classes: usize) -> Result<Self> {
-        self.try_with_num_classes(num_classes)
+    fn check_input(&self, dims: [usize; 4]) -> Result<()> {
+        self.check_stem_input(dims)
+    }
+
+    /// See [`ResNet::batch_norm_inputs`]: the first BatchNorm layer normalising with batch
+    /// statistics that would see one value per channel is an error (e.g. `layer4.1.bn2` for
+    /// one 32x32 image through an ImageNet-stem ResNet, whose last stage has 1x1 maps).
+    fn check_training_batch(&self, dims: [usize; 4]) -> Result<()> {
+        self.first_single_value_batch_norm(dims)
+    }
+
+    fn for_inference(&self) -> FusedResNet {
+        ResNet::for_inference(self)
+    }
+
+    fn freeze_state(&self) -> &FreezeState {
+        &self.freeze
+    }
+
+    fn set_freeze_state(&mut self, state: FreezeState) {
+        self.freeze = state;
+    }
+}
+
+impl InferenceModel for FusedResNet {
+    fn forward_pre_logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_features(images)
+    }
+
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        FusedResNet::forward(self, images)
     }
 }

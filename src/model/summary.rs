@@ -4,11 +4,8 @@
 
 use std::fmt;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
-
-use super::ResNet;
-use super::freeze::Stage;
+use super::contract::VisionModel;
+use super::freeze::{PathVisitor, batch_norm_paths};
 
 /// Parameter counts of one stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,10 +26,10 @@ impl StageCount {
 /// Total / trainable / frozen parameter counts, per stage and overall. Displays as a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSummary {
-    /// Architecture name (`resnet18`, ... or `resnet(custom)`).
+    /// Architecture name (`resnet18`, ... or a description of a custom shape).
     pub arch: String,
-    /// One row per stage, in forward order.
-    pub stages: Vec<(Stage, StageCount)>,
+    /// One row per stage (its name and counts), in forward order.
+    pub stages: Vec<(String, StageCount)>,
 }
 
 impl ParamSummary {
@@ -48,11 +45,11 @@ impl ParamSummary {
     pub fn frozen(&self) -> usize {
         self.total() - self.trainable()
     }
-    /// Counts for one stage.
-    pub fn stage(&self, stage: Stage) -> StageCount {
+    /// Counts for the stage named `stage` (zero for a name the model does not have).
+    pub fn stage(&self, stage: &str) -> StageCount {
         self.stages
             .iter()
-            .find(|(s, _)| *s == stage)
+            .find(|(s, _)| s.eq_ignore_ascii_case(stage))
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
@@ -83,7 +80,7 @@ impl fmt::Display for ParamSummary {
             writeln!(
                 f,
                 "{:<8} {:>14} {:>14} {:>14}",
-                stage.name(),
+                stage,
                 thousands(c.total),
                 thousands(c.trainable),
                 thousands(c.frozen())
@@ -101,77 +98,46 @@ impl fmt::Display for ParamSummary {
     }
 }
 
-/// Collects `(path, element count)` for every float tensor in a module, running statistics
-/// included (callers filter them with [`is_buffer_path`]).
-#[derive(Default)]
-pub(crate) struct PathCollector {
-    stack: Vec<String>,
-    /// `(dotted path, number of elements, shape)`.
-    pub entries: Vec<(String, usize, Vec<usize>)>,
-}
-
-impl ModuleVisitor for PathCollector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let shape = param.lazy_shape();
-        self.entries
-            .push((self.stack.join("."), shape.num_elements(), shape.to_vec()));
-    }
-}
-
 /// Whether a path names a BatchNorm running statistic (a buffer, not a parameter).
 pub(crate) fn is_buffer_path(path: &str) -> bool {
     path.ends_with("running_mean") || path.ends_with("running_var")
 }
 
-impl ResNet {
-    /// `(path, shape)` of every tensor of the model in Burn's naming, running statistics
-    /// included, in traversal order.
-    pub fn tensor_paths(&self) -> Vec<(String, Vec<usize>)> {
-        let mut collector = PathCollector::default();
-        self.visit(&mut collector);
-        collector
-            .entries
-            .into_iter()
-            .map(|(path, _, shape)| (path, shape))
-            .collect()
-    }
+/// `(path, shape)` of every tensor of `model` in Burn's naming, running statistics included,
+/// in traversal order.
+pub(crate) fn tensor_paths<M: VisionModel>(model: &M) -> Vec<(String, Vec<usize>)> {
+    PathVisitor::of(model)
+        .entries
+        .into_iter()
+        .map(|(path, _, shape, _)| (path, shape))
+        .collect()
+}
 
-    /// Total / trainable / frozen parameter counts per stage, from the freeze state applied
-    /// through Burn's `freeze_group`.
-    pub fn param_summary(&self) -> ParamSummary {
-        let mut collector = PathCollector::default();
-        self.visit(&mut collector);
-        let mut stages: Vec<(Stage, StageCount)> = Stage::ALL
-            .iter()
-            .map(|s| (*s, StageCount::default()))
-            .collect();
-        for (path, n, _) in collector.entries {
-            if is_buffer_path(&path) {
-                continue;
-            }
-            let Some(stage) = Stage::of_path(&path) else {
-                continue;
-            };
-            if let Some((_, count)) = stages.iter_mut().find(|(s, _)| *s == stage) {
-                count.total += n;
-                if self.freeze.is_trainable(&path) {
-                    count.trainable += n;
-                }
-            }
+/// Total / trainable / frozen parameter counts per stage of `model`, from the freeze state
+/// applied through Burn's `freeze_group`.
+pub(crate) fn param_summary<M: VisionModel>(model: &M) -> ParamSummary {
+    let stages = model.stages();
+    let norms = batch_norm_paths(model);
+    let state = model.freeze_state();
+    let mut counts: Vec<(String, StageCount)> = stages
+        .iter()
+        .map(|s| (s.name.to_string(), StageCount::default()))
+        .collect();
+    for (path, n, _, _) in PathVisitor::of(model).entries {
+        if is_buffer_path(&path) {
+            continue;
         }
-        ParamSummary {
-            arch: self
-                .config
-                .arch_name()
-                .unwrap_or("resnet(custom)")
-                .to_string(),
-            stages,
+        let Some(i) = stages.index_of_path(&path) else {
+            continue;
+        };
+        let count = &mut counts[i].1;
+        count.total += n;
+        if state.is_trainable(&path, &stages, &norms) {
+            count.trainable += n;
         }
+    }
+    ParamSummary {
+        arch: model.arch(),
+        stages: counts,
     }
 }

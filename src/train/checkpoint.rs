@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::TrainError;
 use super::config::LearnerConfig;
 use super::history::History;
-use crate::model::ResNet;
+use crate::model::VisionModel;
 
 const MODEL: &str = "model.bpk";
 const BEST: &str = "best.bpk";
@@ -125,9 +125,9 @@ impl LoopState {
 }
 
 /// Everything a resumed run needs.
-pub(crate) struct Checkpoint {
-    pub model: ResNet,
-    pub best: ResNet,
+pub(crate) struct Checkpoint<M> {
+    pub model: M,
+    pub best: M,
     pub optimizer: OptimizerRecord,
     pub scheduler: LrSchedulerRecord,
     pub state: LoopState,
@@ -145,10 +145,10 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Writes a complete checkpoint into a fresh `<run>/.checkpoint.<random>.tmp`, then swaps it in.
-pub(crate) fn save(
+pub(crate) fn save<M: VisionModel>(
     run_dir: &Path,
-    model: &ResNet,
-    best: &ResNet,
+    model: &M,
+    best: &M,
     optimizer: &ModuleOptimizer,
     scheduler: &ModuleLrScheduler,
     state: &LoopState,
@@ -186,10 +186,10 @@ pub(crate) fn save(
 
 /// Writes every file of a checkpoint into the fresh directory `tmp`, the state (with the other
 /// files' checksums) last.
-fn write_files(
+fn write_files<M: VisionModel>(
     tmp: &Path,
-    model: &ResNet,
-    best: &ResNet,
+    model: &M,
+    best: &M,
     optimizer: &ModuleOptimizer,
     scheduler: &ModuleLrScheduler,
     state: &LoopState,
@@ -287,7 +287,7 @@ fn complete(dir: &Path) -> bool {
 }
 
 /// Loads the checkpoint in `dir` onto `device`.
-pub(crate) fn load(dir: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
+pub(crate) fn load<M: VisionModel>(dir: &Path, device: &Device) -> Result<Checkpoint<M>, TrainError> {
     let bad = |path: PathBuf, reason: String| TrainError::Checkpoint { path, reason };
     let state_path = dir.join(STATE);
     let bytes = fs::read(&state_path).map_err(|e| TrainError::io("reading", &state_path, e))?;
@@ -320,8 +320,8 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<Checkpoint, TrainError
             ));
         }
     }
-    let model = ResNet::load(dir.join(MODEL), device).map_err(TrainError::model)?;
-    let best = ResNet::load(dir.join(BEST), device).map_err(TrainError::model)?;
+    let model = M::load(dir.join(MODEL), device).map_err(TrainError::model)?;
+    let best = M::load(dir.join(BEST), device).map_err(TrainError::model)?;
     let optimizer = OptimizerRecord::load(dir.join(OPTIMIZER))
         .map_err(|e| bad(dir.join(OPTIMIZER), e.to_string()))?;
     let scheduler = LrSchedulerRecord::load(dir.join(SCHEDULER))

@@ -2,7 +2,6 @@
 //! (epochs, SGD with momentum, StepLR 7/0.1 per epoch) as data, plus fastai-style options
 //! (discriminative backbone learning rate, early stopping, monitored metric).
 
-use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
@@ -268,13 +267,5 @@ impl LearnerConfig {
             )));
         }
         self.optimizer.build().map(|_| ())
-    }
-
-    /// The parameter group the backbone multiplier applies to: everything but `fc`.
-    pub(crate) fn backbone_group() -> ParamGroup {
-        match ParamGroup::from_regex(r"^(conv1|bn1|layer[1-4])(\.|$)") {
-            Ok(g) => g,
-            Err(e) => unreachable!("fixed pattern: {e:?}"),
-        }
     }
 }

@@ -1,13 +1,12 @@
 //! Evaluation of a classifier over a [`BatchSource`]: mean cross-entropy loss, accuracy,
 //! per-class accuracy and the confusion matrix (rows: true class, columns: predicted class).
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Int, Tensor};
 
 use super::TrainError;
 use super::source::BatchSource;
-use crate::model::{FusedResNet, ResNet};
+use crate::model::{InferenceModel, VisionModel};
 
 /// The result of [`evaluate`].
 #[derive(Clone, Debug, PartialEq)]
@@ -63,25 +62,32 @@ pub(crate) fn batch_stats(
 
 /// Evaluates `model` (in inference mode: BatchNorm uses running statistics) on every batch of
 /// `data` (its epoch-1 batches).
-pub fn evaluate(model: &ResNet, data: &dyn BatchSource) -> Result<Evaluation, TrainError> {
+///
+/// # Errors
+/// [`TrainError::Data`] for an empty source, a failing loader or a label out of range;
+/// [`TrainError::Model`] for images that do not fit the model.
+pub fn evaluate<M: VisionModel>(
+    model: &M,
+    data: &dyn BatchSource,
+) -> Result<Evaluation, TrainError> {
     evaluate_with(model, data, EvalPath::Full)
 }
 
 /// How [`evaluate_with`] turns a batch into logits.
-pub(crate) enum EvalPath<'a> {
+pub(crate) enum EvalPath<'a, I> {
     /// The whole model, BatchNorm folded.
     Full,
     /// The batches hold pooled features `[B, F, 1, 1]`: only the head runs.
     HeadOnly,
     /// A prepared (frozen) backbone, then the model's current head.
-    Backbone(&'a FusedResNet),
+    Backbone(&'a I),
 }
 
 /// [`evaluate`] along a chosen path.
-pub(crate) fn evaluate_with(
-    model: &ResNet,
+pub(crate) fn evaluate_with<M: VisionModel>(
+    model: &M,
     data: &dyn BatchSource,
-    path: EvalPath<'_>,
+    path: EvalPath<'_, M::Inference>,
 ) -> Result<Evaluation, TrainError> {
     let classes = model.num_classes();
     let head = model.valid();
@@ -101,9 +107,9 @@ pub(crate) fn evaluate_with(
                 .map_err(TrainError::model)?;
         }
         let logits = match (&path, &full) {
-            (EvalPath::HeadOnly, _) => head.forward_head(images.flatten(1, 3)),
+            (EvalPath::HeadOnly, _) => head.forward_classifier(images.flatten(1, 3)),
             (EvalPath::Backbone(backbone), _) => {
-                head.forward_head(backbone.forward_features(images))
+                head.forward_classifier(backbone.forward_pre_logits(images))
             }
             (EvalPath::Full, Some(fused)) => fused.forward(images),
             (EvalPath::Full, None) => head.forward(images),

@@ -7,12 +7,12 @@ use burn::tensor::Tensor;
 use super::TrainError;
 use super::evaluate::read_indices;
 use super::source::{BatchSource, TensorSource};
-use crate::model::ResNet;
+use crate::model::{InferenceModel, VisionModel};
 
 /// Pooled embeddings of every image of `data` (its epoch-1 batches, in batch order), as a
 /// [`TensorSource`] of `[N, F, 1, 1]` "images" with the same labels and batch size.
-pub(crate) fn extract(
-    model: &ResNet,
+pub(crate) fn extract<M: VisionModel>(
+    model: &M,
     data: &dyn BatchSource,
     shuffle_seed: Option<u64>,
 ) -> Result<TensorSource, TrainError> {
@@ -26,7 +26,7 @@ pub(crate) fn extract(
         model
             .check_input(images.dims())
             .map_err(TrainError::model)?;
-        let f = backbone.forward_features(images);
+        let f = backbone.forward_pre_logits(images);
         labels.extend(read_indices(batch.targets.without_autodiff())?);
         features.push(f);
     }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -23,14 +22,14 @@ use super::features;
 use super::history::{EpochRecord, History};
 use super::schedule::ScheduleUnit;
 use super::source::BatchSource;
-use crate::model::{BnPolicy, ResNet, Stage};
+use crate::model::{InferenceModel, VisionModel};
 
 /// What [`Learner::fit`] returns.
 #[derive(Debug)]
-pub struct FitOutcome {
+pub struct FitOutcome<M> {
     /// The model with the best epoch's weights (on the model's device, without autodiff; call
     /// `.train()` after moving it to an autodiff device to continue training).
-    pub model: ResNet,
+    pub model: M,
     /// Every epoch, and the best one.
     pub history: History,
     /// Best epoch (from 1).
@@ -161,12 +160,12 @@ impl Learner {
 
     /// Trains `model` on `train`, validating on `val` after every epoch; returns the best
     /// epoch's model. Batches must live on the model's device.
-    pub fn fit(
+    pub fn fit<M: VisionModel>(
         &self,
-        model: ResNet,
+        model: M,
         train: &dyn BatchSource,
         val: &dyn BatchSource,
-    ) -> Result<FitOutcome, TrainError> {
+    ) -> Result<FitOutcome<M>, TrainError> {
         let config = &self.config;
         config.validate()?;
         if train.num_items() == 0 {
@@ -175,14 +174,14 @@ impl Learner {
         if val.num_items() == 0 {
             return Err(TrainError::Data("the validation data is empty".into()));
         }
-        let freeze = model.freeze_state();
-        if freeze.frozen_through == Some(Stage::Head) {
+        let freeze = model.freeze_state().clone();
+        let stages = model.stages();
+        if freeze.frozen_index(&stages) == Some(stages.len() - 1) {
             return Err(TrainError::Config(
                 "the whole model is frozen: nothing would train (unfreeze the head)".into(),
             ));
         }
-        let head_only =
-            freeze.frozen_through == Some(Stage::Layer4) && freeze.bn == BnPolicy::Frozen;
+        let head_only = model.is_head_only();
 
         let plain = model.device().without_autodiff();
         let autodiff = plain.clone().autodiff();
@@ -197,6 +196,7 @@ impl Learner {
             config.lr,
             config.epochs * units_per_epoch,
             config.backbone_lr_mult,
+            model.backbone_group(),
         )?;
         let mut optim = config.optimizer.build()?;
         let mut state = LoopState {
@@ -221,7 +221,7 @@ impl Learner {
         if let Some(run_dir) = &self.run_dir {
             match checkpoint::latest(run_dir)? {
                 Some(dir) if self.resume => {
-                    let ck = checkpoint::load(&dir, &plain)?;
+                    let ck = checkpoint::load::<M>(&dir, &plain)?;
                     check_compatible(&ck.state.config, config, &dir)?;
                     if ck.model.config() != model.config() {
                         return Err(TrainError::Checkpoint {
@@ -276,7 +276,7 @@ impl Learner {
             if !head_only {
                 return Err(TrainError::Config(format!(
                     "feature caching needs a frozen backbone with frozen BatchNorm (freeze_backbone() with BnPolicy::Frozen; this model has {}): under BnPolicy::TrainMode or Trainable the backbone's BatchNorm statistics change every batch, so its features cannot be computed once (turn cache_features off, or use with_bn_policy(BnPolicy::Frozen))",
-                    describe_freeze(freeze)
+                    freeze.describe()
                 )));
             }
             if !train.is_deterministic() {
@@ -344,9 +344,9 @@ impl Learner {
                         .map_err(TrainError::model)?;
                 }
                 let logits = if cached.is_some() {
-                    model.forward_head(images.flatten(1, 3))
+                    model.forward_classifier(images.flatten(1, 3))
                 } else if let Some(backbone) = &backbone {
-                    model.forward_head(backbone.forward_features(images))
+                    model.forward_classifier(backbone.forward_pre_logits(images))
                 } else {
                     // BatchNorm layers normalising with batch statistics need more than one
                     // value per channel (PyTorch: "Expected more than 1 value per channel when
@@ -472,10 +472,10 @@ impl Learner {
         })
     }
 
-    fn write_reports(
+    fn write_reports<M: VisionModel>(
         &self,
         run_dir: &Path,
-        best: &ResNet,
+        best: &M,
         history: &History,
         evaluation: &Evaluation,
         val: &dyn BatchSource,
@@ -528,16 +528,8 @@ impl Progress {
     }
 }
 
-/// The freeze state in words, for errors.
-fn describe_freeze(freeze: crate::model::FreezeState) -> String {
-    match freeze.frozen_through {
-        None => "nothing frozen".into(),
-        Some(stage) => format!("frozen through {stage}, BatchNorm {}", freeze.bn),
-    }
-}
-
 /// The evaluation path of a run: cached features, a prepared frozen backbone, or the model.
-fn eval_path(cached: bool, backbone: &Option<crate::model::FusedResNet>) -> EvalPath<'_> {
+fn eval_path<I>(cached: bool, backbone: &Option<I>) -> EvalPath<'_, I> {
     match (cached, backbone) {
         (true, _) => EvalPath::HeadOnly,
         (false, Some(b)) => EvalPath::Backbone(b),

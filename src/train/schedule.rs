@@ -13,7 +13,7 @@ use burn::lr_scheduler::step::StepLrSchedulerConfig;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::config::LearnerConfig;
+use burn::module::ParamGroup;
 
 /// When the schedule advances.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,21 +153,24 @@ impl Schedule {
     }
 
     /// Builds Burn's scheduler for a run of `total` units: the base rate for the head, and
-    /// `lr * backbone_lr_mult` for everything else when the multiplier is not 1.
+    /// `lr * backbone_lr_mult` for the parameters of `backbone` (a model's
+    /// [`backbone_group`](crate::model::VisionModel::backbone_group)) when the multiplier is
+    /// not 1.
     pub fn build(
         &self,
         lr: f64,
         total: usize,
         backbone_lr_mult: f64,
+        backbone: ParamGroup,
     ) -> Result<ModuleLrScheduler, TrainError> {
         let mut config = ModuleLrSchedulerConfig::new(self.burn_config(lr, total)?);
         if backbone_lr_mult != 1.0 {
-            let backbone = if backbone_lr_mult == 0.0 {
+            let rate = if backbone_lr_mult == 0.0 {
                 LrSchedulerConfig::Constant(0.0)
             } else {
                 self.burn_config(lr * backbone_lr_mult, total)?
             };
-            config = config.with_group(LearnerConfig::backbone_group(), backbone);
+            config = config.with_group(backbone, rate);
         }
         config
             .init()
@@ -177,7 +180,7 @@ impl Schedule {
     /// The sequence of base learning rates over `total` units (what [`build`](Self::build)'s
     /// scheduler returns for the head), for display and tests.
     pub fn rates(&self, lr: f64, total: usize) -> Result<Vec<f64>, TrainError> {
-        let mut scheduler = self.build(lr, total, 1.0)?;
+        let mut scheduler = self.build(lr, total, 1.0, ParamGroup::all())?;
         Ok((0..total).map(|_| scheduler.step().base()).collect())
     }
 }

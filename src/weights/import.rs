@@ -35,6 +35,7 @@
 //! # Ok::<(), finetune::Error>(())
 //! ```
 
+use crate::model::VisionModel;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
@@ -555,7 +556,7 @@ impl WeightsFile {
     fn explain(&self, model: &ResNet, mismatch: LoadMismatch) -> WeightsError {
         let ours = model.config();
         if let Ok(theirs) = self.infer_config()
-            && !same_backbone(ours, &theirs)
+            && !same_backbone(&ours, &theirs)
         {
             return WeightsError::WrongArchitecture {
                 path: self.path.clone(),
@@ -564,7 +565,7 @@ impl WeightsFile {
                     Some(name) if theirs.widths == [64, 128, 256, 512] => name.to_string(),
                     _ => "auto".to_string(),
                 },
-                model_arch: describe(ours),
+                model_arch: describe(&ours),
             };
         }
         let head_only = mismatch.missing.is_empty()

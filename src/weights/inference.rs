@@ -2,6 +2,7 @@
 //! (`weights.transforms()`, `model(batch).softmax(1)`, `weights.meta["categories"]`): the logic
 //! behind `examples/predict.rs`, kept in the library so that it is tested.
 
+use crate::model::VisionModel;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -227,7 +228,7 @@ impl Classifier {
                     description: format!(
                         "{} ({}, {} classes)",
                         path.display(),
-                        describe(model.config()),
+                        describe(&model.config()),
                         model.num_classes()
                     ),
                     model,
@@ -287,8 +288,8 @@ impl Classifier {
     /// [`Error::InputShape`] when `C` is not the model's input channels, before any kernel runs.
     pub fn logits_and_features_json(&self, input: Tensor<4>) -> Result<String> {
         self.model.check_input(input.dims())?;
-        let features = self.model.forward_features(input);
-        let logits = self.model.forward_head(features.clone());
+        let features = self.model.forward_pre_logits(input);
+        let logits = self.model.forward_classifier(features.clone());
         Ok(serde_json::json!({ "logits": rows(logits), "features": rows(features) }).to_string())
     }
 }

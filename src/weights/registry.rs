@@ -17,7 +17,7 @@ use super::preprocess::Preprocess;
 use super::report::LoadReport;
 use crate::download::{Cache, Checksum};
 use crate::error::Result;
-use crate::model::{ResNet, ResNetConfig};
+use crate::model::{AnyModel, ResNet, ResNetConfig};
 
 /// The 1000 ImageNet-1k class names, in class-index order (torchvision's).
 pub fn imagenet_classes() -> &'static [&'static str] {
@@ -193,6 +193,13 @@ impl ResNetWeights {
     pub fn short_name(self) -> String {
         let m = self.meta();
         format!("{}.v{}", m.arch, m.version)
+    }
+
+    /// timm's name for these weights: `resnet50.tv_in1k` (V1), `resnet50.tv2_in1k` (V2).
+    pub fn timm_name(self) -> String {
+        let m = self.meta();
+        let tag = if m.version == 1 { "tv" } else { "tv2" };
+        format!("{}.{tag}_in1k", m.arch)
     }
 
     /// Architecture name (`resnet18`, ...).
@@ -423,4 +430,59 @@ impl ResNet {
         let report = WeightsFile::open(path)?.load_into(&mut model, &LoadOptions::strict())?;
         Ok((model, report))
     }
+}
+
+/// Every pretrained weights name [`pretrained`] accepts, in timm's spelling
+/// (`resnet50.tv2_in1k`); a bare architecture name (`resnet50`) picks its default weights.
+pub fn pretrained_names() -> Vec<String> {
+    ResNetWeights::ALL.iter().map(|w| w.timm_name()).collect()
+}
+
+/// Any registered architecture with pretrained weights, by timm / torchvision name:
+/// `resnet50` (its default weights, torchvision's `DEFAULT`), `resnet50.tv_in1k` /
+/// `resnet50.tv2_in1k` (timm), `ResNet50_Weights.IMAGENET1K_V2` (torchvision). Downloaded once
+/// into the verified cache (`FINETUNE_CACHE`, `FINETUNE_OFFLINE`), loaded strictly. Replace the
+/// head with [`VisionModel::reset_classifier`](crate::model::VisionModel::reset_classifier).
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use finetune::model::VisionModel;
+///
+/// let model = finetune::weights::pretrained("resnet50.tv2_in1k", &Device::flex())?
+///     .reset_classifier(10)?
+///     .freeze_backbone();
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::UnknownModel`](crate::Error::UnknownModel) for a name no family knows; download,
+/// checksum and import errors otherwise.
+pub fn pretrained(name: &str, device: &Device) -> Result<AnyModel> {
+    let cache = Cache::from_env()?;
+    pretrained_in(name, &cache, device).map(|(model, _)| model)
+}
+
+/// [`pretrained`] with an explicit cache; also returns the load report.
+///
+/// # Errors
+/// As [`pretrained`].
+pub fn pretrained_in(
+    name: &str,
+    cache: &Cache,
+    device: &Device,
+) -> Result<(AnyModel, LoadReport)> {
+    let unknown = || crate::Error::UnknownModel {
+        name: name.to_string(),
+        known: format!(
+            "{} (weights: {})",
+            crate::model::architectures().join(", "),
+            pretrained_names().join(", ")
+        ),
+    };
+    if !crate::model::arch_of(name).starts_with("resnet") {
+        return Err(unknown());
+    }
+    let weights = ResNetWeights::parse(name).map_err(|_| unknown())?;
+    let (model, report) = ResNet::pretrained_in(weights, cache, device)?;
+    Ok((model.into(), report))
 }
