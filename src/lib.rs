@@ -41,6 +41,7 @@ pub mod device;
 pub mod download;
 pub mod error;
 mod fsutil;
+pub mod kernels;
 pub mod model;
 pub mod recipe;
 pub mod train;

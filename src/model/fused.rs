@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::conv::{ConvImpl, conv_impl, conv2d, is_cpu};
-use super::host::{HostBackbone, HostBlock, HostConv};
+use crate::kernels::conv::{ConvImpl, conv_impl, conv2d, is_cpu};
+use crate::kernels::nhwc::{HostBackbone, HostBlock, HostConv};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
@@ -81,7 +81,7 @@ impl FusedBlock {
 
 /// A [`ResNet`] prepared for inference: BatchNorms folded, no autodiff, same outputs.
 /// Build it with [`ResNet::for_inference`]. On CPU devices the backbone runs on a batched-GEMM
-/// host path ([`ConvImpl`](super::ConvImpl) `Backend` turns it off).
+/// host path ([`ConvImpl`](crate::kernels::ConvImpl) `Backend` turns it off).
 #[derive(Module, Debug)]
 pub struct FusedResNet {
     conv1: Conv2d,

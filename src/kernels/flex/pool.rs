@@ -18,8 +18,8 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-use super::host_conv::valid_outputs;
-use super::host_tensor::{dense, f32s, tensor};
+use super::conv::valid_outputs;
+use super::tensor::{dense, f32s, tensor};
 
 /// Index recorded for a window that holds no input element (only padding): it gets no
 /// gradient.

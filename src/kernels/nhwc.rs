@@ -4,7 +4,7 @@
 //! accumulator. This is the lowering oneDNN-style CPU inference engines use; it exists because
 //! Burn 0.22's flex convolution runs one small GEMM per image and per 512-pixel tile, which on
 //! CIFAR-sized inputs turns the late stages into matrix-vector products (see the crate's
-//! benchmark notes). Used by [`FusedResNet`](super::FusedResNet) on CPU devices; outputs match
+//! benchmark notes). Used by [`FusedResNet`](crate::model::FusedResNet) on CPU devices; outputs match
 //! the Burn path to float rounding (tested).
 
 use std::borrow::Cow;

@@ -9,7 +9,7 @@
 //! and runs a dozen separate element-wise operations; on a fine-tuning step that cost as much as
 //! the convolutions' arithmetic. The semantics are PyTorch's `BatchNorm2d`: the biased batch
 //! variance normalises, and the running variance is updated with the unbiased one
-//! (`n / (n - 1)`, `n = B·H·W`; see [`super::conv::update_running_statistics`]).
+//! (`n / (n - 1)`, `n = B·H·W`; see [`super::super::conv::update_running_statistics`]).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -23,7 +23,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::host_tensor::{dense, f32s, par_build, tensor};
+use super::tensor::{dense, f32s, par_build, tensor};
 
 /// Training-mode batch normalisation on flex tensors (see the module docs).
 #[backend_extension(Flex, Autodiff)]
@@ -513,7 +513,7 @@ pub(crate) fn batch_norm_train(
         Tensor::<1>::from_dispatch(mean),
         Tensor::<1>::from_dispatch(var),
     );
-    super::conv::update_running_statistics(bn, mean, var, b * h * w);
+    super::super::conv::update_running_statistics(bn, mean, var, b * h * w);
     Tensor::from_dispatch(out)
 }
 

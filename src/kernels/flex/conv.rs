@@ -25,9 +25,9 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::gemm;
-use super::host::{linking_tap, live, runs_as_dense_layer};
-use super::host_tensor::{dense, f32s, par_build, tensor};
+use super::super::gemm::gemm;
+use super::super::nhwc::{linking_tap, live, runs_as_dense_layer};
+use super::tensor::{dense, f32s, par_build, tensor};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};

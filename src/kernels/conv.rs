@@ -29,7 +29,7 @@ pub enum ConvImpl {
     /// through [`FusedResNet`] on CPU runs on its own host GEMM path. Elsewhere (GPUs): the
     /// backend's own kernels.
     ///
-    /// [`FusedResNet`]: super::FusedResNet
+    /// [`FusedResNet`]: crate::model::FusedResNet
     #[default]
     Auto,
     /// Always the backend's own convolution.
@@ -115,9 +115,9 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if host
         && let Some(padding) = padding
-        && super::host_conv::supported(&x, &conv.weight.val())
+        && super::flex::conv::supported(&x, &conv.weight.val())
     {
-        let out = super::host_conv::conv2d_host(x, conv.weight.val(), conv.stride, padding);
+        let out = super::flex::conv::conv2d_host(x, conv.weight.val(), conv.stride, padding);
         return match &conv.bias {
             Some(bias) => {
                 let c_out = bias.dims()[0];
@@ -154,7 +154,7 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
 /// the running variance (14-33% too small after one step at batch 4-8 on 32x32 images), so it
 /// is only used for inference here. With one value per channel (`n = 1`), where PyTorch refuses
 /// ("Expected more than 1 value per channel when training"), the running variance is left
-/// unchanged; [`ResNet::check_training_batch`](super::ResNet::check_training_batch) turns that
+/// unchanged; [`ResNet::check_training_batch`](crate::model::ResNet::check_training_batch) turns that
 /// case into an error before any kernel runs.
 ///
 /// Kernels: on flex (when the selected [`ConvImpl`] is `Auto` or `Host`) host kernels that
@@ -168,7 +168,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 pub fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
     if host_norm(bn, &x, choice) {
         #[cfg(feature = "flex")]
-        return super::host_norm::batch_norm_train(bn, x, None, false);
+        return super::flex::norm::batch_norm_train(bn, x, None, false);
     }
     batch_norm_backend(bn, x)
 }
@@ -198,7 +198,7 @@ pub fn batch_norm_relu_with(
             .is_none_or(|r| r.dims() == x.dims() && r.dtype() == x.dtype())
     {
         #[cfg(feature = "flex")]
-        return super::host_norm::batch_norm_train(bn, x, residual, true);
+        return super::flex::norm::batch_norm_train(bn, x, residual, true);
     }
     let out = batch_norm_backend(bn, x);
     relu(match residual {
@@ -314,7 +314,7 @@ pub fn max_pool2d_with(pool: &MaxPool2d, x: Tensor<4>, choice: ConvImpl) -> Tens
     #[cfg(feature = "flex")]
     if matches!(choice, ConvImpl::Auto | ConvImpl::Host)
         && is_flex(&x.device())
-        && super::host_pool::supported(&x)
+        && super::flex::pool::supported(&x)
         && pool.dilation == [1, 1]
         && !pool.ceil_mode
         && let Some(padding @ [top, left, bottom, right]) = explicit_padding(&pool.padding)
@@ -325,7 +325,7 @@ pub fn max_pool2d_with(pool: &MaxPool2d, x: Tensor<4>, choice: ConvImpl) -> Tens
         // Shapes Burn's own kernel would reject fall through to it, with its error.
         if kh > 0 && kw > 0 && sh > 0 && sw > 0 && h + top + bottom >= kh && w + left + right >= kw
         {
-            return super::host_pool::max_pool2d_host(x, pool.kernel_size, pool.stride, padding);
+            return super::flex::pool::max_pool2d_host(x, pool.kernel_size, pool.stride, padding);
         }
     }
     let _ = choice;
@@ -340,7 +340,7 @@ fn host_norm(bn: &BatchNorm, x: &Tensor<4>, choice: ConvImpl) -> bool {
             && bn.training.is_enabled()
             && x.device().is_autodiff()
             && is_flex(&x.device())
-            && super::host_norm::supported(bn, x)
+            && super::flex::norm::supported(bn, x)
     }
     #[cfg(not(feature = "flex"))]
     {
