@@ -3,7 +3,7 @@
 //! `downsample`, `fc`) and timm's head contract (`forward_features`, `num_features`,
 //! [`with_num_classes`](ResNet::with_num_classes) / [`reset_classifier`](ResNet::reset_classifier)).
 
-use crate::kernels::conv::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
+use crate::kernels::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
