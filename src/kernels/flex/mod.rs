@@ -1,6 +1,7 @@
-//! Kernels for Burn's flex CPU backend (feature `flex`; this module is the crate's only gate on
-//! it besides the dispatchers' calls into it), each registered as a Burn backend extension with
-//! its own autodiff step where it has a backward pass:
+//! Kernels for Burn's flex CPU backend (feature `flex`: the kernels' only module-level gate; the
+//! dispatchers' calls into it carry their own `cfg`, with Burn's operations as the fallback),
+//! each registered as a Burn backend extension with its own autodiff step where it has a
+//! backward pass:
 //!
 //! - `conv.rs`: training convolution, NCHW im2col + one GEMM per chunk of images, hand-written
 //!   backward pass ([`conv::FlexConv2d`]).
