@@ -32,7 +32,8 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use finetune::DeviceChoice;
-use finetune::model::{ConvImpl, ResNet, ResNetConfig, set_conv_impl};
+use finetune::kernels::{ConvImpl, set_conv_impl};
+use finetune::model::{ResNet, ResNetConfig};
 use finetune::train::{Learner, LearnerConfig, TensorSource};
 
 struct Args {

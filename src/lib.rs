@@ -11,6 +11,9 @@
 //! - [`data`]: CIFAR-10/100 from the official archives, image folders, seeded splits,
 //!   torchvision's transforms (pixel-exact with Pillow) and a reproducible multi-threaded loader.
 //! - [`viz`]: image grids with captions and a small drawing canvas for pictures.
+//! - [`kernels`]: the convolution, BatchNorm and max-pooling entry points the models go through
+//!   and the CPU kernels behind them, with the strategy switch [`kernels::set_conv_impl`] (for
+//!   benchmarks and debugging).
 //!
 //! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
 //! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
@@ -41,6 +44,7 @@ pub mod device;
 pub mod download;
 pub mod error;
 mod fsutil;
+pub mod kernels;
 pub mod model;
 pub mod recipe;
 pub mod train;

@@ -2,7 +2,7 @@
 //! `BasicBlock` (`conv1`/`bn1`/`conv2`/`bn2`) and `Bottleneck` (adds `conv3`/`bn3`, stride on the
 //! 3x3 convolution as in torchvision), plus the projection shortcut `downsample`.
 
-use super::conv::{
+use crate::kernels::{
     batch_norm, batch_norm_add_relu, batch_norm_relu, conv_output_size, conv2d,
     uses_batch_statistics,
 };

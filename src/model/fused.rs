@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::conv::{ConvImpl, conv_impl, conv2d, is_cpu};
-use super::host::{HostBackbone, HostBlock, HostConv};
+use crate::kernels::nhwc::{NhwcBackbone, NhwcBlock, NhwcConv};
+use crate::kernels::{ConvImpl, conv_impl, conv2d, is_cpu};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
@@ -81,7 +81,7 @@ impl FusedBlock {
 
 /// A [`ResNet`] prepared for inference: BatchNorms folded, no autodiff, same outputs.
 /// Build it with [`ResNet::for_inference`]. On CPU devices the backbone runs on a batched-GEMM
-/// host path ([`ConvImpl`](super::ConvImpl) `Backend` turns it off).
+/// host path ([`ConvImpl`](crate::kernels::ConvImpl) `Backend` turns it off).
 #[derive(Module, Debug)]
 pub struct FusedResNet {
     conv1: Conv2d,
@@ -90,7 +90,7 @@ pub struct FusedResNet {
     avgpool: AdaptiveAvgPool2d,
     fc: Linear,
     #[module(skip)]
-    host: Option<Arc<HostBackbone>>,
+    host: Option<Arc<NhwcBackbone>>,
 }
 
 impl FusedResNet {
@@ -99,11 +99,11 @@ impl FusedResNet {
         self.host.is_some()
     }
 
-    fn host_backbone(&self) -> Option<HostBackbone> {
-        let conv = |c: &Conv2d| HostConv::new(c);
+    fn host_backbone(&self) -> Option<NhwcBackbone> {
+        let conv = |c: &Conv2d| NhwcConv::new(c);
         let mut blocks = Vec::with_capacity(self.layers.len());
         for b in &self.layers {
-            blocks.push(HostBlock {
+            blocks.push(NhwcBlock {
                 conv1: conv(&b.conv1)?,
                 conv2: conv(&b.conv2)?,
                 conv3: match &b.conv3 {
@@ -127,7 +127,7 @@ impl FusedResNet {
             }
         };
         pool_ok.then_some(())?;
-        Some(HostBackbone {
+        Some(NhwcBackbone {
             stem: conv(&self.conv1)?,
             max_pool: self.maxpool.is_some(),
             blocks,

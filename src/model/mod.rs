@@ -8,19 +8,8 @@ mod any;
 mod block;
 mod config;
 mod contract;
-mod conv;
 mod freeze;
 mod fused;
-mod gemm;
-mod host;
-#[cfg(feature = "flex")]
-mod host_conv;
-#[cfg(feature = "flex")]
-mod host_norm;
-#[cfg(feature = "flex")]
-mod host_pool;
-#[cfg(feature = "flex")]
-mod host_tensor;
 mod input;
 mod io;
 mod resnet;
@@ -29,13 +18,7 @@ mod summary;
 
 pub use block::{BatchNormInput, Block, Downsample};
 pub use config::{BlockKind, MAX_PARAMS, ResNetConfig, Stem};
-pub use conv::{
-    ConvImpl, GEMM_MAX_PIXELS, batch_norm, batch_norm_add_relu, batch_norm_relu,
-    batch_norm_relu_with, batch_norm_with, conv_impl, conv2d, conv2d_with, max_pool2d,
-    max_pool2d_with, set_conv_impl,
-};
 pub use any::{AnyConfig, AnyFeatures, AnyInference, AnyModel, architectures, create_model};
-
 pub(crate) use any::arch_of;
 pub use contract::{InferenceModel, ModelConfig, VisionModel};
 pub use freeze::{BnPolicy, FreezeState, backbone_group, batch_norm_paths, is_batch_norm_path};

@@ -3,7 +3,7 @@
 //! `downsample`, `fc`), implementing the crate's model contract [`VisionModel`] (timm's:
 //! `forward_features` unpooled, `forward_head`, `num_features`, `reset_classifier`).
 
-use super::conv::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
+use crate::kernels::{batch_norm_relu, conv2d, max_pool2d, pool_output_size};
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};

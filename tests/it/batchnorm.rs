@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use finetune::Error;
-use finetune::model::{
-    BnPolicy, ConvImpl, ResNet, ResNetConfig, batch_norm_relu_with, batch_norm_with, conv2d_with,
-    max_pool2d_with,
+use finetune::kernels::{
+    ConvImpl, batch_norm_relu_with, batch_norm_with, conv2d_with, max_pool2d_with,
 };
+use finetune::model::{BnPolicy, ResNet, ResNetConfig};
 use finetune::train::{Learner, LearnerConfig, TensorSource, TrainError};
 use finetune::weights::LoadOptions;
 

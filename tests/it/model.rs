@@ -261,7 +261,7 @@ fn folded_batch_norm_inference_matches_the_model() {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Int, Tensor};
-    use finetune::model::ConvImpl;
+    use finetune::kernels::ConvImpl;
 
     // Train a few steps so BatchNorm statistics and affine parameters are non-trivial.
     let device = cpu().autodiff();
@@ -309,7 +309,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, Tensor};
-    use finetune::model::ConvImpl;
+    use finetune::kernels::ConvImpl;
 
     let device = cpu().autodiff();
     // (in, out, kernel, stride, padding (top, left, bottom, right), bias, input size)
@@ -369,7 +369,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
             } else {
                 x.clone()
             };
-            let out = finetune::model::conv2d_with(&conv, x.clone(), choice);
+            let out = finetune::kernels::conv2d_with(&conv, x.clone(), choice);
             let grads = (out.clone() * r.clone()).sum().backward();
             let gw = conv.weight.grad(&grads).unwrap();
             let gx = x.grad(&grads);
@@ -381,7 +381,7 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         let frozen = burn::module::Module::freeze(conv.clone());
         let run_frozen = |choice| {
             let x = x.clone().require_grad();
-            let out = finetune::model::conv2d_with(&frozen, x.clone(), choice);
+            let out = finetune::kernels::conv2d_with(&frozen, x.clone(), choice);
             let grads = (out * r.clone()).sum().backward();
             assert!(frozen.weight.grad(&grads).is_none());
             x.grad(&grads).unwrap()
@@ -415,7 +415,7 @@ fn host_max_pool_matches_burns_forward_and_gradients() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::{Distribution, Tensor};
-    use finetune::model::{ConvImpl, max_pool2d_with};
+    use finetune::kernels::{ConvImpl, max_pool2d_with};
 
     let device = cpu().autodiff();
     // (kernel, stride, padding, height, width)
@@ -455,7 +455,7 @@ fn host_max_pool_matches_burns_forward_and_gradients() {
 }
 
 fn conv2d_with_dims(conv: &burn::nn::conv::Conv2d, x: &burn::tensor::Tensor<4>) -> [usize; 4] {
-    finetune::model::conv2d_with(conv, x.clone(), finetune::model::ConvImpl::Backend).dims()
+    finetune::kernels::conv2d_with(conv, x.clone(), finetune::kernels::ConvImpl::Backend).dims()
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn host_batch_norm_matches_burns_forward_running_statistics_and_gradients() {
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use burn::tensor::{Distribution, Tensor};
-    use finetune::model::{ConvImpl, batch_norm_relu_with, batch_norm_with};
+    use finetune::kernels::{ConvImpl, batch_norm_relu_with, batch_norm_with};
 
     let device = cpu().autodiff();
     let shapes = [

@@ -22,12 +22,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::gemm;
-use super::host::{linking_tap, live, runs_as_dense_layer};
-use super::host_tensor::{dense, f32s, par_build, tensor};
+use super::super::gemm::gemm;
+use super::super::geometry::Geometry;
+use super::tensor::{dense, f32s, par_build, tensor};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,7 +145,7 @@ impl std::ops::DerefMut for Scratch {
 
 /// A convolution on flex tensors with a hand-written backward pass (see the module docs).
 #[backend_extension(Flex, Autodiff)]
-pub(crate) trait HostConv: Backend {
+pub(crate) trait FlexConv2d: Backend {
     /// `x [B, C, H, W]`, `weight [O, C, kh, kw]`, no bias, no dilation, one group.
     #[allow(clippy::too_many_arguments)]
     fn host_conv2d(
@@ -160,150 +160,11 @@ pub(crate) trait HostConv: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Shapes of one convolution.
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    pt: usize,
-    pl: usize,
-    ho: usize,
-    wo: usize,
-}
-
 impl Geometry {
-    fn new(x: &Shape, weight: &Shape, [sh, sw]: [usize; 2], [pt, pl, pb, pr]: [usize; 4]) -> Self {
-        let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
-        let (o, kh, kw) = (weight[0], weight[2], weight[3]);
-        assert!(
-            weight[1] == c && sh > 0 && sw > 0 && h + pt + pb >= kh && w + pl + pr >= kw,
-            "host_conv2d: input {x:?} does not fit weight {weight:?}"
-        );
-        Self {
-            b,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            sh,
-            sw,
-            pt,
-            pl,
-            ho: (h + pt + pb - kh) / sh + 1,
-            wo: (w + pl + pr - kw) / sw + 1,
-        }
-    }
-
-    /// Rows of the im2col matrix (`C·kh·kw`).
-    fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    /// Output pixels per image.
-    fn p(&self) -> usize {
-        self.ho * self.wo
-    }
-
     /// Images per GEMM chunk.
     fn chunk(&self) -> usize {
         (COLS_BUDGET / (self.k() * self.p()).max(1)).clamp(1, self.b.max(1))
     }
-
-    /// The output columns `[lo, hi)` whose input column `ow·sw + j - pl` lies inside the image.
-    fn valid_cols(&self, j: usize) -> (usize, usize) {
-        valid_outputs(j, self.pl, self.sw, self.w, self.wo)
-    }
-
-    /// The kernel taps that ever see the image, `(rows, cols)` as ranges: on small feature maps
-    /// (a 3x3 convolution with padding 1 on a 1x1 map) the others only ever multiply padding.
-    fn live_taps(&self) -> (Range<usize>, Range<usize>) {
-        (
-            live(self.kh, self.ho, self.sh, self.pt, self.h),
-            live(self.kw, self.wo, self.sw, self.pl, self.w),
-        )
-    }
-
-    /// The same convolution restricted to its [`live_taps`](Self::live_taps), when some are
-    /// dead: the kernel window shrinks and the padding with it; outputs are unchanged.
-    fn trimmed(&self) -> Option<(Self, Range<usize>, Range<usize>)> {
-        let (rows, cols) = self.live_taps();
-        if rows.len() == self.kh && cols.len() == self.kw {
-            return None;
-        }
-        let g = Self {
-            kh: rows.len(),
-            kw: cols.len(),
-            pt: self.pt - rows.start,
-            pl: self.pl - cols.start,
-            ..*self
-        };
-        Some((g, rows, cols))
-    }
-
-    /// Whether the convolution runs as one dense layer over whole maps ([`unroll_weight`]):
-    /// when an input map has no more pixels than the kernel has live taps, multiplying every
-    /// output pixel with every input pixel costs no more than im2col's products, and needs no
-    /// im2col, col2im, scatter or gather, whose per-pixel copies are one to four floats long on
-    /// such maps. At 32x32 input this is ResNet's 3x3 convolutions on the 2x2 maps of its third
-    /// stage (4 of 9 taps live per output pixel: 2.25x fewer multiply-adds) and on the 1x1 maps
-    /// of its last (a 1x1 kernel once the dead taps are left out).
-    fn unrolls(&self) -> bool {
-        let (rows, cols) = self.live_taps();
-        let taps = rows.len() * cols.len();
-        runs_as_dense_layer(self.h * self.w, self.p(), taps, self.c, self.o)
-    }
-
-    /// The kernel tap `i·kw + j` that links output pixel `p` to input pixel `q` (row-major
-    /// indices within their maps), if any.
-    fn tap(&self, p: usize, q: usize) -> Option<usize> {
-        let (oh, ow) = (p / self.wo, p % self.wo);
-        let (ih, iw) = (q / self.w, q % self.w);
-        let i = linking_tap(oh, ih, self.sh, self.pt, self.kh)?;
-        let j = linking_tap(ow, iw, self.sw, self.pl, self.kw)?;
-        Some(i * self.kw + j)
-    }
-
-    /// For a stride-1 convolution whose output is as large as its input: the offset of tap
-    /// `(i, j)` in the flattened input plane (`input[n + shift]` feeds output `n`).
-    fn same_shift(&self, i: usize, j: usize) -> Option<isize> {
-        (self.sh == 1 && self.sw == 1 && self.ho == self.h && self.wo == self.w).then(|| {
-            (i as isize - self.pt as isize) * self.w as isize + j as isize - self.pl as isize
-        })
-    }
-
-    /// The input row for output row `oh` and kernel row `i`, if inside the image.
-    fn input_row(&self, oh: usize, i: usize) -> Option<usize> {
-        (oh * self.sh + i)
-            .checked_sub(self.pt)
-            .filter(|&ih| ih < self.h)
-    }
-}
-
-/// The outputs `[lo, hi)` (of `n_out`) whose input `o·stride + tap - pad` lies inside an
-/// input of `n` (one dimension of a convolution or pooling window).
-pub(super) fn valid_outputs(
-    tap: usize,
-    pad: usize,
-    stride: usize,
-    n: usize,
-    n_out: usize,
-) -> (usize, usize) {
-    let lo = pad.saturating_sub(tap).div_ceil(stride);
-    let hi = if n + pad > tap {
-        ((n + pad - tap - 1) / stride + 1).min(n_out)
-    } else {
-        0
-    };
-    (lo.min(hi), hi)
 }
 
 /// For same-size stride-1 convolutions ([`Geometry::same_shift`]): one mask per kernel column
@@ -907,7 +768,7 @@ fn backward_dense(
     (dx, dw)
 }
 
-impl HostConv for Flex {
+impl FlexConv2d for Flex {
     fn host_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
@@ -918,7 +779,7 @@ impl HostConv for Flex {
         pad_bottom: usize,
         pad_right: usize,
     ) -> FlexTensor {
-        let g = Geometry::new(
+        let g = Geometry::conv(
             &x.shape(),
             &weight.shape(),
             [stride_h, stride_w],
@@ -940,7 +801,7 @@ fn forward_flex(
     (tensor(y, [g.b, g.o, g.ho, g.wo]), kept, prepared)
 }
 
-/// What [`HostConvBackward`] keeps from the forward pass.
+/// What [`FlexConv2dBackward`] keeps from the forward pass.
 #[derive(Clone, Debug)]
 struct ConvState {
     x: FlexTensor,
@@ -954,9 +815,9 @@ struct ConvState {
 }
 
 #[derive(Debug)]
-struct HostConvBackward;
+struct FlexConv2dBackward;
 
-impl Backward<Flex, 2> for HostConvBackward {
+impl Backward<Flex, 2> for FlexConv2dBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -989,7 +850,7 @@ impl Backward<Flex, 2> for HostConvBackward {
     }
 }
 
-impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> FlexConv2d for Autodiff<Flex, C> {
     fn host_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -1001,12 +862,12 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
         pad_right: usize,
     ) -> FloatTensor<Self> {
         let weight_grad = weight.is_tracked();
-        let prep = HostConvBackward
+        let prep = FlexConv2dBackward
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful();
         let (x, weight) = (dense(x.into_primitive()), dense(weight.into_primitive()));
-        let g = Geometry::new(
+        let g = Geometry::conv(
             &x.shape(),
             &weight.shape(),
             [stride_h, stride_w],
@@ -1041,7 +902,7 @@ pub(crate) fn conv2d_host(
     [sh, sw]: [usize; 2],
     [top, left, bottom, right]: [usize; 4],
 ) -> Tensor<4> {
-    let out = <Dispatch as HostConv>::host_conv2d(
+    let out = <Dispatch as FlexConv2d>::host_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         sh,
@@ -1057,6 +918,7 @@ pub(crate) fn conv2d_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Shape;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -1075,7 +937,7 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_keep_budget() {
         let (b, c, h, o) = (20, 64, 16, 8);
-        let g = Geometry::new(
+        let g = Geometry::conv(
             &Shape::new([b, c, h, h]),
             &Shape::new([o, c, 3, 3]),
             [1, 1],

@@ -18,8 +18,8 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-use super::host_conv::valid_outputs;
-use super::host_tensor::{dense, f32s, tensor};
+use super::super::geometry::Geometry;
+use super::tensor::{dense, f32s, tensor};
 
 /// Index recorded for a window that holds no input element (only padding): it gets no
 /// gradient.
@@ -27,7 +27,7 @@ const EMPTY: u32 = u32::MAX;
 
 /// Max pooling on flex tensors with a hand-written backward pass (see the module docs).
 #[backend_extension(Flex, Autodiff)]
-pub(crate) trait HostPool: Backend {
+pub(crate) trait FlexMaxPool2d: Backend {
     /// `x [B, C, H, W]`, no dilation, floor mode.
     #[allow(clippy::too_many_arguments)]
     fn host_max_pool2d(
@@ -43,64 +43,12 @@ pub(crate) trait HostPool: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Shapes of one pooling.
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    planes: usize,
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    pt: usize,
-    pl: usize,
-    ho: usize,
-    wo: usize,
-}
-
-impl Geometry {
-    fn new(
-        x: &burn::tensor::Shape,
-        [kh, kw, sh, sw]: [usize; 4],
-        [pt, pl, pb, pr]: [usize; 4],
-    ) -> Self {
-        let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
-        assert!(
-            kh > 0 && kw > 0 && sh > 0 && sw > 0 && h + pt + pb >= kh && w + pl + pr >= kw,
-            "host_max_pool2d: input {x:?} does not fit kernel {kh}x{kw}"
-        );
-        Self {
-            planes: b * c,
-            b,
-            c,
-            h,
-            w,
-            kh,
-            kw,
-            sh,
-            sw,
-            pt,
-            pl,
-            ho: (h + pt + pb - kh) / sh + 1,
-            wo: (w + pl + pr - kw) / sw + 1,
-        }
-    }
-
-    /// The outputs `[lo, hi)` whose window column `j` lies inside the image.
-    fn valid_cols(&self, j: usize) -> (usize, usize) {
-        valid_outputs(j, self.pl, self.sw, self.w, self.wo)
-    }
-}
-
 /// Output and, per output, the index of the winning input within its plane ([`EMPTY`] for a
 /// window of padding only).
 fn forward(g: &Geometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let (hw, p) = (g.h * g.w, g.ho * g.wo);
-    let mut y = vec![f32::NEG_INFINITY; g.planes * p];
-    let mut idx = vec![EMPTY; g.planes * p];
+    let mut y = vec![f32::NEG_INFINITY; g.planes() * p];
+    let mut idx = vec![EMPTY; g.planes() * p];
     y.par_chunks_mut(p)
         .zip(idx.par_chunks_mut(p))
         .enumerate()
@@ -162,7 +110,7 @@ fn take_max(best: &mut [f32], at: &mut [u32], v: &[f32], i: &[u32]) {
 /// `dx` with each output's gradient added at its winning input.
 fn backward(g: &Geometry, idx: &[u32], dy: &[f32]) -> Vec<f32> {
     let (hw, p) = (g.h * g.w, g.ho * g.wo);
-    let mut dx = vec![0.0f32; g.planes * hw];
+    let mut dx = vec![0.0f32; g.planes() * hw];
     dx.par_chunks_mut(hw).enumerate().for_each(|(q, dx)| {
         for (&at, &d) in idx[q * p..][..p].iter().zip(&dy[q * p..][..p]) {
             if at != EMPTY {
@@ -173,7 +121,7 @@ fn backward(g: &Geometry, idx: &[u32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
-impl HostPool for Flex {
+impl FlexMaxPool2d for Flex {
     fn host_max_pool2d(
         x: FlexTensor,
         kernel_h: usize,
@@ -186,7 +134,7 @@ impl HostPool for Flex {
         pad_right: usize,
     ) -> FlexTensor {
         let x = dense(x);
-        let g = Geometry::new(
+        let g = Geometry::pool(
             &x.shape(),
             [kernel_h, kernel_w, stride_h, stride_w],
             [pad_top, pad_left, pad_bottom, pad_right],
@@ -196,7 +144,7 @@ impl HostPool for Flex {
     }
 }
 
-/// What [`HostPoolBackward`] keeps from the forward pass.
+/// What [`FlexMaxPool2dBackward`] keeps from the forward pass.
 #[derive(Clone, Debug)]
 struct PoolState {
     g: Geometry,
@@ -204,9 +152,9 @@ struct PoolState {
 }
 
 #[derive(Debug)]
-struct HostPoolBackward;
+struct FlexMaxPool2dBackward;
 
-impl Backward<Flex, 1> for HostPoolBackward {
+impl Backward<Flex, 1> for FlexMaxPool2dBackward {
     type State = PoolState;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -222,7 +170,7 @@ impl Backward<Flex, 1> for HostPoolBackward {
     }
 }
 
-impl<C: CheckpointStrategy> HostPool for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> FlexMaxPool2d for Autodiff<Flex, C> {
     fn host_max_pool2d(
         x: FloatTensor<Self>,
         kernel_h: usize,
@@ -234,12 +182,12 @@ impl<C: CheckpointStrategy> HostPool for Autodiff<Flex, C> {
         pad_bottom: usize,
         pad_right: usize,
     ) -> FloatTensor<Self> {
-        let prep = HostPoolBackward
+        let prep = FlexMaxPool2dBackward
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful();
         let x = dense(x.into_primitive());
-        let g = Geometry::new(
+        let g = Geometry::pool(
             &x.shape(),
             [kernel_h, kernel_w, stride_h, stride_w],
             [pad_top, pad_left, pad_bottom, pad_right],
@@ -273,7 +221,7 @@ pub(crate) fn max_pool2d_host(
     [sh, sw]: [usize; 2],
     [top, left, bottom, right]: [usize; 4],
 ) -> Tensor<4> {
-    let out = <Dispatch as HostPool>::host_max_pool2d(
+    let out = <Dispatch as FlexMaxPool2d>::host_max_pool2d(
         x.into_dispatch(),
         kh,
         kw,

@@ -4,8 +4,8 @@
 //! accumulator. This is the lowering oneDNN-style CPU inference engines use; it exists because
 //! Burn 0.22's flex convolution runs one small GEMM per image and per 512-pixel tile, which on
 //! CIFAR-sized inputs turns the late stages into matrix-vector products (see the crate's
-//! benchmark notes). Used by [`FusedResNet`](super::FusedResNet) on CPU devices; outputs match
-//! the Burn path to float rounding (tested).
+//! benchmark notes). Used by [`FusedResNet`](crate::model::FusedResNet) on CPU devices; outputs
+//! match the Burn path to float rounding (tested).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,6 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::gemm::gemm;
+use super::geometry::{linking_tap, live, runs_as_dense_layer};
 
 /// NHWC activations of a batch.
 struct Act {
@@ -29,7 +30,7 @@ struct Act {
 }
 
 /// A convolution with its (folded) bias, weights laid out as `[kh·kw·Cin, Cout]`.
-pub(crate) struct HostConv {
+pub(crate) struct NhwcConv {
     weight: Vec<f32>,
     bias: Vec<f32>,
     c_in: usize,
@@ -39,48 +40,18 @@ pub(crate) struct HostConv {
     stride: [usize; 2],
     pad: [usize; 2],
     /// The weight unrolled for the last input size that ran as a dense layer
-    /// ([`HostConv::unrolled`]), with that size.
+    /// ([`NhwcConv::unrolled`]), with that size.
     unrolled: Mutex<Option<Unrolled>>,
 }
 
 /// An input size and the weight unrolled for it.
 type Unrolled = ((usize, usize), Arc<Vec<f32>>);
 
-/// Largest unrolled weight ([`runs_as_dense_layer`], floats, 64 MiB).
-const UNROLLED_MAX: usize = 1 << 24;
-
-/// Whether a convolution from `hw`-pixel input maps to `p`-pixel output maps, whose kernel has
-/// `live_taps` taps that ever see the image, runs as one dense layer over whole maps (its
-/// weight unrolled into a `c_out·p x c_in·hw` matrix): when an input map has no more pixels than
-/// live taps, multiplying every output pixel with every input pixel costs no more than
-/// im2col's products and needs no im2col. Shared by the inference and training paths.
-pub(crate) fn runs_as_dense_layer(
-    hw: usize,
-    p: usize,
-    live_taps: usize,
-    c_in: usize,
-    c_out: usize,
-) -> bool {
-    hw > 0 && p > 0 && hw <= live_taps && hw * c_in * p * c_out <= UNROLLED_MAX
-}
-
-/// Along one axis: the kernel offset linking output position `o` to input position `i`
-/// (`i = o·stride + tap - pad`), if it lies inside the kernel of length `k`.
-pub(crate) fn linking_tap(
-    o: usize,
-    i: usize,
-    stride: usize,
-    pad: usize,
-    k: usize,
-) -> Option<usize> {
-    (i + pad).checked_sub(o * stride).filter(|&t| t < k)
-}
-
 fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
 }
 
-impl HostConv {
+impl NhwcConv {
     /// `None` when the convolution is not one this path handles (groups, dilation,
     /// asymmetric or computed padding).
     pub(crate) fn new(conv: &Conv2d) -> Option<Self> {
@@ -99,7 +70,7 @@ impl HostConv {
             Some(b) => read_f32(b.val())?,
             None => vec![0f32; c_out],
         };
-        Some(HostConv {
+        Some(NhwcConv {
             weight,
             bias,
             c_in,
@@ -330,17 +301,6 @@ impl HostConv {
     }
 }
 
-/// The kernel offsets `0..k` (along one axis) that read inside an input of length `len` for
-/// some of the `out` output positions (all of `0..k` when none does).
-pub(crate) fn live(k: usize, out: usize, stride: usize, pad: usize, len: usize) -> Range<usize> {
-    let sees =
-        |i: usize| (0..out).any(|o| (o * stride + i).checked_sub(pad).is_some_and(|v| v < len));
-    match ((0..k).find(|&i| sees(i)), (0..k).rev().find(|&i| sees(i))) {
-        (Some(a), Some(b)) => a..b + 1,
-        _ => 0..k,
-    }
-}
-
 /// `out[m, n] += lhs[m, k] · rhs[k, n]`, all row-major.
 fn gemm_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
     assert!(out.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
@@ -384,29 +344,29 @@ fn max_pool(x: &Act) -> Act {
 }
 
 /// A residual block on the host.
-pub(crate) struct HostBlock {
-    pub(crate) conv1: HostConv,
-    pub(crate) conv2: HostConv,
-    pub(crate) conv3: Option<HostConv>,
-    pub(crate) downsample: Option<HostConv>,
+pub(crate) struct NhwcBlock {
+    pub(crate) conv1: NhwcConv,
+    pub(crate) conv2: NhwcConv,
+    pub(crate) conv3: Option<NhwcConv>,
+    pub(crate) downsample: Option<NhwcConv>,
 }
 
 /// A folded ResNet's backbone on the host.
-pub(crate) struct HostBackbone {
-    pub(crate) stem: HostConv,
+pub(crate) struct NhwcBackbone {
+    pub(crate) stem: NhwcConv,
     pub(crate) max_pool: bool,
-    pub(crate) blocks: Vec<HostBlock>,
+    pub(crate) blocks: Vec<NhwcBlock>,
 }
 
-impl fmt::Debug for HostBackbone {
+impl fmt::Debug for NhwcBackbone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostBackbone")
+        f.debug_struct("NhwcBackbone")
             .field("blocks", &self.blocks.len())
             .finish_non_exhaustive()
     }
 }
 
-impl HostBackbone {
+impl NhwcBackbone {
     /// Pooled features `[B, C]` of images `[B, Cin, H, W]`; `None` when the input cannot be
     /// read back or its channel count differs from the stem's.
     pub(crate) fn forward_features(&self, images: Tensor<4>) -> Option<Tensor<2>> {

@@ -9,7 +9,8 @@
 //! and runs a dozen separate element-wise operations; on a fine-tuning step that cost as much as
 //! the convolutions' arithmetic. The semantics are PyTorch's `BatchNorm2d`: the biased batch
 //! variance normalises, and the running variance is updated with the unbiased one
-//! (`n / (n - 1)`, `n = B·H·W`; see [`super::conv::update_running_statistics`]).
+//! (`n / (n - 1)`, `n = B·H·W`; see
+//! [`update_running_statistics`](super::super::norm::update_running_statistics)).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -23,11 +24,11 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::host_tensor::{dense, f32s, par_build, tensor};
+use super::tensor::{dense, f32s, par_build, tensor};
 
 /// Training-mode batch normalisation on flex tensors (see the module docs).
 #[backend_extension(Flex, Autodiff)]
-pub(crate) trait HostBatchNorm: Backend {
+pub(crate) trait FlexBatchNorm: Backend {
     /// `x [B, C, H, W]`, `gamma`, `beta [C]` → (output, batch mean, biased batch variance);
     /// with `relu`, the output is `max(0, bn(x))`.
     fn host_batch_norm_train(
@@ -38,7 +39,7 @@ pub(crate) trait HostBatchNorm: Backend {
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// [`host_batch_norm_train`](HostBatchNorm::host_batch_norm_train) with the output
+    /// [`host_batch_norm_train`](FlexBatchNorm::host_batch_norm_train) with the output
     /// `max(0, bn(x) + residual)` (the end of a residual block).
     fn host_batch_norm_add_relu_train(
         x: FloatTensor<Self>,
@@ -277,7 +278,7 @@ fn forward_flex(
     )
 }
 
-impl HostBatchNorm for Flex {
+impl FlexBatchNorm for Flex {
     fn host_batch_norm_train(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -372,9 +373,9 @@ impl NormState {
 }
 
 #[derive(Debug)]
-struct HostBatchNormBackward;
+struct FlexBatchNormBackward;
 
-impl Backward<Flex, 3> for HostBatchNormBackward {
+impl Backward<Flex, 3> for FlexBatchNormBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -385,9 +386,9 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
 }
 
 #[derive(Debug)]
-struct HostBatchNormAddReluBackward;
+struct FlexBatchNormAddReluBackward;
 
-impl Backward<Flex, 4> for HostBatchNormAddReluBackward {
+impl Backward<Flex, 4> for FlexBatchNormAddReluBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -438,7 +439,7 @@ where
     )
 }
 
-impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> FlexBatchNorm for Autodiff<Flex, C> {
     fn host_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -446,7 +447,7 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let prep = HostBatchNormBackward
+        let prep = FlexBatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
             .stateful();
@@ -465,7 +466,7 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
         residual: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let prep = HostBatchNormAddReluBackward
+        let prep = FlexBatchNormAddReluBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node(), residual.node()])
             .compute_bound()
             .stateful();
@@ -494,14 +495,14 @@ pub(crate) fn batch_norm_train(
         bn.beta.val().into_dispatch(),
     );
     let (out, mean, var) = match residual {
-        Some(residual) => <Dispatch as HostBatchNorm>::host_batch_norm_add_relu_train(
+        Some(residual) => <Dispatch as FlexBatchNorm>::host_batch_norm_add_relu_train(
             x.into_dispatch(),
             gamma,
             beta,
             residual.into_dispatch(),
             bn.epsilon,
         ),
-        None => <Dispatch as HostBatchNorm>::host_batch_norm_train(
+        None => <Dispatch as FlexBatchNorm>::host_batch_norm_train(
             x.into_dispatch(),
             gamma,
             beta,
@@ -513,7 +514,7 @@ pub(crate) fn batch_norm_train(
         Tensor::<1>::from_dispatch(mean),
         Tensor::<1>::from_dispatch(var),
     );
-    super::conv::update_running_statistics(bn, mean, var, b * h * w);
+    super::super::norm::update_running_statistics(bn, mean, var, b * h * w);
     Tensor::from_dispatch(out)
 }
 

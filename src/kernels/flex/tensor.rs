@@ -1,5 +1,5 @@
-//! Raw f32 access to Burn flex tensors, shared by the host kernels (`host_conv`, `host_norm`,
-//! `host_pool`).
+//! Raw f32 access to Burn flex tensors, shared by the host kernels (`conv`, `norm`,
+//! `pool`).
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape};
