@@ -11,6 +11,8 @@
 //! `ImageLoader::epoch(..).iter()` (worker threads, ordered delivery, one tensor upload per batch)
 //! onto the flex CPU device.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::sync::Arc;
 use std::time::Instant;
 

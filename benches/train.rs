@@ -26,6 +26,8 @@
 //! everything on the calling thread (a one-thread rayon pool), for `perf record --call-graph
 //! dwarf` profiles in which every parallel loop keeps its caller.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -11,6 +11,8 @@
 //! what else the file holds); `--weights-key KEY` picks one state_dict of a checkpoint holding
 //! several.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
@@ -51,12 +53,10 @@ fn run() -> Result<(), String> {
                         .map_err(|_| format!("--num-classes: '{v}' is not a number"))?,
                 );
             }
-            "--freeze-backbone" => freeze = Some(Stage::Layer4),
+            "--freeze-backbone" => freeze = Some(Stage::new("layer4")),
             "--freeze-to" => {
                 let v = next("--freeze-to needs a stage")?;
-                freeze = Some(Stage::parse(&v).ok_or(format!(
-                    "--freeze-to: unknown stage '{v}' (stem, layer1..layer4, fc)"
-                ))?);
+                freeze = Some(Stage::from(v));
             }
             "--bn-trainable" => bn = BnPolicy::Trainable,
             "--weights" => {
@@ -116,11 +116,11 @@ fn run() -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     };
     if let Some(n) = num_classes {
-        model = model.try_with_num_classes(n).map_err(|e| e.to_string())?;
+        model = model.reset_classifier(n).map_err(|e| e.to_string())?;
     }
     model = model.with_bn_policy(bn);
     if let Some(stage) = freeze {
-        model = model.freeze_to(stage);
+        model = model.freeze_to(stage).map_err(|e| e.to_string())?;
     }
     let state = model.freeze_state();
     println!(
@@ -129,6 +129,7 @@ fn run() -> Result<(), String> {
         model.num_features(),
         state
             .frozen_through
+            .as_ref()
             .map(|s| s.name().to_string())
             .unwrap_or_else(|| "nothing".into()),
         state.bn

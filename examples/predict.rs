@@ -18,6 +18,8 @@
 //! `ema`, as the error lists them); `--device` is `auto`, `flex`, `ndarray` or `wgpu`. Errors
 //! are one line on stderr.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;

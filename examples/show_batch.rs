@@ -13,6 +13,8 @@
 #[path = "common/args.rs"]
 mod args;
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::process::ExitCode;
 use std::sync::Arc;
 

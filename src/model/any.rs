@@ -208,6 +208,12 @@ impl ModelConfig for AnyConfig {
         }
     }
 
+    fn to_saved(&self) -> serde_json::Result<serde_json::Value> {
+        match self {
+            AnyConfig::ResNet(c) => c.to_saved(),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         match self {
             AnyConfig::ResNet(c) => ModelConfig::validate(c),
@@ -232,6 +238,8 @@ impl ModelConfig for AnyConfig {
         }
     }
 }
+
+super::contract::inherent_freezing!(AnyModel);
 
 impl VisionModel for AnyModel {
     type Config = AnyConfig;

@@ -41,6 +41,15 @@ pub trait ModelConfig:
     /// A sentence saying why: another family, or an unreadable description.
     fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String>;
 
+    /// The description written into saved files (read back by
+    /// [`from_saved`](Self::from_saved) with [`family`](Self::family)'s tag).
+    ///
+    /// # Errors
+    /// When the configuration cannot be serialised.
+    fn to_saved(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
+
     /// Checks bounds and consistency before anything is allocated.
     ///
     /// # Errors
@@ -290,6 +299,29 @@ pub trait VisionModel: Module + 'static {
         super::io::load(path.as_ref(), device)
     }
 }
+
+/// Inherent `freeze` / `unfreeze` for a concrete model type, so that `model.unfreeze()` means
+/// [`VisionModel::unfreeze`] even where Burn's `Module` (whose `freeze` / `unfreeze` flip every
+/// parameter without recording a freeze state) is also in scope. Generic code writes
+/// `VisionModel::unfreeze(model)`.
+macro_rules! inherent_freezing {
+    ($ty:ty) => {
+        impl $ty {
+            /// [`VisionModel::freeze`]: freezes the whole model, head included, recording the
+            /// freeze state (Burn's `Module::freeze` does not).
+            pub fn freeze(self) -> Self {
+                <Self as $crate::model::VisionModel>::freeze(self)
+            }
+
+            /// [`VisionModel::unfreeze`]: everything trainable again, keeping the BatchNorm
+            /// policy for the next freeze (Burn's `Module::unfreeze` records nothing).
+            pub fn unfreeze(self) -> Self {
+                <Self as $crate::model::VisionModel>::unfreeze(self)
+            }
+        }
+    };
+}
+pub(crate) use inherent_freezing;
 
 /// The error for a zero class count, shared by every family.
 pub(crate) fn check_num_classes(num_classes: usize) -> Result<()> {

@@ -39,7 +39,8 @@ pub(crate) fn save<M: VisionModel>(model: &M, path: &Path) -> Result<()> {
     let description = SavedModel {
         format_version: FORMAT_VERSION,
         family: config.family().to_string(),
-        config: serde_json::to_value(&config)
+        config: config
+            .to_saved()
             .map_err(|e| Error::InvalidConfig(format!("cannot serialise model config: {e}")))?,
         freeze: model.freeze_state().clone(),
     };

@@ -199,6 +199,8 @@ fn resnet_stages() -> Stages {
     ])
 }
 
+super::contract::inherent_freezing!(ResNet);
+
 impl VisionModel for ResNet {
     type Config = ResNetConfig;
     /// Feature maps `[B, num_features, h, w]` (`h = H/32` for the ImageNet stem).

@@ -3,6 +3,8 @@
 //! typed error naming the layer. Reference values: tests/fixtures/batchnorm/ (written by
 //! make_batchnorm_fixture.py with torchvision's own ResNet-18 classes).
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -181,7 +183,7 @@ fn forward_with(model: &ResNet, x: Tensor<4>, choice: ConvImpl) -> Tensor<2> {
         x = batch_norm_relu_with(&block.bn2, out, Some(identity), choice);
     }
     let pooled = model.avgpool.forward(x).flatten(1, 3);
-    model.forward_head(pooled)
+    model.forward_classifier(pooled)
 }
 
 #[test]
@@ -300,7 +302,7 @@ fn batch_norm_inputs_follow_the_forward_pass() {
     assert_eq!(last.values_per_channel(), 8);
     assert!(inputs.iter().all(|bn| bn.batch_statistics));
     // The shapes are those the forward pass produces: the last stage's output.
-    let maps = model.forward_feature_maps(hashed_input([8, 3, 32, 32], &cpu().autodiff()));
+    let maps = model.forward_features(hashed_input([8, 3, 32, 32], &cpu().autodiff()));
     assert_eq!(maps.dims(), last.dims);
 }
 

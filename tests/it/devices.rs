@@ -1,5 +1,7 @@
 //! The same model and weights on every compiled-in device give the same logits.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};

@@ -2,6 +2,8 @@
 //! the download cache, two runs in one directory, damaged or edited checkpoints, crafted model
 //! configurations, and batches that do not fit the model.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::fs;
 use std::path::Path;
 
@@ -127,7 +129,7 @@ fn one_epoch_into(dir: &Path) {
         .unwrap();
 }
 
-fn resume(dir: &Path) -> Result<finetune::train::FitOutcome, TrainError> {
+fn resume(dir: &Path) -> Result<finetune::train::FitOutcome<finetune::ResNet>, TrainError> {
     let (train, val) = data(3);
     Learner::new(config(2))
         .run_dir(dir)

@@ -1,6 +1,8 @@
 //! Freezing: the classic bugs (weight decay moving frozen weights, BatchNorm statistics drifting,
 //! freeze state lost across valid()/train() or save/load, gradients computed for frozen parts).
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
@@ -83,7 +85,7 @@ fn train_mode_bn_policy_updates_running_statistics_but_nothing_else_in_the_backb
     assert_eq!(model.freeze_state().bn, BnPolicy::TrainMode);
     // Affine parameters are not trainable; only the head is.
     let summary = model.param_summary();
-    assert_eq!(summary.stage(Stage::Layer4).trainable, 0);
+    assert_eq!(summary.stage("layer4").trainable, 0);
     let mut with_grads = params_with_gradients(&model);
     with_grads.sort();
     assert_eq!(
@@ -162,19 +164,20 @@ fn bn_policies_have_names() {
 
 #[test]
 fn freeze_to_a_stage_freezes_exactly_the_stages_before_it() {
-    let model = tiny18(5).init(&cpu()).freeze_to(Stage::Layer2);
+    let model = tiny18(5).init(&cpu()).freeze_to("layer2").unwrap();
     let before = snapshot(&model);
     let model = train_steps(model, 2);
     let moved = changed(&before, &snapshot(&model));
     for (path, _) in &before {
-        let stage = Stage::of_path(path).unwrap();
-        let frozen = stage <= Stage::Layer2;
+        let stages = model.stages();
+        let stage = stages.index_of_path(path).unwrap();
+        let frozen = stage <= stages.index_of(&Stage::new("layer2")).unwrap();
         // Every trainable tensor moves (weights, biases and running statistics alike).
         assert_eq!(moved.contains(path), !frozen, "{path}");
     }
     let summary = model.param_summary();
-    assert_eq!(summary.stage(Stage::Layer2).trainable, 0);
-    assert_eq!(summary.stage(Stage::Layer3).frozen(), 0);
+    assert_eq!(summary.stage("layer2").trainable, 0);
+    assert_eq!(summary.stage("layer3").frozen(), 0);
 }
 
 #[test]
@@ -243,19 +246,19 @@ fn gradients_only_for_trainable_parameters_and_no_graph_through_a_frozen_backbon
 
     // The frozen backbone's output is not part of any autodiff graph.
     let trained = model.clone().fork(&device).train();
-    let features = trained.forward_features(images(2, 32, &device));
+    let features = trained.forward_pre_logits(images(2, 32, &device));
     assert!(!features.is_tracked());
     let unfrozen = model.unfreeze().fork(&device).train();
     assert!(
         unfrozen
-            .forward_features(images(2, 32, &device))
+            .forward_pre_logits(images(2, 32, &device))
             .is_tracked()
     );
 }
 
 #[test]
 fn freeze_state_survives_valid_and_train() {
-    let model = tiny18(5).init(&cpu()).freeze_to(Stage::Layer3);
+    let model = tiny18(5).init(&cpu()).freeze_to("layer3").unwrap();
     let round_trip = model.clone().fork(&cpu().autodiff()).valid().train();
     assert_eq!(round_trip.freeze_state(), model.freeze_state());
     let grads = params_with_gradients(&round_trip);
@@ -276,7 +279,8 @@ fn freeze_state_and_weights_survive_save_and_load() {
         tiny18(5)
             .init(&device)
             .with_bn_policy(BnPolicy::Trainable)
-            .freeze_to(Stage::Layer1),
+            .freeze_to("layer1")
+                .unwrap(),
         1,
     );
     model.save(&path).unwrap();

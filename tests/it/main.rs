@@ -1,6 +1,7 @@
 //! The integration tests, in one binary (one link step) with a module per area.
 
 mod alloc;
+mod architectures;
 mod batchnorm;
 mod cli;
 mod common;

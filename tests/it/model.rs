@@ -1,9 +1,11 @@
 //! Topology, parameter names, counts and the head contract.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::collections::BTreeMap;
 
 use burn::tensor::Device;
-use finetune::model::{ResNetConfig, Stage, Stem};
+use finetune::model::{InferenceModel, ResNetConfig, Stem};
 use finetune::weights::keymap;
 
 use crate::common::{cpu, images, tiny18};
@@ -80,8 +82,8 @@ fn parameter_counts_of_the_tutorial_setup() {
     let summary = model.freeze_backbone().param_summary();
     assert_eq!(summary.trainable(), 5_130);
     assert_eq!(summary.frozen(), 11_181_642 - 5_130);
-    assert_eq!(summary.stage(Stage::Head).trainable, 5_130);
-    assert_eq!(summary.stage(Stage::Layer4).trainable, 0);
+    assert_eq!(summary.stage("fc").trainable, 5_130);
+    assert_eq!(summary.stage("layer4").trainable, 0);
     let table = summary.to_string();
     assert!(table.contains("11,181,642"), "{table}");
     assert!(table.contains("5,130"), "{table}");
@@ -107,7 +109,7 @@ fn forward_shapes_for_both_stems() {
     let model = tiny18(7).init(&device);
     assert_eq!(model.forward(images(2, 32, &device)).dims(), [2, 7]);
     assert_eq!(
-        model.forward_features(images(2, 32, &device)).dims(),
+        model.forward_pre_logits(images(2, 32, &device)).dims(),
         [2, 16]
     );
     assert_eq!(model.num_features(), 16);
@@ -118,7 +120,7 @@ fn forward_shapes_for_both_stems() {
         .init(&device);
     assert_eq!(model.num_features(), 32);
     assert_eq!(
-        model.forward_feature_maps(images(1, 64, &device)).dims(),
+        model.forward_features(images(1, 64, &device)).dims(),
         [1, 32, 2, 2]
     );
     assert_eq!(model.forward(images(1, 64, &device)).dims(), [1, 5]);
@@ -146,12 +148,12 @@ fn cifar_stem_keeps_resolution() {
     assert_eq!(model.conv1.weight.dims(), [4, 3, 3, 3]);
     // 32x32 in, three stride-2 stages: 4x4 feature maps.
     assert_eq!(
-        model.forward_feature_maps(images(1, 32, &device)).dims(),
+        model.forward_features(images(1, 32, &device)).dims(),
         [1, 16, 4, 4]
     );
     let imagenet = tiny18(10).with_stem(Stem::ImageNet).init(&device);
     assert_eq!(
-        imagenet.forward_feature_maps(images(1, 64, &device)).dims(),
+        imagenet.forward_features(images(1, 64, &device)).dims(),
         [1, 16, 2, 2]
     );
 }
@@ -236,7 +238,7 @@ fn invalid_configs_are_typed_errors() {
         .to_string();
     assert!(err.contains("resnet18"), "{err}");
     let model = tiny18(3).init(&device);
-    assert!(model.try_with_num_classes(0).is_err());
+    assert!(model.reset_classifier(0).is_err());
 }
 
 #[test]
@@ -294,9 +296,9 @@ fn folded_batch_norm_inference_matches_the_model() {
             diff <= 1e-5 * scale.max(1.0),
             "logits differ by {diff} (max |logit| {scale})"
         );
-        let reference = model.forward_features(x.clone());
+        let reference = model.forward_pre_logits(x.clone());
         let scale = reference.clone().abs().max().into_scalar::<f32>();
-        let diff = crate::common::max_abs_diff(reference, fused.forward_features(x.clone()));
+        let diff = crate::common::max_abs_diff(reference, fused.forward_pre_logits(x.clone()));
         assert!(
             diff <= 1e-5 * scale.max(1.0),
             "features differ by {diff} (max |feature| {scale})"

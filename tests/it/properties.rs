@@ -5,6 +5,8 @@
 //! larger than [`MAX_ALLOCATION`] on the loading thread (the valid files are at most 100 KB, so
 //! a larger request means the parser trusted a size it read).
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 
 use finetune::data::{Cifar10, ImageFolder, ImageFolderOptions};
@@ -134,7 +136,7 @@ proptest! {
         bounded("bpk", largest)?;
         not_io("bpk", &result)?;
         if let Ok(model) = result {
-            prop_assert_eq!(model.config(), &tiny18(3));
+            prop_assert_eq!(model.config(), tiny18(3));
         }
     }
 

@@ -3,6 +3,8 @@
 //! backbone-only loading, typed errors, architecture inference, the registry, `pretrained`
 //! through a local server, and the inference helpers behind examples/predict.rs.
 
+#[allow(unused_imports)]
+use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
@@ -63,8 +65,8 @@ fn assert_parity(config: &ResNetConfig, file: &str, prefix: &str) -> (f32, f32) 
                 .all(|k| k.ends_with("num_batches_tracked")),
         "{report}"
     );
-    let features = model.forward_features(input());
-    let logits = model.forward_head(features.clone());
+    let features = model.forward_pre_logits(input());
+    let logits = model.forward_classifier(features.clone());
     let df = max_abs_diff(features, expected(&format!("{prefix}_features")));
     let dl = max_abs_diff(logits, expected(&format!("{prefix}_logits")));
     eprintln!("{file}: max |features - PyTorch| = {df:.2e}, max |logits - PyTorch| = {dl:.2e}");
@@ -291,7 +293,7 @@ fn a_different_head_fails_strictly_and_loads_as_backbone() {
         assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"], "{report}");
         assert!(report.to_string().contains("fc.weight"), "{report}");
         assert_eq!(model.fc.weight.val().into_data(), head_before);
-        let diff = max_abs_diff(model.forward_features(input()), expected("basic_features"));
+        let diff = max_abs_diff(model.forward_pre_logits(input()), expected("basic_features"));
         assert!(diff <= TOLERANCE, "{file}: features differ by {diff}");
         assert_eq!(model.forward(input()).dims(), [2, 5]);
     }
@@ -386,7 +388,7 @@ fn a_resnet34_file_into_a_resnet18_names_both() {
     assert!(message.contains("--arch auto"), "{message}");
     // The same file loads into the architecture it describes.
     let (loaded, report) = ResNet::from_weights_file(&path, &cpu()).unwrap();
-    assert_eq!(loaded.config(), &r34);
+    assert_eq!(loaded.config(), r34);
     assert_eq!(report.applied.len(), loaded.tensor_paths().len());
 }
 
@@ -408,7 +410,7 @@ fn architectures_are_inferred_from_files() {
         let file = WeightsFile::open(&path).unwrap();
         assert_eq!(file.infer_config().unwrap(), config);
         let (model, _) = ResNet::from_weights_file(&path, &cpu()).unwrap();
-        assert_eq!(model.config(), &config);
+        assert_eq!(model.config(), config);
     }
     for (file, config) in [
         ("basic.pth", basic_config()),
@@ -767,7 +769,7 @@ fn the_predict_pipeline_on_a_file() {
     let cache = Cache::new(dir.path()).offline(true);
     let source = WeightsSource::File(fixture("basic.safetensors"));
     let classifier = Classifier::load(&source, None, None, &cache, &cpu()).unwrap();
-    assert_eq!(classifier.model.config(), &basic_config());
+    assert_eq!(classifier.model.config(), basic_config());
     assert_eq!(classifier.class_names[3], "class 3");
 
     // --input-tensor ... --json
@@ -870,11 +872,11 @@ fn input_tensor_files_are_checked() {
 #[test]
 fn a_frozen_model_keeps_its_freeze_state_when_loading() {
     let mut model = basic_config().init(&cpu()).freeze_backbone();
-    let state = model.freeze_state();
+    let state = model.freeze_state().clone();
     model
         .load_weights(fixture("basic.safetensors"), &LoadOptions::strict())
         .unwrap();
-    assert_eq!(model.freeze_state(), state);
+    assert_eq!(model.freeze_state(), &state);
     assert_eq!(model.param_summary().trainable(), 16 * 10 + 10);
 }
 
@@ -938,7 +940,7 @@ fn a_headless_file_loads_only_as_backbone() {
     assert_eq!(mismatch.missing, vec!["fc.bias", "fc.weight"]);
     let report = model.load_backbone(&path).unwrap();
     assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"]);
-    let diff = max_abs_diff(model.forward_features(input()), expected("basic_features"));
+    let diff = max_abs_diff(model.forward_pre_logits(input()), expected("basic_features"));
     assert!(diff <= TOLERANCE, "{diff}");
     let err = ResNet::from_weights_file(&path, &cpu()).unwrap_err();
     assert!(
@@ -1456,7 +1458,7 @@ fn wrapper_prefixes_are_stripped_and_reported() {
         );
         assert!(report.to_string().contains(stripped), "{report}");
         let (model, _) = ResNet::from_weights_file(&path, &cpu()).unwrap();
-        assert_eq!(model.config(), &basic_config());
+        assert_eq!(model.config(), basic_config());
     }
     // In a safetensors file too.
     let mut tensors = read_all(&fixture("basic.safetensors"));
