@@ -633,13 +633,11 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
         .with_lr(opts.lr)
         .with_seed(opts.seed)
         .with_optimizer(OptimizerConfig::sgd(0.9))
-        .with_schedule(
-            Schedule::Step {
-                step_size: 7,
-                gamma: 0.1,
-            },
-            ScheduleUnit::Epoch,
-        );
+        .with_schedule(Schedule::Step {
+            step_size: 7,
+            gamma: 0.1,
+        })
+        .with_schedule_unit(ScheduleUnit::Epoch);
     let outcome = Learner::new(config)
         .run_dir(&run_dir)
         .resume(opts.resume)

@@ -56,13 +56,11 @@ fn config(epochs: usize) -> LearnerConfig {
             nesterov: false,
             weight_decay: 1e-4,
         })
-        .with_schedule(
-            Schedule::Step {
-                step_size: 1,
-                gamma: 0.5,
-            },
-            ScheduleUnit::Epoch,
-        )
+        .with_schedule(Schedule::Step {
+            step_size: 1,
+            gamma: 0.5,
+        })
+        .with_schedule_unit(ScheduleUnit::Epoch)
 }
 
 #[test]
@@ -279,7 +277,7 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
         config(10)
             .with_lr(1e-12)
             .with_monitor(Monitor::ValAccuracy)
-            .with_early_stopping(Some(2)),
+            .with_early_stopping_patience(Some(2)),
     )
     .run_dir(dir.path())
     .quiet(true)
@@ -298,6 +296,39 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
         err.to_string().contains("already holds a checkpoint"),
         "{err}"
     );
+}
+
+#[test]
+fn learner_config_json_keeps_its_form() {
+    // The form checkpoints and config.json hold (field order included), from before the
+    // setters were derived.
+    let json = serde_json::to_string(&LearnerConfig::default()).unwrap();
+    let keys = [
+        "epochs",
+        "lr",
+        "optimizer",
+        "schedule",
+        "schedule_unit",
+        "backbone_lr_mult",
+        "seed",
+        "early_stopping_patience",
+        "monitor",
+        "prediction_grid",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| json.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
+    assert!(json.starts_with(r#"{"epochs":5,"lr":0.001,"optimizer":{"kind":"sgd","momentum":0.9,"nesterov":false,"weight_decay":0.0},"#), "{json}");
+    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16}"#), "{json}");
+    let back: LearnerConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, LearnerConfig::default());
+    assert_eq!(LearnerConfig::new(), LearnerConfig::default());
+    // A config.json without the optional field still reads.
+    let without = json.replace(r#""early_stopping_patience":null,"#, "");
+    let back: LearnerConfig = serde_json::from_str(&without).unwrap();
+    assert_eq!(back.early_stopping_patience, None);
 }
 
 #[test]
