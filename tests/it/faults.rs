@@ -122,7 +122,6 @@ fn one_epoch_into(dir: &Path) {
     Learner::new(config(2))
         .run_dir(dir)
         .stop_after(Some(1))
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap();
 }
@@ -132,7 +131,6 @@ fn resume(dir: &Path) -> Result<finetune::train::FitOutcome, TrainError> {
     Learner::new(config(2))
         .run_dir(dir)
         .resume(true)
-        .quiet(true)
         .fit(tiny(), &train, &val)
 }
 
@@ -164,7 +162,6 @@ fn a_second_run_into_a_directory_in_use_fails_at_once() {
     let (train, val) = data(3);
     let err = Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err();
     assert!(matches!(err, TrainError::RunDirInUse { .. }), "{err}");
@@ -174,7 +171,6 @@ fn a_second_run_into_a_directory_in_use_fails_at_once() {
     // Released: the run proceeds.
     Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap();
 }
@@ -221,7 +217,6 @@ fn a_previous_run_without_its_checkpoint_is_never_overwritten() {
     let (train, val) = data(3);
     let err = Learner::new(config(2))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err()
         .to_string();
@@ -241,7 +236,6 @@ fn a_symlink_planted_as_a_run_output_is_refused_and_its_target_untouched() {
     let (train, val) = data(3);
     let err = Learner::new(config(1))
         .run_dir(&run)
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err()
         .to_string();
@@ -258,7 +252,6 @@ fn a_crash_between_the_checkpoint_renames_resumes_from_the_old_one_and_keeps_it(
             .run_dir(dir.path())
             .resume(resume)
             .stop_after(Some(1))
-            .quiet(true)
             .fit(tiny(), &train, &val)
             .unwrap()
     };
@@ -406,7 +399,6 @@ fn batches_that_do_not_fit_the_model_are_typed_errors_before_any_kernel() {
         .init(&device);
     let (train, val) = data(3);
     let err = Learner::new(config(1))
-        .quiet(true)
         .fit(gray.clone(), &train, &val)
         .unwrap_err()
         .to_string();

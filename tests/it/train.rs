@@ -8,8 +8,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use finetune::data::ImageBatch;
 use finetune::model::{ResNet, ResNetConfig, Stem};
 use finetune::train::{
-    BatchSource, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule, ScheduleUnit,
-    TensorSource, TrainError, evaluate,
+    BatchSource, FitEvent, FitSink, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule,
+    ScheduleUnit, TensorSource, TrainError, evaluate,
 };
 
 use crate::common::{changed, cpu, snapshot};
@@ -70,7 +70,6 @@ fn fit_trains_keeps_the_best_epoch_and_writes_its_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let outcome = Learner::new(config(3))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     let h = &outcome.history;
@@ -134,7 +133,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let straight = tempfile::tempdir().unwrap();
     let a = Learner::new(config(4))
         .run_dir(straight.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
 
@@ -142,7 +140,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let first = Learner::new(config(4))
         .run_dir(split.path())
         .stop_after(Some(2))
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert!(!first.completed);
@@ -151,7 +148,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let b = Learner::new(config(4))
         .run_dir(split.path())
         .resume(true)
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert_eq!(b.resumed_from, Some(2));
@@ -215,7 +211,6 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let err = Learner::new(config(3))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     match &err {
@@ -244,7 +239,6 @@ fn frozen_backbone_trains_only_the_head_with_or_without_cached_features() {
     for cache in [false, true] {
         let outcome = Learner::new(config(2))
             .cache_features(cache)
-            .quiet(true)
             .fit(model.clone(), &train, &val)
             .unwrap();
         let moved = changed(&before, &snapshot(&outcome.model));
@@ -260,7 +254,6 @@ fn feature_caching_is_refused_when_it_would_be_wrong() {
     let (train, val) = sources(&device);
     let err = Learner::new(config(1))
         .cache_features(true)
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("frozen backbone"), "{err}");
@@ -280,7 +273,6 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
             .with_early_stopping_patience(Some(2)),
     )
     .run_dir(dir.path())
-    .quiet(true)
     .fit(tiny_model(), &train, &val)
     .unwrap();
     assert!(outcome.stopped_early);
@@ -289,13 +281,123 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
 
     let err = Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     assert!(
         err.to_string().contains("already holds a checkpoint"),
         "{err}"
     );
+}
+
+/// A sink that writes every event as one short line.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl FitSink for Recorder {
+    fn event(&self, event: &FitEvent<'_>) {
+        let line = match event {
+            FitEvent::Resumed { epochs_done, .. } => format!("resumed {epochs_done}"),
+            FitEvent::FeaturesCached {
+                train_images,
+                val_images,
+                ..
+            } => {
+                format!("cached {train_images}+{val_images}")
+            }
+            FitEvent::EpochStarted {
+                epoch,
+                epochs,
+                batches,
+            } => {
+                format!("start {epoch}/{epochs} {batches}")
+            }
+            FitEvent::Batch {
+                batch,
+                batches,
+                loss,
+                accuracy,
+                ..
+            } => {
+                assert!(loss.is_finite() && (0.0..=1.0).contains(accuracy));
+                format!("batch {batch}/{batches}")
+            }
+            FitEvent::EpochEnded {
+                record,
+                epochs,
+                improved,
+            } => {
+                format!("end {}/{epochs} {improved}", record.epoch)
+            }
+            FitEvent::EarlyStopped {
+                monitor,
+                stale_epochs,
+            } => {
+                format!("stop {monitor} {stale_epochs}")
+            }
+            FitEvent::Finished {
+                monitor,
+                best_epoch,
+                ..
+            } => format!("best {monitor} {best_epoch}"),
+            FitEvent::Note(line) => format!("note {line}"),
+            _ => "other".into(),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_sink_hears_every_phase_in_order() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    // As in the early-stopping test: validation accuracy never improves after epoch 1.
+    let learner = Learner::new(
+        config(3)
+            .with_lr(1e-12)
+            .with_early_stopping_patience(Some(1)),
+    )
+    .run_dir(dir.path())
+    .sink(recorder.clone());
+    let batches: Vec<String> = (1..=6).map(|b| format!("batch {b}/6")).collect();
+    let epoch = |n: usize, improved: bool| {
+        let mut lines = vec![format!("start {n}/3 6")];
+        lines.extend(batches.iter().cloned());
+        lines.push(format!("end {n}/3 {improved}"));
+        lines
+    };
+
+    learner
+        .clone()
+        .stop_after(Some(1))
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    let mut expected = epoch(1, true);
+    expected.push("best val_acc 1".into());
+    assert_eq!(recorder.take(), expected);
+
+    let outcome = learner
+        .resume(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert!(outcome.stopped_early);
+    let mut expected = vec!["resumed 1".to_string()];
+    expected.extend(epoch(2, false));
+    expected.extend(["stop val_acc 1".to_string(), "best val_acc 1".into()]);
+    assert_eq!(recorder.take(), expected);
+
+    // Silent without a sink; the recorder hears nothing from another learner.
+    Learner::new(config(1))
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert!(recorder.take().is_empty());
 }
 
 #[test]
@@ -388,13 +490,11 @@ fn invalid_learner_configs_are_typed_errors() {
         config(1).with_backbone_lr_mult(-2.0),
     ] {
         let err = Learner::new(cfg)
-            .quiet(true)
             .fit(tiny_model(), &train, &val)
             .unwrap_err();
         assert!(matches!(err, TrainError::Config(_)), "{err}");
     }
     let err = Learner::new(config(1))
-        .quiet(true)
         .fit(tiny_model().freeze(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("nothing would train"), "{err}");
@@ -407,7 +507,6 @@ fn discriminative_learning_rates_move_the_backbone_less() {
     let model = tiny_model();
     let before = snapshot(&model);
     let frozen_lr = Learner::new(config(1).with_backbone_lr_mult(0.0))
-        .quiet(true)
         .fit(model.clone(), &train, &val)
         .unwrap();
     let moved = changed(&before, &snapshot(&frozen_lr.model));
@@ -465,7 +564,6 @@ fn fit_over_image_loaders_writes_the_picture_reports() {
     let outcome = Learner::new(config(2))
         .run_dir(dir.path())
         .class_names(vec!["red".into(), "green".into(), "blue".into()])
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert_eq!(outcome.evaluation.len(), 12);
@@ -479,7 +577,6 @@ fn fit_over_image_loaders_writes_the_picture_reports() {
     // The training transform flips at random: feature caching must refuse it.
     let err = Learner::new(config(1))
         .cache_features(true)
-        .quiet(true)
         .fit(tiny_model().freeze_backbone(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("without randomness"), "{err}");
