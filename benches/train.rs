@@ -154,9 +154,7 @@ fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> 
     if frozen {
         m = m.freeze_backbone();
     }
-    let outcome = Learner::new(LearnerConfig::default().with_epochs(epochs))
-        .quiet(true)
-        .fit(m, &train, &val);
+    let outcome = Learner::new(LearnerConfig::default().with_epochs(epochs)).fit(m, &train, &val);
     match outcome {
         Ok(o) => median(
             o.history.epochs[1..]
@@ -207,7 +205,6 @@ fn leak_check(device: &Device, epochs: usize) {
     let rss = Arc::new(Mutex::new(Vec::new()));
     let probe = rss.clone();
     let result = Learner::new(LearnerConfig::default().with_epochs(epochs))
-        .quiet(true)
         .on_epoch(Arc::new(move |r| {
             if let Ok(mut v) = probe.lock() {
                 v.push((r.epoch, rss_mib()));

@@ -15,6 +15,8 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/progress.rs"]
+mod progress;
 #[path = "common/tutorial.rs"]
 mod tutorial;
 

@@ -10,6 +10,8 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/progress.rs"]
+mod progress;
 #[path = "common/tutorial.rs"]
 mod tutorial;
 

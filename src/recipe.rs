@@ -23,7 +23,8 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::model::{BnPolicy, ResNet, ResNetConfig};
 use crate::train::{
-    Evaluation, History, Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate,
+    Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, OptimizerConfig, Schedule,
+    ScheduleUnit, evaluate,
 };
 use crate::weights::ResNetWeights;
 use crate::weights::import::describe;
@@ -512,10 +513,9 @@ fn default_run_dir(mode: Mode) -> PathBuf {
     PathBuf::from("runs").join(format!("{name}-{secs}"))
 }
 
-/// Runs the tutorial. Progress goes to stdout (one line per epoch; a progress bar on a
-/// terminal); the outputs go to the run directory: `checkpoint/`, `history.json`,
-/// `history.csv`, `config.json`, `best_model.bpk`, `curves.png`, `confusion.png`,
-/// `predictions.png` and `summary.json`.
+/// Runs the tutorial, reporting nothing ([`run_with_sink`] reports its progress). The outputs
+/// go to the run directory: `checkpoint/`, `history.json`, `history.csv`, `config.json`,
+/// `best_model.bpk`, `curves.png`, `confusion.png`, `predictions.png` and `summary.json`.
 ///
 /// ```no_run
 /// use finetune::recipe::{Mode, TutorialOptions, run};
@@ -524,8 +524,26 @@ fn default_run_dir(mode: Mode) -> PathBuf {
 /// # Ok::<(), finetune::Error>(())
 /// ```
 pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
+    run_reporting(opts, None)
+}
+
+/// [`run`], reporting to `sink`: the Learner's [`FitEvent`]s, and the recipe's own lines (what
+/// data, model and device it uses, what it fell back to, the test result) as
+/// [`FitEvent::Note`]s. The examples pass a console sink that prints them.
+pub fn run_with_sink(opts: &TutorialOptions, sink: Arc<dyn FitSink>) -> Result<TutorialReport> {
+    run_reporting(opts, Some(&sink))
+}
+
+fn run_reporting(
+    opts: &TutorialOptions,
+    sink: Option<&Arc<dyn FitSink>>,
+) -> Result<TutorialReport> {
     let started = Instant::now();
-    let say = |line: &str| println!("{line}");
+    let say = |line: &str| {
+        if let Some(sink) = sink {
+            sink.event(&FitEvent::Note(line));
+        }
+    };
     if opts.resume && opts.out.is_none() {
         return Err(Error::InvalidConfig(
             "--resume needs the run directory to continue: pass --out DIR".into(),
@@ -634,14 +652,16 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
         .with_lr(opts.lr)
         .with_seed(opts.seed)
         .with_optimizer(OptimizerConfig::sgd(0.9))
-        .with_schedule(
-            Schedule::Step {
-                step_size: 7,
-                gamma: 0.1,
-            },
-            ScheduleUnit::Epoch,
-        );
-    let outcome = Learner::new(config)
+        .with_schedule(Schedule::Step {
+            step_size: 7,
+            gamma: 0.1,
+        })
+        .with_schedule_unit(ScheduleUnit::Epoch);
+    let mut learner = Learner::new(config);
+    if let Some(sink) = sink {
+        learner = learner.sink(sink.clone());
+    }
+    let outcome = learner
         .run_dir(&run_dir)
         .resume(opts.resume)
         .cache_features(opts.cache_features)

@@ -2,12 +2,14 @@
 //! [`TutorialOptions`], then [`finetune::recipe::run`].
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use finetune::model::BnPolicy;
-use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
+use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run_with_sink};
 use finetune::weights::ResNetWeights;
 
 use crate::args::Args;
+use crate::progress::ConsoleProgress;
 
 const KNOWN: &[&str] = &[
     "epochs",
@@ -160,7 +162,9 @@ pub fn main(example: &str, mode: Mode) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&opts) {
+    // The console sink is dropped (its bar cleared) before an error is printed.
+    let result = run_with_sink(&opts, Arc::new(ConsoleProgress::new()));
+    match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -4,14 +4,19 @@
 
 mod checkpoint;
 mod config;
+mod end_of_epoch;
+mod epoch;
 mod evaluate;
 mod features;
+mod finish;
 mod history;
 mod learner;
+mod progress;
 mod report;
 mod schedule;
 mod sgd;
 mod source;
+mod start;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +26,7 @@ pub use config::{LearnerConfig, Monitor, OptimizerConfig};
 pub use evaluate::{Evaluation, evaluate};
 pub use history::{EpochRecord, History};
 pub use learner::{EpochCallback, FitOutcome, Learner};
+pub use progress::{FitEvent, FitSink};
 pub use schedule::{Schedule, ScheduleUnit};
 pub use sgd::{FusedSgd, FusedSgdState};
 pub use source::{BatchSource, TensorSource};

@@ -316,7 +316,6 @@ fn the_learner_refuses_a_training_batch_with_one_value_per_channel() {
     let train = TensorSource::new(images.clone(), &[0, 1, 0], 1);
     let val = TensorSource::new(images, &[0, 1, 0], 3);
     let err = Learner::new(LearnerConfig::default().with_epochs(1))
-        .quiet(true)
         .fit(model, &train, &val)
         .unwrap_err();
     match &err {

@@ -124,7 +124,6 @@ fn one_epoch_into(dir: &Path) {
     Learner::new(config(2))
         .run_dir(dir)
         .stop_after(Some(1))
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap();
 }
@@ -134,7 +133,6 @@ fn resume(dir: &Path) -> Result<finetune::train::FitOutcome<finetune::ResNet>, T
     Learner::new(config(2))
         .run_dir(dir)
         .resume(true)
-        .quiet(true)
         .fit(tiny(), &train, &val)
 }
 
@@ -166,7 +164,6 @@ fn a_second_run_into_a_directory_in_use_fails_at_once() {
     let (train, val) = data(3);
     let err = Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err();
     assert!(matches!(err, TrainError::RunDirInUse { .. }), "{err}");
@@ -176,7 +173,6 @@ fn a_second_run_into_a_directory_in_use_fails_at_once() {
     // Released: the run proceeds.
     Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap();
 }
@@ -223,7 +219,6 @@ fn a_previous_run_without_its_checkpoint_is_never_overwritten() {
     let (train, val) = data(3);
     let err = Learner::new(config(2))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err()
         .to_string();
@@ -243,7 +238,6 @@ fn a_symlink_planted_as_a_run_output_is_refused_and_its_target_untouched() {
     let (train, val) = data(3);
     let err = Learner::new(config(1))
         .run_dir(&run)
-        .quiet(true)
         .fit(tiny(), &train, &val)
         .unwrap_err()
         .to_string();
@@ -260,7 +254,6 @@ fn a_crash_between_the_checkpoint_renames_resumes_from_the_old_one_and_keeps_it(
             .run_dir(dir.path())
             .resume(resume)
             .stop_after(Some(1))
-            .quiet(true)
             .fit(tiny(), &train, &val)
             .unwrap()
     };
@@ -408,7 +401,6 @@ fn batches_that_do_not_fit_the_model_are_typed_errors_before_any_kernel() {
         .init(&device);
     let (train, val) = data(3);
     let err = Learner::new(config(1))
-        .quiet(true)
         .fit(gray.clone(), &train, &val)
         .unwrap_err()
         .to_string();

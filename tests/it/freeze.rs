@@ -127,7 +127,7 @@ fn train_mode_bn_policy_trains_through_the_learner_and_refuses_cached_features()
     let labels: Vec<usize> = (0..16).map(|i| i % 5).collect();
     let train = TensorSource::new(images(16, 32, &device), &labels, 8);
     let val = TensorSource::new(images(8, 32, &device), &labels[..8], 8);
-    let learner = Learner::new(LearnerConfig::default().with_epochs(1).with_lr(0.05)).quiet(true);
+    let learner = Learner::new(LearnerConfig::default().with_epochs(1).with_lr(0.05));
 
     let err = learner
         .clone()

@@ -10,8 +10,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use finetune::data::ImageBatch;
 use finetune::model::{ResNet, ResNetConfig, Stem};
 use finetune::train::{
-    BatchSource, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule, ScheduleUnit,
-    TensorSource, TrainError, evaluate,
+    BatchSource, FitEvent, FitSink, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule,
+    ScheduleUnit, TensorSource, TrainError, evaluate,
 };
 
 use crate::common::{changed, cpu, snapshot};
@@ -58,13 +58,11 @@ fn config(epochs: usize) -> LearnerConfig {
             nesterov: false,
             weight_decay: 1e-4,
         })
-        .with_schedule(
-            Schedule::Step {
-                step_size: 1,
-                gamma: 0.5,
-            },
-            ScheduleUnit::Epoch,
-        )
+        .with_schedule(Schedule::Step {
+            step_size: 1,
+            gamma: 0.5,
+        })
+        .with_schedule_unit(ScheduleUnit::Epoch)
 }
 
 #[test]
@@ -74,7 +72,6 @@ fn fit_trains_keeps_the_best_epoch_and_writes_its_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let outcome = Learner::new(config(3))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     let h = &outcome.history;
@@ -138,7 +135,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let straight = tempfile::tempdir().unwrap();
     let a = Learner::new(config(4))
         .run_dir(straight.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
 
@@ -146,7 +142,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let first = Learner::new(config(4))
         .run_dir(split.path())
         .stop_after(Some(2))
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert!(!first.completed);
@@ -155,7 +150,6 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let b = Learner::new(config(4))
         .run_dir(split.path())
         .resume(true)
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert_eq!(b.resumed_from, Some(2));
@@ -219,7 +213,6 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let err = Learner::new(config(3))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     match &err {
@@ -248,7 +241,6 @@ fn frozen_backbone_trains_only_the_head_with_or_without_cached_features() {
     for cache in [false, true] {
         let outcome = Learner::new(config(2))
             .cache_features(cache)
-            .quiet(true)
             .fit(model.clone(), &train, &val)
             .unwrap();
         let moved = changed(&before, &snapshot(&outcome.model));
@@ -264,7 +256,6 @@ fn feature_caching_is_refused_when_it_would_be_wrong() {
     let (train, val) = sources(&device);
     let err = Learner::new(config(1))
         .cache_features(true)
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("frozen backbone"), "{err}");
@@ -281,10 +272,9 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
         config(10)
             .with_lr(1e-12)
             .with_monitor(Monitor::ValAccuracy)
-            .with_early_stopping(Some(2)),
+            .with_early_stopping_patience(Some(2)),
     )
     .run_dir(dir.path())
-    .quiet(true)
     .fit(tiny_model(), &train, &val)
     .unwrap();
     assert!(outcome.stopped_early);
@@ -293,13 +283,156 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
 
     let err = Learner::new(config(1))
         .run_dir(dir.path())
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap_err();
     assert!(
         err.to_string().contains("already holds a checkpoint"),
         "{err}"
     );
+}
+
+/// A sink that writes every event as one short line.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl FitSink for Recorder {
+    fn event(&self, event: &FitEvent<'_>) {
+        let line = match event {
+            FitEvent::Resumed { epochs_done, .. } => format!("resumed {epochs_done}"),
+            FitEvent::FeaturesCached {
+                train_images,
+                val_images,
+                ..
+            } => {
+                format!("cached {train_images}+{val_images}")
+            }
+            FitEvent::EpochStarted {
+                epoch,
+                epochs,
+                batches,
+            } => {
+                format!("start {epoch}/{epochs} {batches}")
+            }
+            FitEvent::Batch {
+                batch,
+                batches,
+                loss,
+                accuracy,
+                ..
+            } => {
+                assert!(loss.is_finite() && (0.0..=1.0).contains(accuracy));
+                format!("batch {batch}/{batches}")
+            }
+            FitEvent::EpochEnded {
+                record,
+                epochs,
+                improved,
+            } => {
+                format!("end {}/{epochs} {improved}", record.epoch)
+            }
+            FitEvent::EarlyStopped {
+                monitor,
+                stale_epochs,
+            } => {
+                format!("stop {monitor} {stale_epochs}")
+            }
+            FitEvent::Finished {
+                monitor,
+                best_epoch,
+                ..
+            } => format!("best {monitor} {best_epoch}"),
+            FitEvent::Note(line) => format!("note {line}"),
+            _ => "other".into(),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_sink_hears_every_phase_in_order() {
+    let device = cpu();
+    let (train, val) = sources(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    // As in the early-stopping test: validation accuracy never improves after epoch 1.
+    let learner = Learner::new(
+        config(3)
+            .with_lr(1e-12)
+            .with_early_stopping_patience(Some(1)),
+    )
+    .run_dir(dir.path())
+    .sink(recorder.clone());
+    let batches: Vec<String> = (1..=6).map(|b| format!("batch {b}/6")).collect();
+    let epoch = |n: usize, improved: bool| {
+        let mut lines = vec![format!("start {n}/3 6")];
+        lines.extend(batches.iter().cloned());
+        lines.push(format!("end {n}/3 {improved}"));
+        lines
+    };
+
+    learner
+        .clone()
+        .stop_after(Some(1))
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    let mut expected = epoch(1, true);
+    expected.push("best val_acc 1".into());
+    assert_eq!(recorder.take(), expected);
+
+    let outcome = learner
+        .resume(true)
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert!(outcome.stopped_early);
+    let mut expected = vec!["resumed 1".to_string()];
+    expected.extend(epoch(2, false));
+    expected.extend(["stop val_acc 1".to_string(), "best val_acc 1".into()]);
+    assert_eq!(recorder.take(), expected);
+
+    // Silent without a sink; the recorder hears nothing from another learner.
+    Learner::new(config(1))
+        .fit(tiny_model(), &train, &val)
+        .unwrap();
+    assert!(recorder.take().is_empty());
+}
+
+#[test]
+fn learner_config_json_keeps_its_form() {
+    // The form checkpoints and config.json hold (field order included), from before the
+    // setters were derived.
+    let json = serde_json::to_string(&LearnerConfig::default()).unwrap();
+    let keys = [
+        "epochs",
+        "lr",
+        "optimizer",
+        "schedule",
+        "schedule_unit",
+        "backbone_lr_mult",
+        "seed",
+        "early_stopping_patience",
+        "monitor",
+        "prediction_grid",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| json.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
+    assert!(json.starts_with(r#"{"epochs":5,"lr":0.001,"optimizer":{"kind":"sgd","momentum":0.9,"nesterov":false,"weight_decay":0.0},"#), "{json}");
+    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16}"#), "{json}");
+    let back: LearnerConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, LearnerConfig::default());
+    assert_eq!(LearnerConfig::new(), LearnerConfig::default());
+    // A config.json without the optional field still reads.
+    let without = json.replace(r#""early_stopping_patience":null,"#, "");
+    let back: LearnerConfig = serde_json::from_str(&without).unwrap();
+    assert_eq!(back.early_stopping_patience, None);
 }
 
 #[test]
@@ -359,13 +492,11 @@ fn invalid_learner_configs_are_typed_errors() {
         config(1).with_backbone_lr_mult(-2.0),
     ] {
         let err = Learner::new(cfg)
-            .quiet(true)
             .fit(tiny_model(), &train, &val)
             .unwrap_err();
         assert!(matches!(err, TrainError::Config(_)), "{err}");
     }
     let err = Learner::new(config(1))
-        .quiet(true)
         .fit(tiny_model().freeze(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("nothing would train"), "{err}");
@@ -378,7 +509,6 @@ fn discriminative_learning_rates_move_the_backbone_less() {
     let model = tiny_model();
     let before = snapshot(&model);
     let frozen_lr = Learner::new(config(1).with_backbone_lr_mult(0.0))
-        .quiet(true)
         .fit(model.clone(), &train, &val)
         .unwrap();
     let moved = changed(&before, &snapshot(&frozen_lr.model));
@@ -436,7 +566,6 @@ fn fit_over_image_loaders_writes_the_picture_reports() {
     let outcome = Learner::new(config(2))
         .run_dir(dir.path())
         .class_names(vec!["red".into(), "green".into(), "blue".into()])
-        .quiet(true)
         .fit(tiny_model(), &train, &val)
         .unwrap();
     assert_eq!(outcome.evaluation.len(), 12);
@@ -450,7 +579,6 @@ fn fit_over_image_loaders_writes_the_picture_reports() {
     // The training transform flips at random: feature caching must refuse it.
     let err = Learner::new(config(1))
         .cache_features(true)
-        .quiet(true)
         .fit(tiny_model().freeze_backbone(), &train, &val)
         .unwrap_err();
     assert!(err.to_string().contains("without randomness"), "{err}");

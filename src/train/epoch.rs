@@ -1,0 +1,204 @@
+//! One epoch's training phase of [`Learner::fit`]: per batch, the learning-rate step, the
+//! input checks, the forward pass and loss, the non-finite-loss check, the backward pass and
+//! the optimizer step, with running loss and accuracy.
+
+use std::time::Instant;
+
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor};
+
+use super::TrainError;
+use super::evaluate::read_indices;
+use super::learner::Learner;
+use super::progress::FitEvent;
+use super::schedule::ScheduleUnit;
+use super::start::{FitData, FitRun};
+use crate::data::ImageBatch;
+use crate::model::{InferenceModel, VisionModel};
+
+/// What an epoch's training phase measured.
+pub(super) struct EpochTotals {
+    /// When the epoch started (its record's `seconds` include validation).
+    pub started: Instant,
+    /// Wall time of the training phase, seconds.
+    pub train_seconds: f64,
+    /// Training images seen.
+    pub seen: usize,
+    /// Of those, predicted correctly.
+    pub correct: usize,
+    /// Sum of the per-image training loss.
+    pub loss_sum: f64,
+    /// Base (head) learning rate of the first batch.
+    pub first_lr: Option<f64>,
+}
+
+/// One batch's forward pass.
+struct Forward {
+    /// The mean loss, with its autodiff graph.
+    loss: Tensor<1>,
+    /// Its value.
+    value: f32,
+    /// Images in the batch.
+    images: usize,
+    /// Correct predictions.
+    hits: usize,
+}
+
+impl EpochTotals {
+    fn new(started: Instant) -> Self {
+        EpochTotals {
+            started,
+            train_seconds: 0.0,
+            seen: 0,
+            correct: 0,
+            loss_sum: 0.0,
+            first_lr: None,
+        }
+    }
+
+    /// Adds one stepped batch.
+    fn add(&mut self, step: &Forward) {
+        self.seen += step.images;
+        self.correct += step.hits;
+        self.loss_sum += step.value as f64 * step.images as f64;
+    }
+
+    /// Mean training loss so far.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.seen as f64
+    }
+
+    /// Training accuracy so far.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.seen as f64
+    }
+}
+
+impl Learner {
+    /// Trains `model` for one epoch on the training data; returns it with the epoch's
+    /// totals. Errors on failing data, a bad input shape, a non-finite loss, or no batches.
+    pub(super) fn train_epoch<M: VisionModel>(
+        &self,
+        mut model: M,
+        run: &mut FitRun<M>,
+        data: &FitData<'_, M>,
+        epoch: usize,
+        started: Instant,
+    ) -> Result<(M, EpochTotals), TrainError> {
+        let epoch_lr = self.epoch_lr(run);
+        let (epochs, batches) = (self.config.epochs, data.batches);
+        self.emit(FitEvent::EpochStarted {
+            epoch,
+            epochs,
+            batches,
+        });
+        let mut totals = EpochTotals::new(started);
+        let loader = data.train_source().batches(epoch);
+        for (b, batch) in loader.iter().enumerate() {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
+            let lr = match &epoch_lr {
+                Some(lr) => lr.clone(),
+                None => step_schedule(run),
+            };
+            totals.first_lr.get_or_insert(lr.base());
+            let step = forward(&model, data, batch)?;
+            if !step.value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    batch: b + 1,
+                    loss: step.value,
+                    last_good: run.state.epochs_done,
+                });
+            }
+            let grads = GradientsParams::from_grads(step.loss.backward(), &model);
+            model = run.optim.step(lr, model, grads);
+            totals.add(&step);
+            self.emit(FitEvent::Batch {
+                epoch,
+                batch: b + 1,
+                batches,
+                loss: totals.loss(),
+                accuracy: totals.accuracy(),
+            });
+        }
+        if totals.seen == 0 {
+            return Err(TrainError::Data(format!(
+                "epoch {epoch} produced no training batches"
+            )));
+        }
+        totals.train_seconds = started.elapsed().as_secs_f64();
+        Ok((model, totals))
+    }
+
+    /// The learning rate of the whole epoch when the schedule steps per epoch (stepping it);
+    /// `None` when it steps per batch.
+    fn epoch_lr<M>(&self, run: &mut FitRun<M>) -> Option<ModuleLearningRate> {
+        match self.config.schedule_unit {
+            ScheduleUnit::Epoch => Some(step_schedule(run)),
+            ScheduleUnit::Batch => None,
+        }
+    }
+}
+
+/// Advances the schedule one unit; returns its learning rates.
+fn step_schedule<M>(run: &mut FitRun<M>) -> ModuleLearningRate {
+    run.state.schedule_steps += 1;
+    run.scheduler.step()
+}
+
+/// Checks a batch's shape and runs it forward: the head alone on cached features, the head on
+/// the prepared frozen backbone, or the whole model; then the loss and the hits.
+fn forward<M: VisionModel>(
+    model: &M,
+    data: &FitData<'_, M>,
+    batch: ImageBatch,
+) -> Result<Forward, TrainError> {
+    let images = batch.images.without_autodiff();
+    let targets = batch.targets.without_autodiff();
+    let n = targets.dims()[0];
+    let cached = data.cached.is_some();
+    if !cached {
+        model
+            .check_input(images.dims())
+            .map_err(TrainError::model)?;
+    }
+    let logits = if cached {
+        model.forward_classifier(images.flatten(1, 3))
+    } else if let Some(backbone) = &data.backbone {
+        model.forward_classifier(backbone.forward_pre_logits(images))
+    } else {
+        // BatchNorm layers normalising with batch statistics need more than one value per
+        // channel (PyTorch: "Expected more than 1 value per channel when training"); checked
+        // from the shape before any kernel runs.
+        model
+            .check_training_batch(images.dims())
+            .map_err(TrainError::model)?;
+        model.forward(images)
+    };
+    let loss = data.loss_fn.forward(logits.clone(), targets.clone());
+    let (value, hits) = read_loss_and_hits(loss.clone(), logits, targets)?;
+    Ok(Forward {
+        loss,
+        value,
+        images: n,
+        hits,
+    })
+}
+
+/// Loss value and number of correct predictions of one batch.
+fn read_loss_and_hits(
+    loss: Tensor<1>,
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+) -> Result<(f32, usize), TrainError> {
+    let hits = logits
+        .without_autodiff()
+        .argmax(1)
+        .flatten::<1>(0, 1)
+        .equal(targets)
+        .int()
+        .sum();
+    let hits = read_indices(hits)?.first().copied().unwrap_or(0);
+    Ok((loss.without_autodiff().into_scalar::<f32>(), hits))
+}

@@ -1,0 +1,322 @@
+//! The first phase of [`Learner::fit`]: the inputs checked, the run directory locked, the
+//! checkpoint resumed (or a previous run's outputs refused), the optimizer and schedule built,
+//! and the frozen backbone's features cached; plus the state the later phases share.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+
+use super::TrainError;
+use super::checkpoint::{self, LoopState, RunLock};
+use super::config::LearnerConfig;
+use super::evaluate::EvalPath;
+use super::features;
+use super::history::History;
+use super::learner::Learner;
+use super::progress::FitEvent;
+use super::schedule::ScheduleUnit;
+use super::source::{BatchSource, TensorSource};
+use crate::model::VisionModel;
+
+/// The loop's mutable state between phases (the model being trained moves through the
+/// optimizer by value and travels beside it).
+pub(super) struct FitRun<M> {
+    /// The best epoch's weights so far (without autodiff).
+    pub best: M,
+    pub optim: ModuleOptimizer,
+    pub scheduler: ModuleLrScheduler,
+    /// What checkpoints store: epochs done, best metric, history, schedule steps.
+    pub state: LoopState,
+    /// Epochs done in the checkpoint this run resumed from.
+    pub resumed_from: Option<usize>,
+    pub stopped_early: bool,
+    /// The run directory's lock, held until `fit` returns.
+    pub lock: Option<RunLock>,
+}
+
+/// What the phases read but never change: the data, in the form the loop trains on.
+pub(super) struct FitData<'a, M: VisionModel> {
+    /// The training data as given.
+    pub train: &'a dyn BatchSource,
+    /// The validation data as given (the picture reports read its items).
+    pub val: &'a dyn BatchSource,
+    /// Cached backbone features of `train` and `val`, when caching.
+    pub cached: Option<(TensorSource, TensorSource)>,
+    /// The frozen backbone, prepared once for inference (head-only training without a cache).
+    pub backbone: Option<M::Inference>,
+    pub loss_fn: CrossEntropyLoss,
+    /// Training batches per epoch.
+    pub batches: usize,
+}
+
+impl<M: VisionModel> FitData<'_, M> {
+    /// The batches the training phase runs on: cached features, or the data as given.
+    pub fn train_source(&self) -> &dyn BatchSource {
+        match &self.cached {
+            Some((train, _)) => train,
+            None => self.train,
+        }
+    }
+
+    /// The batches validation runs on.
+    pub fn val_source(&self) -> &dyn BatchSource {
+        match &self.cached {
+            Some((_, val)) => val,
+            None => self.val,
+        }
+    }
+
+    /// How validation turns a batch into logits: the head on cached features, the prepared
+    /// frozen backbone then the head, or the whole model.
+    pub fn eval_path(&self) -> EvalPath<'_, M::Inference> {
+        match (&self.cached, &self.backbone) {
+            (Some(_), _) => EvalPath::HeadOnly,
+            (None, Some(backbone)) => EvalPath::Backbone(backbone),
+            (None, None) => EvalPath::Full,
+        }
+    }
+}
+
+impl Learner {
+    /// Start or resume: everything before the first epoch. Returns the model to train (on the
+    /// autodiff device, in train mode), the loop state and the data.
+    pub(super) fn start<'a, M: VisionModel>(
+        &self,
+        model: M,
+        train: &'a dyn BatchSource,
+        val: &'a dyn BatchSource,
+    ) -> Result<(M, FitRun<M>, FitData<'a, M>), TrainError> {
+        let head_only = self.check_inputs(&model, train, val)?;
+        let plain = model.device().without_autodiff();
+        let autodiff = plain.clone().autodiff();
+        plain.seed(self.config.seed);
+
+        let batches = train.num_items().div_ceil(train.batch_size().max(1));
+        let mut run = self.new_run(&model, batches)?;
+        // Held until `fit` returns: a second run into the same directory fails at once.
+        run.lock = self
+            .run_dir
+            .as_deref()
+            .map(checkpoint::lock_run_dir)
+            .transpose()?;
+        let (model, run) = match &self.run_dir {
+            Some(run_dir) => self.resume_or_refuse(run_dir, model, run, &plain)?,
+            None => (model, run),
+        };
+
+        let model = model.fork(&autodiff).train();
+        let cached = self.cached_features(&model, train, val, head_only)?;
+        // A frozen backbone never changes: fold it (and, on CPU, prepare its host path) once.
+        let backbone = (head_only && cached.is_none()).then(|| model.for_inference());
+        let data = FitData {
+            train,
+            val,
+            cached,
+            backbone,
+            loss_fn: CrossEntropyLossConfig::new().init(&autodiff),
+            batches,
+        };
+        Ok((model, run, data))
+    }
+
+    /// Checks the configuration, the data and the model; returns whether only the head trains
+    /// (backbone frozen with frozen BatchNorm).
+    fn check_inputs<M: VisionModel>(
+        &self,
+        model: &M,
+        train: &dyn BatchSource,
+        val: &dyn BatchSource,
+    ) -> Result<bool, TrainError> {
+        self.config.validate()?;
+        if train.num_items() == 0 {
+            return Err(TrainError::Data("the training data is empty".into()));
+        }
+        if val.num_items() == 0 {
+            return Err(TrainError::Data("the validation data is empty".into()));
+        }
+        let stages = model.stages();
+        if model.freeze_state().frozen_index(&stages) == Some(stages.len().saturating_sub(1)) {
+            return Err(TrainError::Config(
+                "the whole model is frozen: nothing would train (unfreeze the head)".into(),
+            ));
+        }
+        Ok(model.is_head_only())
+    }
+
+    /// A fresh run: the schedule, the optimizer and an empty loop state; the best model so
+    /// far is the one given.
+    fn new_run<M: VisionModel>(
+        &self,
+        model: &M,
+        batches: usize,
+    ) -> Result<FitRun<M>, TrainError> {
+        let config = &self.config;
+        let units_per_epoch = match config.schedule_unit {
+            ScheduleUnit::Epoch => 1,
+            ScheduleUnit::Batch => batches,
+        };
+        let scheduler = config.schedule.build(
+            config.lr,
+            config.epochs * units_per_epoch,
+            config.backbone_lr_mult,
+            model.backbone_group(),
+        )?;
+        Ok(FitRun {
+            best: model.valid(),
+            optim: config.optimizer.build()?,
+            scheduler,
+            state: LoopState {
+                epochs_done: 0,
+                best_metric: config.monitor.worst(),
+                stale_epochs: 0,
+                history: History::default(),
+                config: config.clone(),
+                schedule_steps: 0,
+                files: Default::default(),
+            },
+            resumed_from: None,
+            stopped_early: false,
+            lock: None,
+        })
+    }
+
+    /// With a checkpoint in `run_dir`: resumes it when asked to (its model and state replace
+    /// `model` and `run`), refuses otherwise. Without one: refuses a directory holding a
+    /// previous run's outputs.
+    fn resume_or_refuse<M: VisionModel>(
+        &self,
+        run_dir: &Path,
+        model: M,
+        run: FitRun<M>,
+        device: &Device,
+    ) -> Result<(M, FitRun<M>), TrainError> {
+        match checkpoint::latest(run_dir)? {
+            Some(dir) if self.resume => self.resume_from(&dir, &model, run, device),
+            Some(dir) => Err(TrainError::Checkpoint {
+                path: dir,
+                reason: "the run directory already holds a checkpoint: resume it, or choose another output directory".into(),
+            }),
+            None => {
+                // No checkpoint, but a previous run's results: never overwrite them.
+                let found = checkpoint::previous_outputs(run_dir);
+                if found.is_empty() {
+                    return Ok((model, run));
+                }
+                Err(TrainError::Checkpoint {
+                    path: checkpoint::checkpoint_dir(run_dir),
+                    reason: format!(
+                        "missing, but the run directory holds a previous run's {}: {}; nothing was overwritten",
+                        found.join(", "),
+                        if self.resume {
+                            "there is nothing to resume from (restore the checkpoint directory, or start the run in another output directory)"
+                        } else {
+                            "choose another output directory"
+                        }
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Loads the checkpoint in `dir` after checking it fits this configuration and `model`'s
+    /// architecture; returns its model and `run` continued from its state.
+    fn resume_from<M: VisionModel>(
+        &self,
+        dir: &Path,
+        model: &M,
+        run: FitRun<M>,
+        device: &Device,
+    ) -> Result<(M, FitRun<M>), TrainError> {
+        let ck = checkpoint::load::<M>(dir, device)?;
+        check_compatible(&ck.state.config, &self.config, dir)?;
+        if ck.model.config() != model.config() {
+            return Err(TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                reason:
+                    "the checkpoint holds a different architecture than the model passed to fit"
+                        .into(),
+            });
+        }
+        let run = FitRun {
+            best: ck.best,
+            optim: run.optim.load_record(ck.optimizer),
+            scheduler: run.scheduler.load_record(ck.scheduler),
+            resumed_from: Some(ck.state.epochs_done),
+            state: LoopState {
+                config: self.config.clone(),
+                ..ck.state
+            },
+            ..run
+        };
+        self.emit(FitEvent::Resumed {
+            checkpoint: dir,
+            epochs_done: run.state.epochs_done,
+        });
+        Ok((ck.model, run))
+    }
+
+    /// The frozen backbone's features of `train` and `val`, when caching is on; errors when
+    /// the backbone or the training transform does not allow it.
+    fn cached_features<M: VisionModel>(
+        &self,
+        model: &M,
+        train: &dyn BatchSource,
+        val: &dyn BatchSource,
+        head_only: bool,
+    ) -> Result<Option<(TensorSource, TensorSource)>, TrainError> {
+        if !self.cache_features {
+            return Ok(None);
+        }
+        if !head_only {
+            return Err(TrainError::Config(format!(
+                "feature caching needs a frozen backbone with frozen BatchNorm (freeze_backbone() with BnPolicy::Frozen; this model has {}): under BnPolicy::TrainMode or Trainable the backbone's BatchNorm statistics change every batch, so its features cannot be computed once (turn cache_features off, or use with_bn_policy(BnPolicy::Frozen))",
+                model.freeze_state().describe()
+            )));
+        }
+        if !train.is_deterministic() {
+            return Err(TrainError::Config(
+                "feature caching needs a training transform without randomness (no random flip or crop)".into(),
+            ));
+        }
+        let t0 = Instant::now();
+        let extracted = (
+            features::extract(model, train, Some(self.config.seed))?,
+            features::extract(model, val, None)?,
+        );
+        self.emit(FitEvent::FeaturesCached {
+            train_images: train.num_items(),
+            val_images: val.num_items(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        Ok(Some(extracted))
+    }
+}
+
+/// A checkpoint can be resumed with the same settings (the number of epochs, early stopping
+/// and report options may change).
+fn check_compatible(
+    saved: &LearnerConfig,
+    current: &LearnerConfig,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let normalise = |c: &LearnerConfig| LearnerConfig {
+        epochs: 0,
+        early_stopping_patience: None,
+        prediction_grid: 0,
+        ..c.clone()
+    };
+    if normalise(saved) != normalise(current) {
+        return Err(TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "it was written with different settings ({}); resume with the same settings or use another output directory",
+                serde_json::to_string(saved).unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
+}
