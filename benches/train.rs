@@ -26,7 +26,9 @@
 //! everything on the calling thread (a one-thread rayon pool), for `perf record --call-graph
 //! dwarf` profiles in which every parallel loop keeps its caller.
 
-#[allow(unused_imports)]
+#[path = "../examples/common/cli.rs"]
+mod cli;
+
 use finetune::model::VisionModel;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -52,71 +54,110 @@ struct Args {
     single_thread: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        devices: vec![DeviceChoice::Flex],
-        quick: false,
-        pytorch: true,
-        pytorch_device: "cpu".into(),
-        json: None,
-        leak_epochs: 0,
-        sizes: vec![32, 224],
-        conv: ConvImpl::Auto,
-        tune_allocator: true,
-        single_thread: false,
-        workloads: vec![
-            "finetune_step".into(),
-            "frozen_step".into(),
-            "eval_forward".into(),
-        ],
-    };
-    if cfg!(feature = "wgpu") {
-        args.devices.push(DeviceChoice::Wgpu);
-    }
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--devices" => {
-                args.devices = value()?
-                    .split(',')
-                    .map(|d| d.parse::<DeviceChoice>().map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?
-            }
-            "--sizes" => {
-                args.sizes = value()?
-                    .split(',')
-                    .map(|s| s.parse::<usize>().map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?
-            }
-            "--workloads" => args.workloads = value()?.split(',').map(str::to_string).collect(),
-            "--conv" => {
-                args.conv = match value()?.as_str() {
-                    "auto" => ConvImpl::Auto,
-                    "backend" => ConvImpl::Backend,
-                    "gemm" => ConvImpl::Gemm,
-                    "host" => ConvImpl::Host,
-                    other => {
-                        return Err(format!(
-                            "--conv: unknown '{other}' (auto, backend, gemm, host)"
-                        ));
-                    }
-                }
-            }
-            "--quick" => args.quick = true,
-            "--default-allocator" => args.tune_allocator = false,
-            "--no-pytorch" => args.pytorch = false,
-            "--single-thread" => args.single_thread = true,
-            "--pytorch-device" => args.pytorch_device = value()?,
-            "--json" => args.json = Some(value()?),
-            "--leak-epochs" => {
-                args.leak_epochs = value()?.parse().map_err(|_| "--leak-epochs: a number")?
-            }
-            "--bench" => {} // passed by `cargo bench`
-            other => return Err(format!("unknown argument {other}")),
+/// Training and inference throughput of ResNet-18, side by side with PyTorch in the same run.
+#[derive(clap::Parser, Debug)]
+#[command(name = "train", allow_negative_numbers = true)]
+struct Cli {
+    /// Devices to measure, comma-separated: flex, ndarray, wgpu [default: flex, and wgpu when
+    /// built in]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = cli::device)]
+    devices: Vec<DeviceChoice>,
+
+    /// Fewer timed runs and epochs
+    #[arg(long)]
+    quick: bool,
+
+    /// Skip the PyTorch baseline (benches/pytorch_baseline.py)
+    #[arg(long)]
+    no_pytorch: bool,
+
+    /// The PyTorch baseline's device (cpu, cuda)
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pytorch_device: String,
+
+    /// Also write the table as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json: Option<String>,
+
+    /// Also run N epochs and print the resident memory after each (it must stay flat)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    leak_epochs: usize,
+
+    /// Image sizes, comma-separated (batch 128 up to 64 pixels, 32 above)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [32, 224])]
+    sizes: Vec<usize>,
+
+    /// Workloads, comma-separated
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_values = WORKLOADS,
+        value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS)
+    )]
+    workloads: Vec<String>,
+
+    /// Convolution kernels
+    #[arg(long, value_enum, default_value_t = Conv::Auto)]
+    conv: Conv,
+
+    /// Measure with glibc's default allocator settings (skip `finetune::tune_allocator`)
+    #[arg(long)]
+    default_allocator: bool,
+
+    /// Run everything on the calling thread (a one-thread rayon pool), for `perf record
+    /// --call-graph dwarf` profiles in which every parallel loop keeps its caller
+    #[arg(long)]
+    single_thread: bool,
+
+    /// Passed by `cargo bench`; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const WORKLOADS: [&str; 3] = ["finetune_step", "frozen_step", "eval_forward"];
+
+/// `--conv`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Conv {
+    /// Per device (`ConvImpl::Auto`)
+    Auto,
+    /// Burn's own convolution kernels
+    Backend,
+    /// The batched-GEMM lowering written with tensor operations
+    Gemm,
+    /// The flex host kernels
+    Host,
+}
+
+/// The command line; `--help` and usage errors end the program (exit codes 0 and 2).
+fn parse_args() -> Args {
+    let cli: Cli = cli::parse_or_exit();
+    let mut devices = cli.devices;
+    if devices.is_empty() {
+        devices.push(DeviceChoice::Flex);
+        if cfg!(feature = "wgpu") {
+            devices.push(DeviceChoice::Wgpu);
         }
     }
-    Ok(args)
+    Args {
+        devices,
+        quick: cli.quick,
+        pytorch: !cli.no_pytorch,
+        pytorch_device: cli.pytorch_device,
+        json: cli.json,
+        leak_epochs: cli.leak_epochs,
+        sizes: cli.sizes,
+        workloads: cli.workloads,
+        conv: match cli.conv {
+            Conv::Auto => ConvImpl::Auto,
+            Conv::Backend => ConvImpl::Backend,
+            Conv::Gemm => ConvImpl::Gemm,
+            Conv::Host => ConvImpl::Host,
+        },
+        tune_allocator: !cli.default_allocator,
+        single_thread: cli.single_thread,
+    }
 }
 
 fn batch_for(size: usize) -> usize {
@@ -288,13 +329,7 @@ fn best_of(
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     if args.single_thread {
         // Everything inside a one-thread rayon pool: parallel loops then run on the calling
         // thread, so `perf record --call-graph dwarf` sees whose loop each sample is in

@@ -7,22 +7,67 @@
 //! backbone then runs once per batch on the inference path), and `--cache-features` (frozen
 //! BatchNorm) computes its features once. The run's first line names the policy.
 //!
+//! The steps are those of `examples/finetune.rs`, composed by `finetune::recipe::run`.
+//!
 //! ```text
 //! cargo run --release --example feature_extractor
 //! cargo run --release --example feature_extractor -- --bn frozen
 //! cargo run --release --example feature_extractor -- --cache-features
 //! ```
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/progress.rs"]
 mod progress;
 #[path = "common/tutorial.rs"]
 mod tutorial;
 
-fn main() -> std::process::ExitCode {
-    tutorial::main(
-        "feature_extractor",
-        finetune::recipe::Mode::FeatureExtractor,
-    )
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use finetune::model::BnPolicy;
+use finetune::recipe::{Mode, run_with_sink};
+
+use progress::ConsoleProgress;
+
+/// Trains a new head on a frozen ImageNet-pretrained ResNet, on CIFAR-10 or your own images
+/// (PyTorch's transfer-learning tutorial, "ConvNet as fixed feature extractor").
+#[derive(clap::Parser, Debug)]
+#[command(name = "feature_extractor", allow_negative_numbers = true)]
+struct Args {
+    #[command(flatten)]
+    tutorial: tutorial::TutorialArgs,
+
+    /// Compute the frozen backbone's features once (no random flip; BatchNorm frozen)
+    #[arg(long, help_heading = "Feature extractor")]
+    cache_features: bool,
+
+    /// The frozen backbone's BatchNorm: train-mode (the tutorial: batch statistics, running
+    /// statistics updated, affine fixed), frozen (eval mode, all fixed) or trainable (fastai's
+    /// train_bn) [default: train-mode; frozen with --cache-features]
+    #[arg(long, value_name = "POLICY", value_parser = bn_policy, help_heading = "Feature extractor")]
+    bn: Option<BnPolicy>,
+}
+
+fn bn_policy(value: &str) -> Result<BnPolicy, String> {
+    BnPolicy::parse(value).ok_or_else(|| "expected train-mode, frozen or trainable".into())
+}
+
+fn main() -> ExitCode {
+    // Keep freed activation buffers in the process between steps (see its docs).
+    finetune::tune_allocator();
+    let args = match cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let mut options = args.tutorial.options(Mode::FeatureExtractor);
+    options.cache_features = args.cache_features;
+    options.bn_policy = args.bn;
+    // The console sink prints the run's progress; it is dropped (its bar cleared) before an
+    // error is printed.
+    let result = run_with_sink(&options, Arc::new(ConsoleProgress::new()));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => tutorial::fail(e),
+    }
 }

@@ -1,20 +1,165 @@
-//! PyTorch's transfer-learning tutorial, "finetuning the ConvNet", on CIFAR-10: ResNet-18 from
-//! ImageNet weights, a new 10-class head, every layer trained with SGD (lr 0.001, momentum 0.9)
-//! and StepLR(7, 0.1), the best validation epoch kept, then test accuracy and pictures.
+//! PyTorch's transfer-learning tutorial, "finetuning the ConvNet", on CIFAR-10, step by step:
+//! the data split into train / validation / test, ResNet-18 with ImageNet weights, a new
+//! 10-class head, every layer trained with SGD (lr 0.001, momentum 0.9) and StepLR(7, 0.1), the
+//! best validation epoch kept, then the test accuracy and pictures. Read [`finetune`] top to
+//! bottom: each step is a call or two into the library (`finetune::recipe` holds the data and
+//! model steps; `recipe::run` composes the same steps into one call, which the
+//! `feature_extractor` example uses).
+//!
+//! Without a network (or with `FINETUNE_OFFLINE=1`) it runs on the bundled 1,000-image
+//! CIFAR-10 sample from random initialisation, saying so.
 //!
 //! ```text
 //! cargo run --release --example finetune                  # CIFAR-10 (or the bundled sample)
 //! cargo run --release --example finetune -- --data-dir ~/data/cifar-10-batches-bin --epochs 5
+//! cargo run --release --example finetune -- --image-folder hymenoptera_data --upsample 224
 //! cargo run --release --example finetune -- --help
 //! ```
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/progress.rs"]
 mod progress;
 #[path = "common/tutorial.rs"]
 mod tutorial;
 
-fn main() -> std::process::ExitCode {
-    tutorial::main("finetune", finetune::recipe::Mode::FineTune)
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use finetune::data::{LoaderConfig, Pipeline, default_workers};
+use finetune::recipe::{self, Mode};
+use finetune::train::{Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate};
+
+use finetune::model::VisionModel;
+use progress::ConsoleProgress;
+use tutorial::TutorialArgs;
+
+/// Fine-tunes an ImageNet-pretrained ResNet on CIFAR-10 or your own images (PyTorch's
+/// transfer-learning tutorial): a new head, every layer trained.
+#[derive(clap::Parser, Debug)]
+#[command(name = "finetune", allow_negative_numbers = true)]
+struct Args {
+    #[command(flatten)]
+    tutorial: TutorialArgs,
+}
+
+fn main() -> ExitCode {
+    // Keep freed activation buffers in the process between steps (see its docs).
+    finetune::tune_allocator();
+    let args = match cli::parse::<Args>() {
+        Ok(args) => args.tutorial,
+        Err(code) => return code,
+    };
+    match finetune(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => tutorial::fail(e),
+    }
+}
+
+/// The tutorial's steps.
+fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
+    let device = args.device.device()?;
+
+    // 1. Data: CIFAR-10 (downloaded once and cached), an extracted copy, your image folders or
+    //    the bundled sample, split with a seed into train / validation / test (CIFAR's test
+    //    set 50/50 into validation and test). Without a network: the bundled sample, and a
+    //    note saying why.
+    let data = recipe::load_data(&args.data(), &args.data_options())?
+        .limit(args.train_limit, args.val_limit);
+    for note in &data.notes {
+        println!("{note}");
+    }
+    let [n_train, n_val, n_test] = data.sizes();
+    println!(
+        "data: {} | train {n_train} / val {n_val} / test {n_test} images | {} classes",
+        data.description,
+        data.classes.len()
+    );
+
+    // 2. Model: a backbone pretrained on ImageNet, by its timm/torchvision name (`--arch`;
+    //    resnet18 by default: `finetune::weights::pretrained(arch)`), or the weights named by
+    //    `--weights`. Without a network: random initialisation, and a note saying why.
+    let backbone = recipe::load_backbone(
+        &args.weights,
+        args.arch.as_deref(),
+        args.weights_key.as_deref(),
+        &device,
+    )?;
+    if let Some(note) = &backbone.note {
+        println!("{note}");
+    }
+    println!("model: {} | {}", backbone.arch(), backbone.description);
+
+    // 3. A new head: the classifier (ResNet's `fc`) replaced by a freshly initialised layer
+    //    with one output per class. Every layer stays trainable (`.freeze_backbone()` here
+    //    would train the head only; `.freeze_to("layer3")?` anything in between).
+    let model = backbone.model.reset_classifier(data.classes.len())?;
+
+    // 4. Pipelines and loaders: images normalised with the statistics the weights were
+    //    trained with (the data's own for random weights), randomly flipped for training;
+    //    training batches shuffled with the seed, validation and test in order.
+    let normalize = backbone.normalize.unwrap_or(data.normalize);
+    let mut train_pipeline = Pipeline::train(normalize);
+    let mut eval_pipeline = Pipeline::eval(normalize);
+    if let Some(size) = args.upsample {
+        train_pipeline = train_pipeline.upsample(size);
+        eval_pipeline = eval_pipeline.upsample(size);
+    }
+    let workers = args.workers.unwrap_or_else(default_workers);
+    let loaders = data.loaders(
+        train_pipeline,
+        eval_pipeline,
+        LoaderConfig::train(args.batch_size, args.seed).with_workers(workers),
+        &device,
+    )?;
+
+    // 5. Optimizer and schedule: SGD (lr 0.001, momentum 0.9) and StepLR, the learning rate
+    //    divided by 10 every 7 epochs.
+    let config = LearnerConfig::default()
+        .with_epochs(args.epochs)
+        .with_lr(args.lr)
+        .with_seed(args.seed)
+        .with_optimizer(OptimizerConfig::sgd(0.9))
+        .with_schedule(Schedule::Step {
+            step_size: 7,
+            gamma: 0.1,
+        })
+        .with_schedule_unit(ScheduleUnit::Epoch);
+
+    // 6. Training: a training and a validation phase every epoch, the best validation epoch's
+    //    weights kept; a checkpoint every epoch (`--resume` continues from it), the history
+    //    and the best model in the run directory. Progress goes to a sink of our choice: here
+    //    one that prints a line per epoch (and a progress bar on a terminal).
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| recipe::default_run_dir(Mode::FineTune));
+    println!(
+        "fine-tuning on {} | run dir {}",
+        args.device.resolve(),
+        run_dir.display()
+    );
+    let outcome = Learner::new(config)
+        .sink(Arc::new(ConsoleProgress::new()))
+        .run_dir(&run_dir)
+        .resume(args.resume)
+        .class_names(data.classes.clone())
+        .fit(model, &loaders.train, &loaders.val)?;
+
+    // 7. Test: the best model, once, on images it never saw.
+    let test = evaluate(&outcome.model, &loaders.test)?;
+    println!(
+        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4})",
+        test.accuracy, test.loss, outcome.best_epoch, outcome.history.best_val_acc
+    );
+
+    // 8. Pictures, drawn by the Learner: the loss and accuracy curves, the confusion matrix
+    //    and validation images with their predicted labels (the tutorial's `visualize_model`).
+    for picture in ["curves.png", "confusion.png", "predictions.png"] {
+        let path = run_dir.join(picture);
+        if path.is_file() {
+            println!("{}", path.display());
+        }
+    }
+    Ok(())
 }

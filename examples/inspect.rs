@@ -1,4 +1,4 @@
-//! Prints a ResNet's parameter summary: total, trainable and frozen parameters per stage.
+//! Prints a model's parameter summary: total, trainable and frozen parameters per stage.
 //!
 //! ```text
 //! cargo run --release --example inspect -- resnet50 --num-classes 10 --freeze-backbone
@@ -7,86 +7,77 @@
 //! ```
 //!
 //! `--weights FILE` reads the architecture from a `.pth` / `.safetensors` file, loads it
-//! strictly and prints the load report (where the state_dict was found, what was stripped,
-//! what else the file holds); `--weights-key KEY` picks one state_dict of a checkpoint holding
-//! several.
+//! strictly and prints the load report; `--help` lists every flag.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
-use finetune::model::{BnPolicy, ResNetConfig, Stage};
+use finetune::model::{AnyModel, BnPolicy, ResNetConfig, VisionModel, create_model};
 use finetune::weights::import::describe;
 use finetune::weights::{LoadOptions, WeightsFile};
 
-const USAGE: &str = "usage: inspect [resnet18|resnet34|resnet50|resnet101|resnet152] \
-[--num-classes N] [--freeze-backbone | --freeze-to stem|layer1..layer4|fc] [--bn-trainable] \
-[--device flex|ndarray|wgpu] [--weights FILE [--weights-key KEY]]";
+/// Prints a model's parameter summary: total, trainable and frozen parameters per stage.
+#[derive(clap::Parser, Debug)]
+#[command(name = "inspect", allow_negative_numbers = true)]
+struct Args {
+    /// Architecture, by its timm/torchvision name (resnet18, resnet34, resnet50, resnet101,
+    /// resnet152, ...) [default: resnet18, or the --weights file's]
+    #[arg(value_name = "ARCH", value_parser = cli::utf8())]
+    arch: Option<String>,
 
-fn run() -> Result<(), String> {
-    let mut arch = "resnet18".to_string();
-    let mut num_classes = None;
-    let mut freeze: Option<Stage> = None;
-    let mut bn = BnPolicy::Frozen;
-    let mut device = DeviceChoice::Flex;
-    let mut weights: Option<std::path::PathBuf> = None;
-    let mut weights_key: Option<String> = None;
-    let mut arch_given = false;
-    // Paths (`--weights`) need not be UTF-8; every other argument must be.
-    let mut args = std::env::args_os().skip(1);
-    let text = |v: std::ffi::OsString| {
-        v.into_string()
-            .map_err(|v| format!("'{}' is not valid UTF-8", v.to_string_lossy()))
+    /// Replace the head with one for N classes
+    #[arg(long, value_name = "N", value_parser = cli::positive::<usize>)]
+    num_classes: Option<usize>,
+
+    /// Freeze everything but the head (the fixed feature extractor)
+    #[arg(long, conflicts_with = "freeze_to")]
+    freeze_backbone: bool,
+
+    /// Freeze every stage up to and including STAGE, by the model's stage names (a ResNet's:
+    /// stem, layer1, layer2, layer3, layer4, fc; `head` names the last stage of any model)
+    #[arg(long, value_name = "STAGE", value_parser = cli::utf8())]
+    freeze_to: Option<String>,
+
+    /// Let the BatchNorm layers of frozen stages train (fastai's train_bn) [default: frozen]
+    #[arg(long)]
+    bn_trainable: bool,
+
+    /// Device: flex, ndarray or wgpu (parameters are initialised lazily: even ResNet-152
+    /// allocates almost nothing)
+    #[arg(long, value_parser = cli::device, default_value = "flex")]
+    device: DeviceChoice,
+
+    /// Read the architecture from a .pth / .safetensors file, load it strictly and print the
+    /// load report (where the state_dict was found, what was stripped, what else the file
+    /// holds)
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+
+    /// With --weights: the key of the state_dict to load from a checkpoint holding several
+    #[arg(long, value_name = "KEY", requires = "weights", value_parser = cli::utf8())]
+    weights_key: Option<String>,
+}
+
+/// The library options its errors name, and their flags.
+const FLAGS: &[(&str, &str)] = &[("LoadOptions::key", "--weights-key")];
+
+fn run(args: Args) -> Result<(), String> {
+    let arch_given = args.arch.is_some();
+    let mut arch = args.arch.unwrap_or_else(|| "resnet18".into());
+    let bn = if args.bn_trainable {
+        BnPolicy::Trainable
+    } else {
+        BnPolicy::Frozen
     };
-    while let Some(arg) = args.next() {
-        let arg = text(arg)?;
-        let mut next = |missing: &str| match args.next() {
-            Some(v) => text(v),
-            None => Err(missing.to_string()),
-        };
-        match arg.as_str() {
-            "--num-classes" => {
-                let v = next("--num-classes needs a value")?;
-                num_classes = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| format!("--num-classes: '{v}' is not a number"))?,
-                );
-            }
-            "--freeze-backbone" => freeze = Some(Stage::new("layer4")),
-            "--freeze-to" => {
-                let v = next("--freeze-to needs a stage")?;
-                freeze = Some(Stage::from(v));
-            }
-            "--bn-trainable" => bn = BnPolicy::Trainable,
-            "--weights" => {
-                weights = Some(args.next().ok_or("--weights needs a file")?.into());
-            }
-            "--weights-key" => {
-                weights_key = Some(next("--weights-key needs a key")?);
-            }
-            "--device" => {
-                let v = next("--device needs a value")?;
-                device = v.parse().map_err(|e: finetune::Error| e.to_string())?;
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other if other.starts_with('-') => {
-                return Err(format!("unknown flag {other} (see --help)"));
-            }
-            other => {
-                arch = other.to_string();
-                arch_given = true;
-            }
-        }
-    }
     // Parameters are initialised lazily: summarising even ResNet-152 allocates almost nothing.
-    let device = device.device().map_err(|e| e.to_string())?;
-    let mut model = match &weights {
+    let device = args.device.device().map_err(|e| e.to_string())?;
+    let mut model = match &args.weights {
         Some(path) => {
-            let options = match &weights_key {
+            let options = match &args.weights_key {
                 Some(key) => LoadOptions::strict().key(key),
                 None => LoadOptions::strict(),
             };
@@ -108,18 +99,17 @@ fn run() -> Result<(), String> {
             }
             println!("{}: {report}\n", path.display());
             arch = describe(&config);
-            model
+            AnyModel::from(model)
         }
-        None => ResNetConfig::from_name(&arch, 1000)
-            .map_err(|e| e.to_string())?
-            .try_init(&device)
-            .map_err(|e| e.to_string())?,
+        None => create_model(&arch, 1000, &device).map_err(|e| e.to_string())?,
     };
-    if let Some(n) = num_classes {
+    if let Some(n) = args.num_classes {
         model = model.reset_classifier(n).map_err(|e| e.to_string())?;
     }
     model = model.with_bn_policy(bn);
-    if let Some(stage) = freeze {
+    if args.freeze_backbone {
+        model = model.freeze_backbone();
+    } else if let Some(stage) = args.freeze_to {
         model = model.freeze_to(stage).map_err(|e| e.to_string())?;
     }
     let state = model.freeze_state();
@@ -139,10 +129,14 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args = match cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli::with_flags(e, FLAGS));
             ExitCode::FAILURE
         }
     }

@@ -8,15 +8,11 @@
 //! cargo run --release --example predict -- --weights w.safetensors --input-tensor x.safetensors --json
 //! ```
 //!
-//! `--weights` is `auto` (the default weights of `--arch`, ResNet-18 when not given), a registry
-//! name (`resnet18`, `resnet50.v2`, `ResNet50_Weights.IMAGENET1K_V2`, ...) downloaded into the
-//! cache (`FINETUNE_CACHE`, `FINETUNE_OFFLINE=1`), or a `.pth` / `.safetensors` file.
-//! `--input-tensor FILE` reads a safetensors tensor named `input` `[N, 3, H, W]`, already
-//! normalised; with `--json` it prints `{"logits": [[...]], "features": [[...]]}`.
-//! `--arch` (`auto` reads it from the file) and `--num-classes` choose the architecture of a
-//! file; `--weights-key KEY` picks the state_dict of a checkpoint holding several (`model`,
-//! `ema`, as the error lists them); `--device` is `auto`, `flex`, `ndarray` or `wgpu`. Errors
-//! are one line on stderr.
+//! `--weights` is `auto`, a registry name downloaded into the cache, or a `.pth` /
+//! `.safetensors` file; `--help` lists every flag. Errors are one line on stderr.
+
+#[path = "common/cli.rs"]
+mod cli;
 
 #[allow(unused_imports)]
 use finetune::model::VisionModel;
@@ -29,91 +25,65 @@ use finetune::data::read_image;
 use finetune::download::Cache;
 use finetune::weights::{Classifier, LoadOptions, WeightsSource, read_input_tensor};
 
-const USAGE: &str = "usage: predict --weights <auto|NAME|FILE> (--image FILE [--image FILE ...] | --input-tensor FILE.safetensors) [--top K] [--json] [--arch auto|resnet18|resnet34|resnet50|resnet101|resnet152] [--num-classes N] [--weights-key KEY] [--device auto|flex|ndarray|wgpu]";
-
-#[derive(Debug, Default)]
+/// Classifies images with pretrained ResNet weights (torchvision's "Classify an image" recipe).
+#[derive(clap::Parser, Debug)]
+#[command(name = "predict", allow_negative_numbers = true)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["images", "input_tensor"])))]
 struct Args {
-    weights: Option<OsString>,
+    /// Weights: auto (the default weights of --arch; ResNet-18 when not given), a registry
+    /// name (resnet18, resnet50.v2, ResNet50_Weights.IMAGENET1K_V2, ...) downloaded into the
+    /// cache (FINETUNE_CACHE, FINETUNE_OFFLINE=1), or a .pth / .safetensors file
+    #[arg(long, value_name = "auto|NAME|FILE", default_value = "auto")]
+    weights: OsString,
+
+    /// An image to classify (repeat the flag for several)
+    #[arg(long = "image", value_name = "FILE")]
     images: Vec<PathBuf>,
+
+    /// Instead of images: a safetensors file whose tensor `input` [N, 3, H, W] is already
+    /// normalised
+    #[arg(long, value_name = "FILE")]
     input_tensor: Option<PathBuf>,
+
+    /// Predictions shown per image
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = cli::positive::<usize>)]
     top: usize,
+
+    /// Print JSON (with --input-tensor: {"logits": [[...]], "features": [[...]]})
+    #[arg(long)]
     json: bool,
+
+    /// Architecture of a weights file: auto (read from the file), resnet18, resnet34,
+    /// resnet50, resnet101 or resnet152 [default: auto]
+    #[arg(long, value_name = "NAME", value_parser = cli::utf8())]
     arch: Option<String>,
+
+    /// Classes of a weights file's head [default: read from the file]
+    #[arg(long, value_name = "N", value_parser = cli::positive::<usize>)]
     num_classes: Option<usize>,
+
+    /// A checkpoint holding several state_dicts (model, ema, ... as the error lists them): the
+    /// key of the one to load
+    #[arg(long, value_name = "KEY", value_parser = cli::utf8())]
     weights_key: Option<String>,
+
+    /// Device: auto (wgpu when built in and a GPU is present, else flex), flex, ndarray or wgpu
+    #[arg(long, value_parser = cli::device, default_value = "auto")]
     device: DeviceChoice,
 }
 
-/// Arguments as given: paths (`--image`, `--input-tensor`, `--weights`) need not be UTF-8; every other
-/// value must be.
-fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Args>, String> {
-    let mut parsed = Args {
-        top: 5,
-        ..Args::default()
-    };
-    let mut args = args.peekable();
-    while let Some(flag) = args.next() {
-        let flag = flag.to_string_lossy().into_owned();
-        let mut raw_value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value (see --help)"))
-        };
-        if flag == "--image" {
-            parsed.images.push(raw_value("--image")?.into());
-            continue;
-        }
-        if flag == "--weights" {
-            parsed.weights = Some(raw_value("--weights")?);
-            continue;
-        }
-        if flag == "--input-tensor" {
-            parsed.input_tensor = Some(raw_value("--input-tensor")?.into());
-            continue;
-        }
-        let mut value = |name: &str| {
-            raw_value(name)?
-                .into_string()
-                .map_err(|v| format!("{name}: '{}' is not valid UTF-8", v.to_string_lossy()))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--top" => {
-                let v = value("--top")?;
-                parsed.top = v
-                    .parse()
-                    .ok()
-                    .filter(|&k| k > 0)
-                    .ok_or_else(|| format!("--top expects a positive integer, got '{v}'"))?;
-            }
-            "--json" => parsed.json = true,
-            "--arch" => parsed.arch = Some(value("--arch")?),
-            "--weights-key" => parsed.weights_key = Some(value("--weights-key")?),
-            "--num-classes" => {
-                let v = value("--num-classes")?;
-                parsed.num_classes = Some(v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    format!("--num-classes expects a positive integer, got '{v}'")
-                })?);
-            }
-            "--device" => {
-                parsed.device = value("--device")?
-                    .parse()
-                    .map_err(|e: finetune::Error| e.to_string())?;
-            }
-            other => return Err(format!("unknown argument '{other}' (see --help)")),
-        }
-    }
-    if parsed.images.is_empty() == parsed.input_tensor.is_none() {
-        return Err("give either --image (one or more) or --input-tensor (see --help)".into());
-    }
-    Ok(Some(parsed))
-}
+/// The library options its errors name, and their flags.
+const FLAGS: &[(&str, &str)] = &[
+    ("LoadOptions::key", "--weights-key"),
+    ("`arch` of `Classifier::load`", "--arch"),
+    ("`num_classes` of `Classifier::load`", "--num-classes"),
+    ("ResNet::from_weights_file", "--arch auto"),
+    ("ResNetConfig::from_name", "--arch"),
+];
 
 fn run(args: Args) -> finetune::Result<()> {
     let device = args.device.device()?;
-    let source = WeightsSource::parse_os(
-        args.weights.as_deref().unwrap_or("auto".as_ref()),
-        args.arch.as_deref(),
-    )?;
+    let source = WeightsSource::parse_os(&args.weights, args.arch.as_deref())?;
     let cache = Cache::from_env()?;
     let options = match &args.weights_key {
         Some(key) => LoadOptions::strict().key(key),
@@ -188,21 +158,14 @@ fn print_predictions(predictions: &[finetune::weights::Prediction]) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli::with_flags(e.to_string(), FLAGS));
             ExitCode::FAILURE
         }
     }

@@ -10,11 +10,10 @@
 //! CIFAR-10 sample shipped with the crate is used. The batch goes through the same loader,
 //! transforms and normalisation as training, and is de-normalised for display.
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "common/cli.rs"]
+mod cli;
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,51 +24,89 @@ use finetune::data::{
 };
 use finetune::viz::{GridStyle, save_grid_with};
 
-const USAGE: &str = "usage: show_batch [--data-dir DIR | --image-folder DIR | --sample] \
-[--out batch.png] [--count N] [--augment flip|cifar|none] [--size N] [--seed N] [--epoch N]";
+/// Writes one augmented training batch as a picture (the tutorial's `imshow` of a batch).
+#[derive(clap::Parser, Debug)]
+#[command(name = "show_batch", allow_negative_numbers = true)]
+struct Args {
+    /// An extracted cifar-10-batches-bin directory [default: the bundled CIFAR-10 sample]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
-const KNOWN: &[&str] = &[
-    "data-dir",
-    "image-folder",
-    "sample",
-    "out",
-    "count",
-    "augment",
-    "size",
-    "seed",
-    "epoch",
-];
+    /// A folder of class folders, DIR/<class>/*
+    #[arg(long, value_name = "DIR", conflicts_with = "data_dir")]
+    image_folder: Option<PathBuf>,
 
-fn run() -> Result<(), String> {
-    let args = args::Args::parse(&["sample"])?;
-    if args.flag("help") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    args.reject_unknown(KNOWN)
-        .map_err(|e| format!("{e} (see --help)"))?;
-    let out = args
-        .path("out")
-        .unwrap_or_else(|| std::path::PathBuf::from("batch.png"));
-    let count: usize = args.or("count", 32)?;
-    if count == 0 {
-        return Err("--count must be at least 1".into());
-    }
-    let seed: u64 = args.or("seed", 0)?;
-    let epoch: usize = args.or("epoch", 0)?;
-    let size: Option<u32> = args.opt("size")?;
-    if size == Some(0) {
-        return Err("--size must be at least 1 (pixels per side)".into());
-    }
-    let augment = args.get("augment").unwrap_or("flip");
+    /// The bundled CIFAR-10 sample (the default)
+    #[arg(long, conflicts_with_all = ["data_dir", "image_folder"])]
+    sample: bool,
 
+    /// The picture to write
+    #[arg(long, value_name = "FILE", default_value = "batch.png")]
+    out: PathBuf,
+
+    /// Images in the batch
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = cli::positive::<usize>)]
+    count: usize,
+
+    /// The training augmentation
+    #[arg(long, value_enum, default_value_t = Augment::Flip)]
+    augment: Augment,
+
+    /// Resize images to NxN pixels (image folders: at load; CIFAR: before the augmentation)
+    /// [default: native size]
+    #[arg(long, value_name = "N", value_parser = cli::positive::<u32>)]
+    size: Option<u32>,
+
+    /// Seed of the order and of the augmentation
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+
+    /// The epoch whose first batch is drawn (every epoch has its own order and augmentation)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    epoch: usize,
+}
+
+/// `--augment`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Augment {
+    /// Random horizontal flip (the tutorial's)
+    Flip,
+    /// Random 32x32 crop with 4 pixels of padding, then a random horizontal flip
+    Cifar,
+    /// No augmentation
+    None,
+}
+
+impl Augment {
+    /// The flag's value.
+    fn name(self) -> &'static str {
+        match self {
+            Augment::Flip => "flip",
+            Augment::Cifar => "cifar",
+            Augment::None => "none",
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let Args {
+        data_dir,
+        image_folder,
+        out,
+        count,
+        augment,
+        size,
+        seed,
+        epoch,
+        sample: _,
+    } = args;
     let (dataset, classes, normalize): (ImageDataset, Vec<String>, Normalize) =
-        if let Some(dir) = args.path("image-folder") {
+        if let Some(dir) = &image_folder {
             let mut options = ImageFolderOptions::default();
             if let Some(s) = size {
                 options = options.resize(s);
             }
-            let folder = ImageFolder::open_with(&dir, options).map_err(|e| e.to_string())?;
+            let folder = ImageFolder::open_with(dir, options).map_err(|e| e.to_string())?;
             println!(
                 "{}: {} images, classes {:?}",
                 dir.display(),
@@ -85,7 +122,7 @@ fn run() -> Result<(), String> {
                 Normalize::imagenet(),
             )
         } else {
-            let cifar = match args.path("data-dir") {
+            let cifar = match &data_dir {
                 Some(dir) => Cifar10::from_dir(dir),
                 None => Cifar10::sample(),
             }
@@ -103,19 +140,18 @@ fn run() -> Result<(), String> {
         };
 
     let mut pipeline = match augment {
-        "flip" => Pipeline::new().then(RandomHorizontalFlip::default()),
-        "cifar" => Pipeline::new()
+        Augment::Flip => Pipeline::new().then(RandomHorizontalFlip::default()),
+        Augment::Cifar => Pipeline::new()
             .then(RandomCrop::new(32, 4))
             .then(RandomHorizontalFlip::default()),
-        "none" => Pipeline::new(),
-        other => return Err(format!("--augment: unknown '{other}' (flip, cifar, none)")),
+        Augment::None => Pipeline::new(),
     }
     .normalize(normalize);
-    if let (Some(s), None) = (size, args.get("image-folder")) {
+    if let (Some(s), None) = (size, &image_folder) {
         pipeline = pipeline.upsample(s);
     }
 
-    if dataset.len() < count.max(1) {
+    if dataset.len() < count {
         return Err(format!(
             "--count {count} is larger than the {} images of the dataset: lower --count",
             dataset.len()
@@ -124,7 +160,7 @@ fn run() -> Result<(), String> {
     let loader = ImageLoader::new(
         Arc::new(dataset),
         pipeline,
-        LoaderConfig::train(count.max(1), seed),
+        LoaderConfig::train(count, seed),
         Device::default(),
     );
     loader.check().map_err(|e| e.to_string())?;
@@ -142,7 +178,8 @@ fn run() -> Result<(), String> {
     let labels: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
     let style = GridStyle {
         title: Some(format!(
-            "epoch {epoch}, seed {seed}, augment {augment}: {} images",
+            "epoch {epoch}, seed {seed}, augment {}: {} images",
+            augment.name(),
             images.len()
         )),
         ..GridStyle::default()
@@ -159,7 +196,11 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args = match cli::parse::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

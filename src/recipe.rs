@@ -1,12 +1,25 @@
 //! The whole PyTorch "Transfer Learning for Computer Vision" tutorial (Chilamkurthy, PyTorch
-//! tutorials) as one call, run on CIFAR-10: load the data (the official archive, an extracted
-//! directory, the user's image folders, or the bundled sample), split the test set 50/50 into
-//! validation and test, start from torchvision's ImageNet ResNet, replace the head, fine-tune
-//! everything or train only the head on a frozen backbone, then report test accuracy and
-//! pictures. The `finetune` and `feature_extractor` examples are thin command lines over
-//! [`run`].
+//! tutorials), run on CIFAR-10, as a few documented steps and as one call ([`run`]):
+//!
+//! 1. [`load_data`]: the images — the official CIFAR-10 archive (downloaded and cached), an
+//!    extracted directory, the user's image folders or the bundled sample (also the fallback
+//!    when CIFAR-10 can be neither found nor downloaded) — split with a seed into train /
+//!    validation / test ([`Splits`]; the CIFAR test set is split 50/50 into validation and
+//!    test);
+//! 2. [`load_backbone`]: torchvision's ImageNet ResNet by name, a weights file, or random
+//!    initialisation (also the fallback when the weights can be neither found nor
+//!    downloaded) ([`Backbone`]);
+//! 3. a new head for the data's classes ([`VisionModel::reset_classifier`]), and for the fixed
+//!    feature extractor a frozen backbone;
+//! 4. [`Splits::loaders`]: the train and eval pipelines in batch loaders;
+//! 5. [`TutorialOptions::learner_config`]: SGD (momentum 0.9) and StepLR(7, 0.1) per epoch;
+//! 6. [`Learner::fit`]: the best validation epoch kept, checkpoints, history and pictures
+//!    (`curves.png`, `confusion.png`, `predictions.png`) in the run directory;
+//! 7. [`evaluate`]: the best model on the test split.
+//!
+//! `examples/finetune.rs` walks through these steps one by one; [`run`] composes the same
+//! steps (the `feature_extractor` example is a command line over it).
 
-use crate::model::VisionModel;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,13 +34,12 @@ use crate::data::{
     Normalize, Pipeline, Subset, random_split,
 };
 use crate::error::{Error, Result};
-use crate::model::{BnPolicy, ResNet, ResNetConfig};
+use crate::model::{AnyConfig, AnyModel, BnPolicy, ResNet, VisionModel, create_model};
 use crate::train::{
     Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, OptimizerConfig, Schedule,
     ScheduleUnit, evaluate,
 };
-use crate::weights::ResNetWeights;
-use crate::weights::import::describe;
+use crate::weights::{LoadOptions, ResNetWeights};
 
 /// Fine-tune everything, or train only a new head on a frozen backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,7 +63,7 @@ pub enum DataChoice {
     /// The user's own images: `DIR/train/<class>/*` and `DIR/val/<class>/*` (and optionally
     /// `DIR/test/<class>/*`; without it the validation folder is split 50/50 into validation
     /// and test, like the CIFAR test set). A `DIR` without `train/` holds the class folders
-    /// itself: [`TutorialOptions::holdout`] of it is split off, half for validation and half
+    /// itself: [`DataOptions::holdout`] of it is split off, half for validation and half
     /// for test.
     ImageFolder(PathBuf),
     /// The CIFAR-10 sample shipped with the crate (1,000 train and 200 test images).
@@ -115,7 +127,7 @@ pub struct TutorialOptions {
     /// statistics; asking for both `TrainMode` and `cache_features` is an error).
     pub bn_policy: Option<BnPolicy>,
     /// A weights file holding several state_dicts (`{"model": .., "ema": ..}`): the key of
-    /// the one to load ([`LoadOptions::key`](crate::weights::LoadOptions::key)).
+    /// the one to load ([`LoadOptions::key`]).
     pub weights_key: Option<String>,
     /// Batch-preparation threads (default: all cores).
     pub workers: Option<usize>,
@@ -152,6 +164,32 @@ impl TutorialOptions {
             holdout: 0.1,
         }
     }
+
+    /// How [`load_data`] loads and splits the images: [`seed`](Self::seed),
+    /// [`image_size`](Self::image_size), [`holdout`](Self::holdout).
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            seed: self.seed,
+            image_size: self.image_size,
+            holdout: self.holdout,
+        }
+    }
+
+    /// The tutorial's optimizer and schedule: SGD with [`lr`](Self::lr) and momentum 0.9,
+    /// StepLR(step 7, gamma 0.1) stepped per epoch, [`epochs`](Self::epochs) epochs,
+    /// [`seed`](Self::seed).
+    pub fn learner_config(&self) -> LearnerConfig {
+        LearnerConfig::default()
+            .with_epochs(self.epochs)
+            .with_lr(self.lr)
+            .with_seed(self.seed)
+            .with_optimizer(OptimizerConfig::sgd(0.9))
+            .with_schedule(Schedule::Step {
+                step_size: 7,
+                gamma: 0.1,
+            })
+            .with_schedule_unit(ScheduleUnit::Epoch)
+    }
 }
 
 /// What a tutorial run did.
@@ -187,17 +225,124 @@ pub struct TutorialReport {
     pub history: History,
 }
 
-struct Data {
-    train: Arc<dyn Dataset<ImageItem>>,
-    val: Arc<dyn Dataset<ImageItem>>,
-    test: Arc<dyn Dataset<ImageItem>>,
-    classes: Vec<String>,
-    description: String,
-    is_cifar: bool,
+/// How [`load_data`] loads and splits the images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataOptions {
+    /// Seed of the splits: the same seed gives the same split.
+    pub seed: u64,
+    /// Image folders: the square size images are resized to at load, in pixels (at least 1;
+    /// 224 for ImageNet weights at their native resolution).
+    pub image_size: u32,
+    /// Image folders without `train/`: the fraction held out for validation and test, strictly
+    /// between 0 and 1.
+    pub holdout: f64,
 }
 
-/// A shared image dataset.
-type Images = Arc<dyn Dataset<ImageItem>>;
+impl Default for DataOptions {
+    /// Seed 42, images resized to 224x224, 10% held out.
+    fn default() -> Self {
+        DataOptions {
+            seed: 42,
+            image_size: 224,
+            holdout: 0.1,
+        }
+    }
+}
+
+/// The images of a run, split into train / validation / test ([`load_data`]'s result).
+#[derive(Clone)]
+pub struct Splits {
+    /// The training images.
+    pub train: Arc<dyn Dataset<ImageItem>>,
+    /// The validation images (the best epoch is chosen on them).
+    pub val: Arc<dyn Dataset<ImageItem>>,
+    /// The test images (seen once, by the best model).
+    pub test: Arc<dyn Dataset<ImageItem>>,
+    /// The class names; a label is an index into them.
+    pub classes: Vec<String>,
+    /// Where the images came from, in words.
+    pub description: String,
+    /// The data's own normalisation (CIFAR-10's statistics for CIFAR, ImageNet's for image
+    /// folders), for a backbone without weights of its own ([`Backbone::normalize`]).
+    pub normalize: Normalize,
+    /// What to tell the user, one line each: the fallback to the bundled sample and why, the
+    /// files an image folder skipped.
+    pub notes: Vec<String>,
+}
+
+impl std::fmt::Debug for Splits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Splits")
+            .field("sizes", &self.sizes())
+            .field("classes", &self.classes)
+            .field("description", &self.description)
+            .field("normalize", &self.normalize)
+            .field("notes", &self.notes)
+            .finish()
+    }
+}
+
+/// The three loaders of a run ([`Splits::loaders`]).
+#[derive(Clone, Debug)]
+pub struct Loaders {
+    /// Shuffled, augmented, last partial batch dropped.
+    pub train: ImageLoader,
+    /// In order, every image, no augmentation.
+    pub val: ImageLoader,
+    /// In order, every image, no augmentation.
+    pub test: ImageLoader,
+}
+
+impl Splits {
+    /// At most `train` training images and at most `val` validation and `val` test images
+    /// (the first ones of each split; `None`: all of them).
+    pub fn limit(mut self, train: Option<usize>, val: Option<usize>) -> Self {
+        self.train = limit(self.train, train);
+        self.val = limit(self.val, val);
+        self.test = limit(self.test, val);
+        self
+    }
+
+    /// Images in the train / validation / test splits.
+    pub fn sizes(&self) -> [usize; 3] {
+        [self.train.len(), self.val.len(), self.test.len()]
+    }
+
+    /// The loaders of the three splits: `train_pipeline` with `config` (shuffled, as
+    /// [`LoaderConfig::train`] sets it) for training; `eval_pipeline` in order, every image, the
+    /// same batch size and workers ([`LoaderConfig::eval`]) for validation and test.
+    ///
+    /// # Errors
+    /// A split without images, a batch size of 0 or larger than the training split (its last
+    /// partial batch is dropped, so no batch would remain), or a pipeline that does not fit the
+    /// images ([`ImageLoader::check`]).
+    pub fn loaders(
+        &self,
+        train_pipeline: Pipeline,
+        eval_pipeline: Pipeline,
+        config: LoaderConfig,
+        device: &Device,
+    ) -> Result<Loaders> {
+        check_sizes(self.sizes(), config.batch_size)?;
+        let eval = |ds: &Arc<dyn Dataset<ImageItem>>| {
+            ImageLoader::new(
+                ds.clone(),
+                eval_pipeline.clone(),
+                LoaderConfig::eval(config.batch_size).with_workers(config.num_workers),
+                device.clone(),
+            )
+        };
+        let loaders = Loaders {
+            val: eval(&self.val),
+            test: eval(&self.test),
+            train: ImageLoader::new(self.train.clone(), train_pipeline, config, device.clone()),
+        };
+        for loader in [&loaders.train, &loaders.val, &loaders.test] {
+            loader.check()?;
+        }
+        Ok(loaders)
+    }
+}
 
 fn limit(ds: Arc<dyn Dataset<ImageItem>>, n: Option<usize>) -> Arc<dyn Dataset<ImageItem>> {
     match n {
@@ -205,6 +350,9 @@ fn limit(ds: Arc<dyn Dataset<ImageItem>>, n: Option<usize>) -> Arc<dyn Dataset<I
         _ => ds,
     }
 }
+
+/// A shared image dataset.
+type Images = Arc<dyn Dataset<ImageItem>>;
 
 fn split_half(ds: impl Dataset<ImageItem> + 'static, seed: u64) -> Result<(Images, Images)> {
     let mut parts = random_split(ds, [0.5, 0.5], seed)?;
@@ -218,33 +366,33 @@ fn split_half(ds: impl Dataset<ImageItem> + 'static, seed: u64) -> Result<(Image
     }
 }
 
-fn cifar_data(cifar: Cifar10, what: String, seed: u64) -> Result<Data> {
+fn cifar_splits(cifar: Cifar10, what: String, seed: u64) -> Result<Splits> {
     let (val, test) = split_half(cifar.test(), seed)?;
-    Ok(Data {
+    Ok(Splits {
         train: Arc::new(cifar.train()),
         val,
         test,
         classes: cifar.classes().to_vec(),
         description: what,
-        is_cifar: true,
+        normalize: Normalize::cifar10(),
+        notes: Vec::new(),
     })
 }
 
-/// Loads an image folder, saying in one line what was ignored.
-fn folder(dir: &Path, size: u32, say: &dyn Fn(&str)) -> Result<ImageFolder> {
+/// Loads an image folder, noting in one line what was ignored.
+fn folder(dir: &Path, size: u32, notes: &mut Vec<String>) -> Result<ImageFolder> {
     if size == 0 {
         return Err(DataError::Transform {
             transform: "Resize",
-            reason: "image folders are resized to 0x0 pixels: set TutorialOptions::image_size \
-                     (--image-size) to at least 1 (224 for ImageNet weights)"
+            reason: "image folders are resized to 0x0 pixels: set the image size \
+                     (DataOptions::image_size, TutorialOptions::image_size) to at least 1 (224 \
+                     for ImageNet weights)"
                 .into(),
         }
         .into());
     }
     let folder = ImageFolder::open_with(dir, ImageFolderOptions::default().resize(size))?;
-    if let Some(line) = folder.load_summary() {
-        say(&line);
-    }
+    notes.extend(folder.load_summary());
     Ok(folder)
 }
 
@@ -269,42 +417,72 @@ fn check_splittable(
     Ok(())
 }
 
-fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
-    match &opts.data {
-        DataChoice::Sample => cifar_data(
+/// Step 1, the data: loads `choice` and splits it with `options.seed` into train / validation /
+/// test.
+///
+/// - CIFAR-10 ([`DataChoice::Auto`], [`DataChoice::CifarDir`], [`DataChoice::Sample`]): the
+///   50,000 training images train; the 10,000 test images are split 50/50 into validation and
+///   test, as the tutorial's validation set is.
+/// - [`DataChoice::Auto`] falls back to the bundled sample when CIFAR-10 can be neither found
+///   in the cache nor downloaded (offline, `FINETUNE_OFFLINE=1`), saying why in
+///   [`Splits::notes`].
+/// - [`DataChoice::ImageFolder`]: `train/` and `val/` (and `test/`, or `val/` split 50/50), or
+///   a folder of class folders with [`DataOptions::holdout`] of it split off, half for
+///   validation and half for test. Images are resized to [`DataOptions::image_size`] at load.
+///
+/// ```no_run
+/// use finetune::recipe::{DataChoice, DataOptions, load_data};
+/// let data = load_data(&DataChoice::Auto, &DataOptions::default())?;
+/// for note in &data.notes {
+///     println!("{note}");
+/// }
+/// println!("{}: {:?} images", data.description, data.sizes());
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// A directory that cannot be read or holds no images ([`DataError`]), image folders too small
+/// to split, train and validation folders with different classes, a holdout outside (0, 1).
+pub fn load_data(choice: &DataChoice, options: &DataOptions) -> Result<Splits> {
+    let seed = options.seed;
+    match choice {
+        DataChoice::Sample => cifar_splits(
             Cifar10::sample()?,
             "the bundled CIFAR-10 sample".into(),
-            opts.seed,
+            seed,
         ),
-        DataChoice::CifarDir(dir) => cifar_data(
+        DataChoice::CifarDir(dir) => cifar_splits(
             Cifar10::from_dir(dir)?,
             format!("CIFAR-10 from {}", dir.display()),
-            opts.seed,
+            seed,
         ),
         DataChoice::Auto => match Cifar10::download() {
             Ok(cifar) => {
                 let what = format!("CIFAR-10 ({})", cifar.dir().display());
-                cifar_data(cifar, what, opts.seed)
+                cifar_splits(cifar, what, seed)
             }
             Err(e) => {
                 let sample = Cifar10::sample()?;
-                say(&format!(
+                let note = format!(
                     "CIFAR-10 could not be found or downloaded ({}); running on the bundled sample ({} train / {} test images)",
                     first_line(&e.to_string()),
                     sample.train().len(),
                     sample.test().len()
-                ));
-                cifar_data(sample, "the bundled CIFAR-10 sample".into(), opts.seed)
+                );
+                let mut splits = cifar_splits(sample, "the bundled CIFAR-10 sample".into(), seed)?;
+                splits.notes.push(note);
+                Ok(splits)
             }
         },
         DataChoice::ImageFolder(root) if !root.join("train").is_dir() => {
-            if !(opts.holdout > 0.0 && opts.holdout < 1.0) {
+            if !(options.holdout > 0.0 && options.holdout < 1.0) {
                 return Err(Error::InvalidConfig(format!(
-                    "holdout must be between 0 and 1 (got {})",
-                    opts.holdout
+                    "the holdout (DataOptions::holdout, TutorialOptions::holdout) must be between 0 and 1 (got {})",
+                    options.holdout
                 )));
             }
-            let all = folder(root, opts.image_size, say)?;
+            let mut notes = Vec::new();
+            let all = folder(root, options.image_size, &mut notes)?;
             let classes = all.classes().to_vec();
             let n = all.len();
             check_splittable(
@@ -314,10 +492,10 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                 3,
                 ", or give it train/ and val/ sub-folders of their own",
             )?;
-            let held = ((n as f64 * opts.holdout).round() as usize).clamp(2, n.saturating_sub(1));
+            let held =
+                ((n as f64 * options.holdout).round() as usize).clamp(2, n.saturating_sub(1));
             let val_n = held / 2;
-            let mut parts =
-                random_split(all.dataset(), [n - held, val_n, held - val_n], opts.seed)?;
+            let mut parts = random_split(all.dataset(), [n - held, val_n, held - val_n], seed)?;
             let (test, val, train) = match (parts.pop(), parts.pop(), parts.pop()) {
                 (Some(t), Some(v), Some(tr)) => (t, v, tr),
                 _ => {
@@ -326,7 +504,7 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                     ));
                 }
             };
-            Ok(Data {
+            Ok(Splits {
                 train: Arc::new(train),
                 val: Arc::new(val),
                 test: Arc::new(test),
@@ -334,14 +512,16 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                 description: format!(
                     "image folder {} ({:.0}% held out for validation and test)",
                     root.display(),
-                    opts.holdout * 100.0
+                    options.holdout * 100.0
                 ),
-                is_cifar: false,
+                normalize: Normalize::imagenet(),
+                notes,
             })
         }
         DataChoice::ImageFolder(root) => {
-            let train = folder(&root.join("train"), opts.image_size, say)?;
-            let val = folder(&root.join("val"), opts.image_size, say)?;
+            let mut notes = Vec::new();
+            let train = folder(&root.join("train"), options.image_size, &mut notes)?;
+            let val = folder(&root.join("val"), options.image_size, &mut notes)?;
             if train.classes() != val.classes() {
                 return Err(Error::InvalidConfig(format!(
                     "{} and {} have different class folders ({:?} vs {:?})",
@@ -353,7 +533,7 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
             }
             let classes = train.classes().to_vec();
             let (val, test): (Images, Images) = if root.join("test").is_dir() {
-                let test = folder(&root.join("test"), opts.image_size, say)?;
+                let test = folder(&root.join("test"), options.image_size, &mut notes)?;
                 if test.classes() != classes.as_slice() {
                     return Err(Error::InvalidConfig(format!(
                         "{} has different class folders than {}",
@@ -370,15 +550,16 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
                     2,
                     ", or add a test/ folder beside it",
                 )?;
-                split_half(val.dataset(), opts.seed)?
+                split_half(val.dataset(), seed)?
             };
-            Ok(Data {
+            Ok(Splits {
                 train: Arc::new(train.dataset()),
                 val,
                 test,
                 classes,
                 description: format!("image folders in {}", root.display()),
-                is_cifar: false,
+                normalize: Normalize::imagenet(),
+                notes,
             })
         }
     }
@@ -386,32 +567,45 @@ fn load_data(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Data> {
 
 /// Every split has an image, and the training set holds at least one batch (its last partial
 /// batch is dropped).
-fn check_sizes(opts: &TutorialOptions, sizes: [usize; 3]) -> Result<()> {
+fn check_sizes(sizes: [usize; 3], batch_size: usize) -> Result<()> {
     for (n, what, option) in [
-        (sizes[0], "training", "train_limit (--train-limit)"),
-        (sizes[1], "validation", "val_limit (--val-limit)"),
-        (sizes[2], "test", "val_limit (--val-limit)"),
+        (
+            sizes[0],
+            "training",
+            "the train limit (TutorialOptions::train_limit)",
+        ),
+        (
+            sizes[1],
+            "validation",
+            "the val limit (TutorialOptions::val_limit)",
+        ),
+        (
+            sizes[2],
+            "test",
+            "the val limit (TutorialOptions::val_limit)",
+        ),
     ] {
         if n == 0 {
             return Err(Error::InvalidConfig(format!(
-                "the {what} set is empty: raise TutorialOptions::{option} or add images"
+                "the {what} set is empty: raise {option} or add images"
             )));
         }
     }
-    if opts.batch_size == 0 {
+    if batch_size == 0 {
         return Err(Error::InvalidConfig(
-            "the batch size is 0: set TutorialOptions::batch_size (--batch-size) to at least 1"
+            "the batch size is 0: set it (LoaderConfig::batch_size, TutorialOptions::batch_size) \
+             to at least 1"
                 .into(),
         ));
     }
-    if sizes[0] < opts.batch_size {
+    if sizes[0] < batch_size {
         return Err(DataError::BatchLargerThanData {
-            batch_size: opts.batch_size,
+            batch_size,
             items: sizes[0],
             what: "training set",
             fix: format!(
-                "lower the batch size to at most {} (TutorialOptions::batch_size, --batch-size), \
-                 or add training images",
+                "lower the batch size to at most {} (LoaderConfig::batch_size, \
+                 TutorialOptions::batch_size), or add training images",
                 sizes[0]
             ),
         }
@@ -424,84 +618,149 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// The model with the requested starting weights and the normalisation to use with it; the
-/// weights must be of [`TutorialOptions::arch`] when it is given.
-fn build_model(
-    opts: &TutorialOptions,
-    num_classes: usize,
-    is_cifar: bool,
+/// A network to fine-tune, with the weights it starts from ([`load_backbone`]'s result).
+#[derive(Debug)]
+pub struct Backbone {
+    /// The network (any registered architecture), with the head of its weights (1000
+    /// ImageNet classes for torchvision's); replace it with
+    /// [`VisionModel::reset_classifier`].
+    pub model: AnyModel,
+    /// The normalisation the weights were trained with (`None` for random initialisation:
+    /// use the data's own, [`Splits::normalize`]).
+    pub normalize: Option<Normalize>,
+    /// The starting weights, in words (`ResNet18_Weights.IMAGENET1K_V1`, `random
+    /// initialisation`, ...).
+    pub description: String,
+    /// Why training starts from random initialisation when [`WeightsChoice::Auto`]'s weights
+    /// could be neither found nor downloaded (one line for the user).
+    pub note: Option<String>,
+}
+
+impl Backbone {
+    /// The architecture's name (`resnet18`, ...; the topology in words for other shapes).
+    pub fn arch(&self) -> String {
+        self.model.arch()
+    }
+}
+
+/// Step 2, the model: the backbone `weights` describe, of architecture `arch` (`resnet18`,
+/// `resnet50`, ...).
+///
+/// - [`WeightsChoice::Auto`]: the architecture's default torchvision ImageNet weights
+///   ([`ResNetWeights::default_for`], then [`ResNet::pretrained`]: downloaded once and
+///   cached); random initialisation when they can be neither found nor downloaded (offline,
+///   `FINETUNE_OFFLINE=1`), saying why in [`Backbone::note`].
+/// - [`WeightsChoice::Named`]: these registry weights ([`ResNet::pretrained`]).
+/// - [`WeightsChoice::File`]: a `.pth` / `.safetensors` state_dict, loaded strictly, its
+///   architecture read from the file; `key` picks one state_dict of a checkpoint holding
+///   several ([`LoadOptions::key`]).
+/// - [`WeightsChoice::None`]: random initialisation.
+///
+/// `arch: None` means the architecture of the weights (ResNet-18 for `Auto` and `None`).
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use finetune::recipe::{WeightsChoice, load_backbone};
+/// let backbone = load_backbone(&WeightsChoice::Auto, Some("resnet50"), None, &Device::flex())?;
+/// use finetune::model::VisionModel;
+/// let model = backbone.model.reset_classifier(10)?; // a new head
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// An unknown architecture; weights of another architecture than `arch` (never silently
+/// ignored); a `key` without a weights file; named weights that cannot be downloaded; a file
+/// that does not load strictly ([`crate::weights::WeightsError`]).
+pub fn load_backbone(
+    weights: &WeightsChoice,
+    arch: Option<&str>,
+    key: Option<&str>,
     device: &Device,
-    say: &dyn Fn(&str),
-) -> Result<(ResNet, Normalize, String)> {
-    let built = build_model_unchecked(opts, num_classes, is_cifar, device, say)?;
-    if let Some(arch) = &opts.arch {
-        let asked = ResNetConfig::from_name(arch, num_classes)?;
-        let got = built.0.config();
-        if (asked.layers, asked.block) != (got.layers, got.block) {
+) -> Result<Backbone> {
+    check_key(weights, key)?;
+    let backbone = backbone_unchecked(weights, arch, key, device)?;
+    if let Some(arch) = arch {
+        // An unknown name is an error listing the registered architectures.
+        AnyConfig::from_name(arch, 1000)?;
+        if crate::model::arch_of(arch) != backbone.arch() {
             return Err(Error::InvalidConfig(format!(
-                "the starting weights are a {}, not a {arch}: leave the architecture unset (TutorialOptions::arch, --arch) to use the weights' own, or choose weights of {arch}",
-                got.arch_name()
-                    .map_or_else(|| describe(&got), str::to_string)
+                "the starting weights are a {}, not a {arch}: leave the architecture unset (TutorialOptions::arch, the `arch` of load_backbone) to use the weights' own, or choose weights of {arch}",
+                backbone.arch()
             )));
         }
     }
-    Ok(built)
+    Ok(backbone)
 }
 
-fn build_model_unchecked(
-    opts: &TutorialOptions,
-    num_classes: usize,
-    is_cifar: bool,
+/// A weights key only picks a state_dict of a weights file.
+fn check_key(weights: &WeightsChoice, key: Option<&str>) -> Result<()> {
+    if key.is_some() && !matches!(weights, WeightsChoice::File(_)) {
+        return Err(Error::InvalidConfig(
+            "a weights key (LoadOptions::key, TutorialOptions::weights_key) picks a state_dict inside a weights file: give the file as the weights (WeightsChoice::File), or drop the key".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn backbone_unchecked(
+    weights: &WeightsChoice,
+    arch: Option<&str>,
+    key: Option<&str>,
     device: &Device,
-    say: &dyn Fn(&str),
-) -> Result<(ResNet, Normalize, String)> {
-    let random = |why: Option<String>| -> Result<(ResNet, Normalize, String)> {
-        if let Some(why) = why {
-            say(&format!(
-                "ImageNet weights could not be found or downloaded ({why}); starting from random initialisation"
-            ));
-        }
-        let arch = opts.arch.as_deref().unwrap_or("resnet18");
-        let model = ResNetConfig::from_name(arch, num_classes)?.try_init(device)?;
-        let normalize = if is_cifar {
-            Normalize::cifar10()
-        } else {
-            Normalize::imagenet()
-        };
-        Ok((model, normalize, "random initialisation".into()))
+) -> Result<Backbone> {
+    let random = |note: Option<String>| -> Result<Backbone> {
+        let model = create_model(arch.unwrap_or("resnet18"), 1000, device)?;
+        Ok(Backbone {
+            model,
+            normalize: None,
+            description: "random initialisation".into(),
+            note,
+        })
     };
-    let pretrained = |weights: ResNetWeights| -> Result<(ResNet, Normalize, String)> {
-        let model = ResNet::pretrained(weights, device)?.reset_classifier(num_classes)?;
+    let pretrained = |weights: ResNetWeights| -> Result<Backbone> {
         let p = weights.preprocess();
-        Ok((model, Normalize::new(p.mean, p.std), weights.name()))
+        Ok(Backbone {
+            model: ResNet::pretrained(weights, device)?.into(),
+            normalize: Some(Normalize::new(p.mean, p.std)),
+            description: weights.name(),
+            note: None,
+        })
     };
-    match &opts.weights {
+    match weights {
         WeightsChoice::None => random(None),
         WeightsChoice::Named(w) => pretrained(*w),
         WeightsChoice::Auto => {
-            let weights = ResNetWeights::default_for(opts.arch.as_deref().unwrap_or("resnet18"))?;
+            let name = arch.unwrap_or("resnet18");
+            // An unknown architecture is an error, never a silent fallback.
+            AnyConfig::from_name(name, 1000)?;
+            let weights = ResNetWeights::default_for(name)?;
             match pretrained(weights) {
                 Ok(found) => Ok(found),
-                Err(e) => random(Some(first_line(&e.to_string()).to_string())),
+                Err(e) => random(Some(format!(
+                    "ImageNet weights could not be found or downloaded ({}); starting from random initialisation",
+                    first_line(&e.to_string())
+                ))),
             }
         }
         WeightsChoice::File(path) => {
-            let options = match &opts.weights_key {
-                Some(key) => crate::weights::LoadOptions::strict().key(key),
-                None => crate::weights::LoadOptions::strict(),
+            let options = match key {
+                Some(key) => LoadOptions::strict().key(key),
+                None => LoadOptions::strict(),
             };
             let (model, report) = ResNet::from_weights_file_with(path, &options, device)?;
-            let model = model.reset_classifier(num_classes)?;
-            Ok((
-                model,
-                Normalize::imagenet(),
-                format!("weights from {} ({report})", path.display()),
-            ))
+            Ok(Backbone {
+                model: model.into(),
+                normalize: Some(Normalize::imagenet()),
+                description: format!("weights from {} ({report})", path.display()),
+                note: None,
+            })
         }
     }
 }
 
-fn default_run_dir(mode: Mode) -> PathBuf {
+/// The default run directory of `mode`: `runs/<mode>-<unix time>` (`runs/finetune-...`,
+/// `runs/feature_extractor-...`).
+pub fn default_run_dir(mode: Mode) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -513,9 +772,37 @@ fn default_run_dir(mode: Mode) -> PathBuf {
     PathBuf::from("runs").join(format!("{name}-{secs}"))
 }
 
-/// Runs the tutorial, reporting nothing ([`run_with_sink`] reports its progress). The outputs
-/// go to the run directory: `checkpoint/`, `history.json`, `history.csv`, `config.json`,
-/// `best_model.bpk`, `curves.png`, `confusion.png`, `predictions.png` and `summary.json`.
+/// The checks [`run`] makes before it loads anything; the backbone's BatchNorm policy.
+fn check_options(opts: &TutorialOptions) -> Result<BnPolicy> {
+    if opts.resume && opts.out.is_none() {
+        return Err(Error::InvalidConfig(
+            "resuming (TutorialOptions::resume) needs the run directory to continue: set TutorialOptions::out".into(),
+        ));
+    }
+    check_key(&opts.weights, opts.weights_key.as_deref())?;
+    if opts.cache_features && opts.mode != Mode::FeatureExtractor {
+        return Err(Error::InvalidConfig(
+            "feature caching needs the feature-extractor mode (a frozen backbone)".into(),
+        ));
+    }
+    match (opts.bn_policy, opts.cache_features) {
+        (None, false) => Ok(BnPolicy::TrainMode),
+        (None, true) => Ok(BnPolicy::Frozen),
+        (Some(BnPolicy::Frozen), _) => Ok(BnPolicy::Frozen),
+        (Some(policy), true) => Err(Error::InvalidConfig(format!(
+            "feature caching needs BatchNorm policy frozen, not {policy} (TutorialOptions::bn_policy): the backbone's statistics would change every batch; drop TutorialOptions::cache_features or use the frozen policy"
+        ))),
+        (Some(policy), false) => Ok(policy),
+    }
+}
+
+/// Runs the tutorial: the module's steps in order, [`load_data`], [`load_backbone`], a new
+/// head (and a frozen backbone in [`Mode::FeatureExtractor`]), [`Splits::loaders`],
+/// [`TutorialOptions::learner_config`], [`Learner::fit`] and [`evaluate`] on the test split.
+/// Every option is checked before anything is loaded or written. It reports nothing
+/// ([`run_with_sink`] reports progress); the outputs go to the run directory: `checkpoint/`,
+/// `history.json`, `history.csv`, `config.json`, `best_model.bpk`, `curves.png`, `confusion.png`,
+/// `predictions.png` and `summary.json`.
 ///
 /// ```no_run
 /// use finetune::recipe::{Mode, TutorialOptions, run};
@@ -528,8 +815,11 @@ pub fn run(opts: &TutorialOptions) -> Result<TutorialReport> {
 }
 
 /// [`run`], reporting to `sink`: the Learner's [`FitEvent`]s, and the recipe's own lines (what
-/// data, model and device it uses, what it fell back to, the test result) as
+/// data and weights were used, why a fallback happened, the test result) as
 /// [`FitEvent::Note`]s. The examples pass a console sink that prints them.
+///
+/// # Errors
+/// As [`run`].
 pub fn run_with_sink(opts: &TutorialOptions, sink: Arc<dyn FitSink>) -> Result<TutorialReport> {
     run_reporting(opts, Some(&sink))
 }
@@ -544,48 +834,31 @@ fn run_reporting(
             sink.event(&FitEvent::Note(line));
         }
     };
-    if opts.resume && opts.out.is_none() {
-        return Err(Error::InvalidConfig(
-            "--resume needs the run directory to continue: pass --out DIR".into(),
-        ));
-    }
-    if opts.weights_key.is_some() && !matches!(opts.weights, WeightsChoice::File(_)) {
-        return Err(Error::InvalidConfig(
-            "weights_key (--weights-key) picks a state_dict inside a weights file: give the file as the weights (--weights FILE), or drop the key".into(),
-        ));
-    }
-    if opts.cache_features && opts.mode != Mode::FeatureExtractor {
-        return Err(Error::InvalidConfig(
-            "feature caching needs the feature-extractor mode (a frozen backbone)".into(),
-        ));
-    }
-    let bn_policy = match (opts.bn_policy, opts.cache_features) {
-        (None, false) => BnPolicy::TrainMode,
-        (None, true) => BnPolicy::Frozen,
-        (Some(BnPolicy::Frozen), _) => BnPolicy::Frozen,
-        (Some(policy), true) => {
-            return Err(Error::InvalidConfig(format!(
-                "feature caching needs BatchNorm policy frozen, not {policy} (bn_policy, --bn): the backbone's statistics would change every batch; drop cache_features (--cache-features) or use the frozen policy"
-            )));
-        }
-        (Some(policy), false) => policy,
-    };
+    let bn_policy = check_options(opts)?;
     let device = opts.device.device()?;
-    let data = load_data(opts, &say)?;
-    let train = limit(data.train.clone(), opts.train_limit);
-    let val = limit(data.val.clone(), opts.val_limit);
-    let test = limit(data.test.clone(), opts.val_limit);
-    check_sizes(opts, [train.len(), val.len(), test.len()])?;
-    let (mut model, normalize, weights) =
-        build_model(opts, data.classes.len(), data.is_cifar, &device, &say)?;
-    let arch = model
-        .config()
-        .arch_name()
-        .map_or_else(|| describe(&model.config()), str::to_string);
+    // 1. The images, split (the bundled sample when CIFAR-10 is unavailable).
+    let data = load_data(&opts.data, &opts.data_options())?.limit(opts.train_limit, opts.val_limit);
+    for note in &data.notes {
+        say(note);
+    }
+    // 2. The backbone (random initialisation when `Auto`'s weights are unavailable).
+    let backbone = load_backbone(
+        &opts.weights,
+        opts.arch.as_deref(),
+        opts.weights_key.as_deref(),
+        &device,
+    )?;
+    if let Some(note) = &backbone.note {
+        say(note);
+    }
+    let (arch, weights) = (backbone.arch(), backbone.description.clone());
+    let normalize = backbone.normalize.unwrap_or(data.normalize);
+    // 3. A new head; the fixed feature extractor freezes everything else.
+    let mut model = backbone.model.reset_classifier(data.classes.len())?;
     if opts.mode == Mode::FeatureExtractor {
         model = model.with_bn_policy(bn_policy).freeze_backbone();
     }
-
+    // 4. The loaders (cached features need a training transform without random flips).
     let mut train_pipeline = if opts.cache_features {
         Pipeline::eval(normalize)
     } else {
@@ -597,24 +870,17 @@ fn run_reporting(
         eval_pipeline = eval_pipeline.upsample(size);
     }
     let workers = opts.workers.unwrap_or_else(crate::data::default_workers);
-    let train_loader = ImageLoader::new(
-        train.clone(),
+    let Loaders {
+        train: train_loader,
+        val: val_loader,
+        test: test_loader,
+    } = data.loaders(
         train_pipeline,
+        eval_pipeline,
         LoaderConfig::train(opts.batch_size, opts.seed).with_workers(workers),
-        device.clone(),
-    );
-    let eval_loader = |ds: Arc<dyn Dataset<ImageItem>>| {
-        ImageLoader::new(
-            ds,
-            eval_pipeline.clone(),
-            LoaderConfig::eval(opts.batch_size).with_workers(workers),
-            device.clone(),
-        )
-    };
-    let (val_loader, test_loader) = (eval_loader(val.clone()), eval_loader(test.clone()));
-    for loader in [&train_loader, &val_loader, &test_loader] {
-        loader.check()?;
-    }
+        &device,
+    )?;
+    let [n_train, n_val, n_test] = data.sizes();
 
     let run_dir = opts
         .out
@@ -634,9 +900,9 @@ fn run_reporting(
         resolved,
         data.description,
         weights,
-        train.len(),
-        val.len(),
-        test.len(),
+        n_train,
+        n_val,
+        n_test,
         match opts.upsample {
             Some(s) => format!("{s}x{s}"),
             None => "native size".into(),
@@ -647,16 +913,8 @@ fn run_reporting(
         say("caching features: the training transform has no random flip");
     }
 
-    let config = LearnerConfig::default()
-        .with_epochs(opts.epochs)
-        .with_lr(opts.lr)
-        .with_seed(opts.seed)
-        .with_optimizer(OptimizerConfig::sgd(0.9))
-        .with_schedule(Schedule::Step {
-            step_size: 7,
-            gamma: 0.1,
-        })
-        .with_schedule_unit(ScheduleUnit::Epoch);
+    // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
+    let config = opts.learner_config();
     let mut learner = Learner::new(config);
     if let Some(sink) = sink {
         learner = learner.sink(sink.clone());
@@ -668,8 +926,9 @@ fn run_reporting(
         .class_names(data.classes.clone())
         .fit(model, &train_loader, &val_loader)
         .map_err(Error::from)?;
-    // The run directory again, while the test results and the summary are written: a run
-    // started into it since `fit` released it makes this one fail rather than both write.
+    // 7. The test split, with the run directory locked again while the test results and the
+    // summary are written: a run started into it since `fit` released it makes this one fail
+    // rather than both write.
     let _run_lock = crate::train::lock_run_dir(&run_dir)?;
     let test_eval: Evaluation = evaluate(&outcome.model, &test_loader)?;
     let mut speeds: Vec<f64> = outcome
@@ -686,7 +945,7 @@ fn run_reporting(
         arch,
         weights,
         device: resolved.to_string(),
-        sizes: [train.len(), val.len(), test.len()],
+        sizes: [n_train, n_val, n_test],
         best_epoch: outcome.best_epoch,
         best_val_acc: outcome.history.best_val_acc,
         test_acc: test_eval.accuracy,

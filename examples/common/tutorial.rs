@@ -1,174 +1,208 @@
-//! The command line shared by the `finetune` and `feature_extractor` examples: flags to
-//! [`TutorialOptions`], then [`finetune::recipe::run`].
+//! The flags the tutorial examples (`finetune`, `feature_extractor`) share, parsed by clap
+//! (`#[path]`-included, with `cli.rs`), and the flags that stand for the library's options in
+//! its error messages.
 
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use finetune::model::BnPolicy;
-use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run_with_sink};
+use clap::builder::{OsStringValueParser, TypedValueParser};
+use finetune::DeviceChoice;
+use finetune::recipe::{DataChoice, DataOptions, Mode, TutorialOptions, WeightsChoice};
 use finetune::weights::ResNetWeights;
 
-use crate::args::Args;
-use crate::progress::ConsoleProgress;
+use crate::cli;
 
-const KNOWN: &[&str] = &[
-    "epochs",
-    "batch-size",
-    "lr",
-    "train-limit",
-    "val-limit",
-    "device",
-    "out",
-    "resume",
-    "seed",
-    "upsample",
-    "data-dir",
-    "image-folder",
-    "sample",
-    "weights",
-    "weights-key",
-    "arch",
-    "workers",
-    "image-size",
-    "holdout",
-    "cache-features",
-    "bn",
-    "help",
+/// The library's defaults (`TutorialOptions::new`), shown by `--help`.
+fn defaults() -> TutorialOptions {
+    TutorialOptions::new(Mode::FineTune)
+}
+
+/// The tutorial's command line.
+#[derive(clap::Args, Debug)]
+pub struct TutorialArgs {
+    /// An extracted cifar-10-batches-bin directory [default: CIFAR-10, downloaded and cached;
+    /// the bundled sample when it can be neither found nor downloaded]
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Your own images: DIR/train/<class>/* and DIR/val/<class>/* (and DIR/test/<class>/*), or
+    /// DIR/<class>/* split by --holdout
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "data_dir",
+        help_heading = "Data"
+    )]
+    pub image_folder: Option<PathBuf>,
+
+    /// The bundled 1,000-image CIFAR-10 sample
+    #[arg(long, conflicts_with_all = ["data_dir", "image_folder"], help_heading = "Data")]
+    pub sample: bool,
+
+    /// Image folders: resize images to NxN pixels at load
+    #[arg(long, value_name = "N", default_value_t = defaults().image_size, help_heading = "Data")]
+    pub image_size: u32,
+
+    /// Image folders without train/: the fraction held out for validation and test
+    #[arg(long, value_name = "F", default_value_t = defaults().holdout, help_heading = "Data")]
+    pub holdout: f64,
+
+    /// Starting weights: auto (the architecture's ImageNet weights, downloaded and cached;
+    /// random initialisation when unavailable), none (random initialisation), a registry name
+    /// such as resnet50.v2, or a .pth / .safetensors file
+    #[arg(
+        long,
+        value_name = "auto|none|NAME|FILE",
+        default_value = "auto",
+        value_parser = OsStringValueParser::new().try_map(weights_choice),
+        help_heading = "Model"
+    )]
+    pub weights: WeightsChoice,
+
+    /// A checkpoint holding several state_dicts: the key of the one to load (e.g. model)
+    #[arg(long, value_name = "KEY", value_parser = cli::utf8(), help_heading = "Model")]
+    pub weights_key: Option<String>,
+
+    /// Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152 [default: the
+    /// weights' own; resnet18]
+    #[arg(long, value_name = "NAME", value_parser = cli::utf8(), help_heading = "Model")]
+    pub arch: Option<String>,
+
+    /// Epochs
+    #[arg(long, value_name = "N", default_value_t = defaults().epochs, help_heading = "Training")]
+    pub epochs: usize,
+
+    /// Images per batch
+    #[arg(long, value_name = "N", default_value_t = defaults().batch_size, help_heading = "Training")]
+    pub batch_size: usize,
+
+    /// Learning rate (SGD with momentum 0.9; StepLR divides it by 10 every 7 epochs)
+    #[arg(long, value_name = "X", default_value_t = defaults().lr, help_heading = "Training")]
+    pub lr: f64,
+
+    /// Seed of the split, the order and the augmentation
+    #[arg(long, value_name = "N", default_value_t = defaults().seed, help_heading = "Training")]
+    pub seed: u64,
+
+    /// Use at most N training images [default: all]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub train_limit: Option<usize>,
+
+    /// Use at most N validation and N test images [default: all]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub val_limit: Option<usize>,
+
+    /// Resize images to NxN pixels (224 matches ImageNet weights) [default: native size]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub upsample: Option<u32>,
+
+    /// Device: auto (wgpu when built in and a GPU is present, else flex), flex, ndarray or
+    /// wgpu
+    #[arg(long, value_parser = cli::device, default_value = "auto", help_heading = "Training")]
+    pub device: DeviceChoice,
+
+    /// Batch-preparation threads [default: all cores]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub workers: Option<usize>,
+
+    /// Run directory: checkpoint, history, pictures, best model [default:
+    /// runs/<example>-<unix time>]
+    #[arg(long, value_name = "DIR", help_heading = "Training")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in --out from its checkpoint
+    #[arg(long, requires = "out", help_heading = "Training")]
+    pub resume: bool,
+}
+
+/// `--weights`: `auto`, `none`, an existing file, or a registry name (paths need not be UTF-8).
+fn weights_choice(value: OsString) -> Result<WeightsChoice, String> {
+    let path = PathBuf::from(&value);
+    match value.to_str() {
+        Some("auto") => Ok(WeightsChoice::Auto),
+        Some("none") => Ok(WeightsChoice::None),
+        _ if path.exists() => Ok(WeightsChoice::File(path)),
+        None => Err("no such file".into()),
+        Some(name) => name
+            .parse::<ResNetWeights>()
+            .map(WeightsChoice::Named)
+            .map_err(|_| {
+                "neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
+                    .into()
+            }),
+    }
+}
+
+impl TutorialArgs {
+    /// Where the images come from.
+    pub fn data(&self) -> DataChoice {
+        if let Some(dir) = &self.data_dir {
+            DataChoice::CifarDir(dir.clone())
+        } else if let Some(dir) = &self.image_folder {
+            DataChoice::ImageFolder(dir.clone())
+        } else if self.sample {
+            DataChoice::Sample
+        } else {
+            DataChoice::Auto
+        }
+    }
+
+    /// How the images are loaded and split.
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            seed: self.seed,
+            image_size: self.image_size,
+            holdout: self.holdout,
+        }
+    }
+
+    /// The options of `finetune::recipe::run` in `mode`.
+    pub fn options(&self, mode: Mode) -> TutorialOptions {
+        let mut o = TutorialOptions::new(mode);
+        o.data = self.data();
+        o.weights = self.weights.clone();
+        o.weights_key = self.weights_key.clone();
+        o.arch = self.arch.clone();
+        o.epochs = self.epochs;
+        o.batch_size = self.batch_size;
+        o.lr = self.lr;
+        o.seed = self.seed;
+        o.train_limit = self.train_limit;
+        o.val_limit = self.val_limit;
+        o.upsample = self.upsample;
+        o.device = self.device;
+        o.workers = self.workers;
+        o.out = self.out.clone();
+        o.resume = self.resume;
+        o.image_size = self.image_size;
+        o.holdout = self.holdout;
+        o
+    }
+}
+
+/// The library options its errors name, and their flags.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("batch_size", "--batch-size"),
+    ("image_size", "--image-size"),
+    ("holdout", "--holdout"),
+    ("train_limit", "--train-limit"),
+    ("val_limit", "--val-limit"),
+    ("TutorialOptions::arch", "--arch"),
+    ("`arch` of load_backbone", "--arch"),
+    ("weights_key", "--weights-key"),
+    ("LoadOptions::key", "--weights-key"),
+    ("WeightsChoice::File", "--weights FILE"),
+    ("TutorialOptions::out", "--out"),
+    ("TutorialOptions::resume", "--resume"),
+    ("bn_policy", "--bn"),
+    ("cache_features", "--cache-features"),
 ];
 
-fn usage(example: &str, mode: Mode) -> String {
-    format!(
-        "usage: cargo run --release --example {example} -- [options]
-
-Reproduces PyTorch's transfer-learning tutorial on CIFAR-10 ({}).
-
-data (default: CIFAR-10, downloaded and cached; the bundled sample when unavailable):
-  --data-dir DIR        an extracted cifar-10-batches-bin directory
-  --image-folder DIR    your own images: DIR/train/<class>/*, DIR/val/<class>/* [, DIR/test/<class>/*]
-  --sample              the bundled 1,000-image CIFAR-10 sample
-  --image-size N        image folders: resize to NxN at load (default 224)
-  --holdout F           image folders without train/: fraction held out for val + test (0.1)
-model:
-  --weights auto|none|NAME|FILE   ImageNet weights (auto: download and cache; random
-                                  initialisation when unavailable), a registry name such as
-                                  resnet50.v2, or a .pth/.safetensors file
-  --weights-key KEY     a checkpoint holding several state_dicts: the one to load (e.g. model)
-  --arch resnet18|resnet34|resnet50|resnet101|resnet152   (default resnet18)
-training:
-  --epochs N (5) --batch-size N (128) --lr X (0.001) --seed N (42)
-  --train-limit N --val-limit N   use fewer images
-  --upsample N          resize images to NxN (224 matches ImageNet weights)
-  --device auto|flex|ndarray|wgpu
-  --workers N           batch-preparation threads (default: all cores){}
-  --out DIR             run directory (default runs/{example}-<time>)
-  --resume              continue the run in --out from its checkpoint",
-        match mode {
-            Mode::FineTune => "every layer trains",
-            Mode::FeatureExtractor => "frozen backbone, only the new head trains",
-        },
-        match mode {
-            Mode::FeatureExtractor => "\n  --cache-features      compute the backbone's features once (no random flip; BatchNorm frozen)
-  --bn train-mode|frozen|trainable   the frozen backbone's BatchNorm: train-mode (default, as the
-                        tutorial: batch statistics, running statistics updated, affine fixed),
-                        frozen (eval mode, all fixed) or trainable (fastai's train_bn)",
-            Mode::FineTune => "",
-        }
-    )
-}
-
-fn options(args: &Args, mode: Mode) -> Result<TutorialOptions, String> {
-    let mut o = TutorialOptions::new(mode);
-    o.epochs = args.or("epochs", o.epochs)?;
-    o.batch_size = args.or("batch-size", o.batch_size)?;
-    o.lr = args.or("lr", o.lr)?;
-    o.seed = args.or("seed", o.seed)?;
-    o.train_limit = args.opt("train-limit")?;
-    o.val_limit = args.opt("val-limit")?;
-    o.upsample = args.opt("upsample")?;
-    o.workers = args.opt("workers")?;
-    o.image_size = args.or("image-size", o.image_size)?;
-    o.holdout = args.or("holdout", o.holdout)?;
-    o.resume = args.flag("resume");
-    o.cache_features = args.flag("cache-features");
-    if let Some(bn) = args.get("bn") {
-        if mode != Mode::FeatureExtractor {
-            return Err("--bn applies to the feature extractor (frozen backbone) only".into());
-        }
-        o.bn_policy = Some(BnPolicy::parse(bn).ok_or_else(|| {
-            format!("--bn: '{bn}' is not a BatchNorm policy (train-mode, frozen, trainable)")
-        })?);
-    }
-    if let Some(device) = args.get("device") {
-        o.device = device.parse().map_err(|e: finetune::Error| e.to_string())?;
-    }
-    if let Some(out) = args.path("out") {
-        o.out = Some(out);
-    }
-    if let Some(arch) = args.get("arch") {
-        o.arch = Some(arch.to_string());
-    }
-    let sources = [
-        args.get("data-dir").is_some(),
-        args.get("image-folder").is_some(),
-        args.flag("sample"),
-    ];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        return Err("choose one of --data-dir, --image-folder and --sample".into());
-    }
-    if let Some(dir) = args.path("data-dir") {
-        o.data = DataChoice::CifarDir(dir);
-    } else if let Some(dir) = args.path("image-folder") {
-        o.data = DataChoice::ImageFolder(dir);
-    } else if args.flag("sample") {
-        o.data = DataChoice::Sample;
-    }
-    o.weights_key = args.get("weights-key").map(str::to_string);
-    o.weights = match (args.get("weights"), args.path("weights")) {
-        (None, None) | (Some("auto"), _) => WeightsChoice::Auto,
-        (Some("none"), _) => WeightsChoice::None,
-        (_, Some(path)) if path.exists() => WeightsChoice::File(path),
-        (None, Some(path)) => {
-            return Err(format!("--weights: '{}' does not exist", path.display()));
-        }
-        (Some(value), _) => match value.parse::<ResNetWeights>() {
-            Ok(w) => WeightsChoice::Named(w),
-            Err(_) => {
-                return Err(format!(
-                    "--weights: '{value}' is neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
-                ));
-            }
-        },
-    };
-    Ok(o)
-}
-
-/// Parses the command line and runs the tutorial in `mode`.
-pub fn main(example: &str, mode: Mode) -> ExitCode {
-    // Keep freed activation buffers in the process between steps (see its docs).
-    finetune::tune_allocator();
-    let result = Args::parse(&["resume", "sample", "cache-features"]).and_then(|args| {
-        if args.flag("help") {
-            println!("{}", usage(example, mode));
-            return Ok(None);
-        }
-        args.reject_unknown(KNOWN)?;
-        options(&args, mode).map(Some)
-    });
-    let opts = match result {
-        Ok(Some(o)) => o,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
-    // The console sink is dropped (its bar cleared) before an error is printed.
-    let result = run_with_sink(&opts, Arc::new(ConsoleProgress::new()));
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// Prints a library error on one line, naming the flags of the options it names.
+pub fn fail(e: finetune::Error) -> ExitCode {
+    eprintln!("error: {}", cli::with_flags(e.to_string(), FLAGS));
+    ExitCode::FAILURE
 }

@@ -77,7 +77,7 @@ pub enum WeightsError {
     },
 
     /// Several state_dicts (or several wrapper prefixes) could be the weights.
-    #[error("'{}' holds several state_dicts: {candidates}; choose one with `LoadOptions::key(\"{first}\")` (`--weights-key {first}` in the examples)", path.display())]
+    #[error("'{}' holds several state_dicts: {candidates}; choose one with `LoadOptions::key(\"{first}\")`", path.display())]
     AmbiguousStateDict {
         /// The file.
         path: PathBuf,
@@ -88,7 +88,7 @@ pub enum WeightsError {
     },
 
     /// `LoadOptions::key` names no state_dict of the file.
-    #[error("'{}' has no ResNet state_dict under '{key}'; candidates: {candidates} (`LoadOptions::key`, `--weights-key`)", path.display())]
+    #[error("'{}' has no ResNet state_dict under '{key}'; candidates: {candidates} (`LoadOptions::key`)", path.display())]
     UnknownKey {
         /// The file.
         path: PathBuf,
@@ -120,7 +120,7 @@ pub enum WeightsError {
     },
 
     /// The file's architecture is not the model's.
-    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture (`--arch {file_arch_name}`, or `--arch auto` to read it from the file)", path.display())]
+    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture, or let `ResNet::from_weights_file` read it from the file", path.display())]
     WrongArchitecture {
         /// The file.
         path: PathBuf,
@@ -153,7 +153,7 @@ pub enum WeightsError {
     },
 
     /// The architecture could not be read from the file's tensor names and shapes.
-    #[error("cannot infer the architecture of '{}': {reason}; pass it explicitly (`--arch resnet18`, ...)", path.display())]
+    #[error("cannot infer the architecture of '{}': {reason}; build the model from its configuration (`ResNetConfig::from_name(\"resnet18\", ..)`, ...) and load the file into it (`ResNet::load_weights`)", path.display())]
     UnknownArchitecture {
         /// The file.
         path: PathBuf,

@@ -176,7 +176,7 @@ impl Classifier {
                     let wanted = ResNetConfig::from_name(arch.unwrap_or_default(), 1000)?;
                     if wanted.arch_name() != Some(weights.arch()) {
                         return Err(Error::InvalidConfig(format!(
-                            "{weights} are {} weights, not {}: drop --arch or choose {}",
+                            "{weights} are {} weights, not {}: leave the `arch` of `Classifier::load` unset (or `auto`), or choose {} weights",
                             weights.arch(),
                             arch.unwrap_or_default(),
                             weights.arch()
@@ -185,7 +185,7 @@ impl Classifier {
                 }
                 if let Some(n) = num_classes.filter(|&n| n != weights.num_classes()) {
                     return Err(Error::InvalidConfig(format!(
-                        "{weights} predict {} classes, not {n}: drop --num-classes",
+                        "{weights} predict {} classes, not {n}: leave the `num_classes` of `Classifier::load` unset",
                         weights.num_classes()
                     )));
                 }

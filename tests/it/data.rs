@@ -1266,7 +1266,7 @@ fn the_recipe_refuses_folders_too_small_to_split_and_batches_larger_than_the_dat
     let msg = err.to_string();
     assert!(
         msg.contains("batch size (128) is larger than")
-            && msg.contains("--batch-size")
+            && msg.contains("LoaderConfig::batch_size")
             && msg.contains("TutorialOptions::batch_size"),
         "{msg}"
     );

@@ -66,7 +66,12 @@ fn the_feature_extractor_caches_features_and_bad_options_are_refused() {
     let mut bad = options(Mode::FineTune, dir.path(), 1);
     bad.out = None;
     bad.resume = true;
-    assert!(run(&bad).unwrap_err().to_string().contains("--out"));
+    assert!(
+        run(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("TutorialOptions::out")
+    );
     let mut missing = options(Mode::FineTune, &dir.path().join("x"), 1);
     missing.data = DataChoice::CifarDir(dir.path().join("no-such-dir"));
     assert!(run(&missing).is_err());
