@@ -101,7 +101,7 @@ fn run(args: Args) -> finetune::Result<()> {
     eprintln!("loaded: {}", classifier.report);
 
     if let Some(path) = &args.input_tensor {
-        let input = read_input_tensor(path, classifier.model.config().in_channels, &device)?;
+        let input = read_input_tensor(path, classifier.model.in_channels(), &device)?;
         if args.json {
             println!("{}", classifier.logits_and_features_json(input)?);
         } else {

@@ -286,6 +286,9 @@ impl VisionModel for AnyModel {
     fn num_classes(&self) -> usize {
         dispatch!(self, m => m.num_classes())
     }
+    fn in_channels(&self) -> usize {
+        dispatch!(self, m => m.in_channels())
+    }
     fn reset_classifier(self, num_classes: usize) -> Result<Self> {
         match self {
             AnyModel::ResNet(m) => m.reset_classifier(num_classes).map(AnyModel::ResNet),

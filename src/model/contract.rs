@@ -152,6 +152,9 @@ pub trait VisionModel: Module + 'static {
     /// Number of classes the head predicts.
     fn num_classes(&self) -> usize;
 
+    /// Channels of the images the stem takes (3 for RGB; timm's `in_chans`).
+    fn in_channels(&self) -> usize;
+
     /// Replaces the classifier with a freshly initialised one for `num_classes` classes on the
     /// same device (timm's `reset_classifier`). The rest of the model and its freeze state are
     /// unchanged; the new head is trainable unless the whole model was frozen.

@@ -253,6 +253,10 @@ impl VisionModel for ResNet {
         self.config.num_classes
     }
 
+    fn in_channels(&self) -> usize {
+        self.config.in_channels
+    }
+
     /// A fresh `fc` (PyTorch's `nn.Linear` initialisation) for `num_classes` classes.
     fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
         check_num_classes(num_classes)?;

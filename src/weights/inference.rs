@@ -16,7 +16,7 @@ use super::registry::{ResNetWeights, imagenet_classes};
 use super::report::LoadReport;
 use crate::download::Cache;
 use crate::error::{Error, Result};
-use crate::model::{ResNet, ResNetConfig};
+use crate::model::{AnyConfig, AnyModel, ResNet, ResNetConfig};
 
 /// Where weights come from: a registry entry or a local file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +113,8 @@ pub struct Prediction {
 /// A model ready for inference, with its class names and preprocessing.
 #[derive(Debug)]
 pub struct Classifier {
-    /// The network.
-    pub model: ResNet,
+    /// The network (any registered architecture).
+    pub model: AnyModel,
     /// Class names, by index (ImageNet's for 1000-class files, `class N` otherwise).
     pub class_names: Vec<String>,
     /// The preprocessing images go through.
@@ -173,8 +173,10 @@ impl Classifier {
         match source {
             WeightsSource::Registry(weights) => {
                 if !is_auto(arch) {
-                    let wanted = ResNetConfig::from_name(arch.unwrap_or_default(), 1000)?;
-                    if wanted.arch_name() != Some(weights.arch()) {
+                    let wanted = arch.unwrap_or_default();
+                    // An unknown name is an error listing the registered architectures.
+                    AnyConfig::from_name(wanted, 1000)?;
+                    if crate::model::arch_of(wanted) != weights.arch() {
                         return Err(Error::InvalidConfig(format!(
                             "{weights} are {} weights, not {}: leave the `arch` of `Classifier::load` unset (or `auto`), or choose {} weights",
                             weights.arch(),
@@ -191,7 +193,7 @@ impl Classifier {
                 }
                 let (model, report) = ResNet::pretrained_in(*weights, cache, device)?;
                 Ok(Classifier {
-                    model,
+                    model: model.into(),
                     class_names: weights.categories().iter().map(|s| s.to_string()).collect(),
                     preprocess: weights.preprocess(),
                     report,
@@ -231,7 +233,7 @@ impl Classifier {
                         describe(&model.config()),
                         model.num_classes()
                     ),
-                    model,
+                    model: model.into(),
                     preprocess: Preprocess::IMAGENET,
                     report,
                 })

@@ -769,7 +769,7 @@ fn the_predict_pipeline_on_a_file() {
     let cache = Cache::new(dir.path()).offline(true);
     let source = WeightsSource::File(fixture("basic.safetensors"));
     let classifier = Classifier::load(&source, None, None, &cache, &cpu()).unwrap();
-    assert_eq!(classifier.model.config(), basic_config());
+    assert_eq!(classifier.model.config(), basic_config().into());
     assert_eq!(classifier.class_names[3], "class 3");
 
     // --input-tensor ... --json
