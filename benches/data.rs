@@ -11,8 +11,6 @@
 //! `ImageLoader::epoch(..).iter()` (worker threads, ordered delivery, one tensor upload per batch)
 //! onto the flex CPU device.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -12,8 +12,6 @@
 //!
 //! Without `FINETUNE_IMPORT_BENCH_DIR` the benchmark prints how to generate the files and exits.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@
 //!   backward, SGD momentum step, loss read back every batch), everything trainable;
 //! - `frozen_step`: the same with `freeze_backbone()` (the fixed feature extractor: the
 //!   backbone runs without autodiff);
-//! - `eval_forward`: inference forward through `ResNet::for_inference()` (BatchNorm folded),
+//! - `eval_forward`: inference forward through `VisionModel::for_inference()` (BatchNorm folded),
 //!   logits read back.
 //!
 //! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count), run once
@@ -29,7 +29,7 @@
 #[path = "../examples/common/cli.rs"]
 mod cli;
 
-use finetune::model::VisionModel;
+use finetune::model::{InferenceModel, VisionModel};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

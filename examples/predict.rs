@@ -14,7 +14,6 @@
 #[path = "common/cli.rs"]
 mod cli;
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::ffi::OsString;
 use std::path::PathBuf;

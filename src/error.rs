@@ -55,7 +55,7 @@ pub enum Error {
     /// A BatchNorm layer that normalises with batch statistics (training mode) would see at most
     /// one value per channel, where the batch variance is undefined: PyTorch refuses this with
     /// "Expected more than 1 value per channel when training". Raised by
-    /// [`ResNet::check_training_batch`](crate::ResNet::check_training_batch) before any kernel
+    /// [`VisionModel::check_training_batch`](crate::VisionModel::check_training_batch) before any kernel
     /// runs.
     #[error(
         "{layer}: BatchNorm in training mode would see {values} value(s) per channel (input {input:?} reaches it as {batch} image(s) of {height}x{width}), and PyTorch refuses fewer than 2 (\"Expected more than 1 value per channel when training\"): use a larger batch (at least 2 images) or larger input images"

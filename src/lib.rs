@@ -3,37 +3,44 @@
 //! Transfer learning for computer vision in pure Rust, on [Burn](https://burn.dev): the workflow
 //! of PyTorch's "Transfer Learning for Computer Vision" tutorial with torchvision's ResNets.
 //!
-//! - [`model`]: ResNet-18/34/50/101/152 with torchvision's topology and parameter names, head
-//!   replacement ([`ResNet::with_num_classes`]) and freezing ([`ResNet::freeze_backbone`],
-//!   [`ResNet::freeze_to`], [`ResNet::unfreeze`], with an explicit [`BnPolicy`]).
-//! - [`weights`]: torchvision's pretrained ResNets ([`ResNet::pretrained`]), verified downloads,
-//!   strict `.pth` / `.safetensors` import with PyTorch parity, backbone-only loading.
+//! - [`model`]: the model contract every architecture implements, [`VisionModel`] (timm's
+//!   `forward_features` / `forward_head` / `num_features` / `reset_classifier`, named stages,
+//!   freezing with an explicit [`BnPolicy`], save/load), models by timm/torchvision name
+//!   ([`create_model`], [`AnyModel`]), and the families: ResNet-18/34/50/101/152 with
+//!   torchvision's topology and parameter names.
+//! - [`weights`]: pretrained weights by name ([`weights::pretrained`]), torchvision's ResNets
+//!   ([`ResNet::pretrained`]), verified downloads, strict `.pth` / `.safetensors` import with
+//!   PyTorch parity, backbone-only loading.
 //! - [`data`]: CIFAR-10/100 from the official archives, image folders, seeded splits,
 //!   torchvision's transforms (pixel-exact with Pillow) and a reproducible multi-threaded loader.
+//! - [`train`]: the [`Learner`](train::Learner) (train and validation phases, best weights,
+//!   checkpoints and exact resume, schedules, early stopping), reporting through a
+//!   [`FitSink`](train::FitSink) the caller chooses; [`recipe`]: the tutorial's steps.
 //! - [`viz`]: image grids with captions and a small drawing canvas for pictures.
 //! - [`kernels`]: the convolution, BatchNorm and max-pooling entry points the models go through
 //!   and the CPU kernels behind them, with the strategy switch [`kernels::set_conv_impl`] (for
 //!   benchmarks and debugging).
 //!
-//! The model code has no backend type parameter: the same [`ResNet`] runs on any device Burn
-//! was built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
+//! The model code has no backend type parameter: the same model runs on any device Burn was
+//! built with (features `flex` — the CPU default —, `ndarray`, `wgpu`).
 //!
 //! ```
 //! use burn::tensor::Device;
-//! use finetune::model::{ResNetConfig, Stage};
+//! use finetune::model::{VisionModel, create_model};
 //!
 //! // Any Burn device works: `Device::default()` (a GPU when built with `wgpu`), `Device::flex()`...
 //! let device = Device::flex();
-//! // A 1000-class ResNet-18 (load ImageNet weights here), re-headed for 10 classes, with the
-//! // backbone frozen: only the new head trains.
-//! let model = ResNetConfig::resnet18(1000)
-//!     .init(&device)
-//!     .with_num_classes(10)
+//! // A ResNet-18 by its torchvision name (`finetune::weights::pretrained("resnet18", ..)` loads
+//! // ImageNet weights), re-headed for 10 classes, with the backbone frozen: only the new head
+//! // trains.
+//! let model = create_model("resnet18", 1000, &device)?
+//!     .reset_classifier(10)?
 //!     .freeze_backbone();
 //! let summary = model.param_summary();
 //! assert_eq!(summary.total(), 11_181_642);
 //! assert_eq!(summary.trainable(), 5_130);
-//! assert!(model.freeze_state().is_stage_frozen(Stage::Layer4));
+//! assert_eq!(summary.stage("layer4").trainable, 0);
+//! # Ok::<(), finetune::Error>(())
 //! ```
 
 #![warn(missing_docs)]

@@ -838,9 +838,7 @@ fn run_reporting(
     let device = opts.device.device()?;
     // 1. The images, split (the bundled sample when CIFAR-10 is unavailable).
     let data = load_data(&opts.data, &opts.data_options())?.limit(opts.train_limit, opts.val_limit);
-    for note in &data.notes {
-        say(note);
-    }
+    data.notes.iter().for_each(|note| say(note));
     // 2. The backbone (random initialisation when `Auto`'s weights are unavailable).
     let backbone = load_backbone(
         &opts.weights,
@@ -848,9 +846,7 @@ fn run_reporting(
         opts.weights_key.as_deref(),
         &device,
     )?;
-    if let Some(note) = &backbone.note {
-        say(note);
-    }
+    backbone.note.iter().for_each(|note| say(note));
     let (arch, weights) = (backbone.arch(), backbone.description.clone());
     let normalize = backbone.normalize.unwrap_or(data.normalize);
     // 3. A new head; the fixed feature extractor freezes everything else.
@@ -859,6 +855,71 @@ fn run_reporting(
         model = model.with_bn_policy(bn_policy).freeze_backbone();
     }
     // 4. The loaders (cached features need a training transform without random flips).
+    let loaders = tutorial_loaders(opts, &data, normalize, &device)?;
+    let run_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_run_dir(opts.mode));
+    say(&describe_run(
+        opts, bn_policy, &arch, &data, &weights, &run_dir,
+    ));
+    if opts.cache_features {
+        say("caching features: the training transform has no random flip");
+    }
+    // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
+    let mut learner = Learner::new(opts.learner_config());
+    if let Some(sink) = sink {
+        learner = learner.sink(sink.clone());
+    }
+    let outcome = learner
+        .run_dir(&run_dir)
+        .resume(opts.resume)
+        .cache_features(opts.cache_features)
+        .class_names(data.classes.clone())
+        .fit(model, &loaders.train, &loaders.val)
+        .map_err(Error::from)?;
+    // 7. The test split, with the run directory locked again while the test results and the
+    // summary are written: a run started into it since `fit` released it makes this one fail
+    // rather than both write.
+    let _run_lock = crate::train::lock_run_dir(&run_dir)?;
+    let test_eval: Evaluation = evaluate(&outcome.model, &loaders.test)?;
+    let report = TutorialReport {
+        run_dir: run_dir.clone(),
+        mode: opts.mode,
+        data: data.description.clone(),
+        arch,
+        weights,
+        device: opts.device.resolve().to_string(),
+        sizes: data.sizes(),
+        best_epoch: outcome.best_epoch,
+        best_val_acc: outcome.history.best_val_acc,
+        test_acc: test_eval.accuracy,
+        test_loss: test_eval.loss,
+        train_images_per_sec: median_speed(&outcome.history),
+        seconds: started.elapsed().as_secs_f64(),
+        history: outcome.history,
+    };
+    write_summary(&report)?;
+    say(&format!(
+        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
+        report.test_acc,
+        report.test_loss,
+        report.best_epoch,
+        report.best_val_acc,
+        report.seconds,
+        run_dir.display()
+    ));
+    Ok(report)
+}
+
+/// Step 4 of [`run`]: the train and eval pipelines (normalised with `normalize`; no random
+/// flip when caching features) in loaders over `data`'s splits.
+fn tutorial_loaders(
+    opts: &TutorialOptions,
+    data: &Splits,
+    normalize: Normalize,
+    device: &Device,
+) -> Result<Loaders> {
     let mut train_pipeline = if opts.cache_features {
         Pipeline::eval(normalize)
     } else {
@@ -870,24 +931,25 @@ fn run_reporting(
         eval_pipeline = eval_pipeline.upsample(size);
     }
     let workers = opts.workers.unwrap_or_else(crate::data::default_workers);
-    let Loaders {
-        train: train_loader,
-        val: val_loader,
-        test: test_loader,
-    } = data.loaders(
+    data.loaders(
         train_pipeline,
         eval_pipeline,
         LoaderConfig::train(opts.batch_size, opts.seed).with_workers(workers),
-        &device,
-    )?;
-    let [n_train, n_val, n_test] = data.sizes();
+        device,
+    )
+}
 
-    let run_dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| default_run_dir(opts.mode));
-    let resolved = opts.device.resolve();
-    say(&format!(
+/// The run's first line: mode, architecture, device, data, weights, sizes, run directory.
+fn describe_run(
+    opts: &TutorialOptions,
+    bn_policy: BnPolicy,
+    arch: &str,
+    data: &Splits,
+    weights: &str,
+    run_dir: &Path,
+) -> String {
+    let [n_train, n_val, n_test] = data.sizes();
+    format!(
         "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | run dir {}",
         match opts.mode {
             Mode::FineTune => "fine-tuning".to_string(),
@@ -897,7 +959,7 @@ fn run_reporting(
             ),
         },
         arch,
-        resolved,
+        opts.device.resolve(),
         data.description,
         weights,
         n_train,
@@ -908,64 +970,20 @@ fn run_reporting(
             None => "native size".into(),
         },
         run_dir.display()
-    ));
-    if opts.cache_features {
-        say("caching features: the training transform has no random flip");
-    }
+    )
+}
 
-    // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
-    let config = opts.learner_config();
-    let mut learner = Learner::new(config);
-    if let Some(sink) = sink {
-        learner = learner.sink(sink.clone());
-    }
-    let outcome = learner
-        .run_dir(&run_dir)
-        .resume(opts.resume)
-        .cache_features(opts.cache_features)
-        .class_names(data.classes.clone())
-        .fit(model, &train_loader, &val_loader)
-        .map_err(Error::from)?;
-    // 7. The test split, with the run directory locked again while the test results and the
-    // summary are written: a run started into it since `fit` released it makes this one fail
-    // rather than both write.
-    let _run_lock = crate::train::lock_run_dir(&run_dir)?;
-    let test_eval: Evaluation = evaluate(&outcome.model, &test_loader)?;
-    let mut speeds: Vec<f64> = outcome
-        .history
-        .epochs
-        .iter()
-        .map(|e| e.images_per_sec)
-        .collect();
+/// The median training speed over the run's epochs, images per second.
+fn median_speed(history: &History) -> f64 {
+    let mut speeds: Vec<f64> = history.epochs.iter().map(|e| e.images_per_sec).collect();
     speeds.sort_by(f64::total_cmp);
-    let report = TutorialReport {
-        run_dir: run_dir.clone(),
-        mode: opts.mode,
-        data: data.description,
-        arch,
-        weights,
-        device: resolved.to_string(),
-        sizes: [n_train, n_val, n_test],
-        best_epoch: outcome.best_epoch,
-        best_val_acc: outcome.history.best_val_acc,
-        test_acc: test_eval.accuracy,
-        test_loss: test_eval.loss,
-        train_images_per_sec: speeds.get(speeds.len() / 2).copied().unwrap_or(0.0),
-        seconds: started.elapsed().as_secs_f64(),
-        history: outcome.history,
-    };
-    let json = serde_json::to_vec_pretty(&report)
+    speeds.get(speeds.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Writes `summary.json` into the report's run directory, atomically.
+fn write_summary(report: &TutorialReport) -> Result<()> {
+    let json = serde_json::to_vec_pretty(report)
         .map_err(|e| Error::InvalidConfig(format!("serialising the summary: {e}")))?;
-    let summary = run_dir.join("summary.json");
-    crate::fsutil::write_atomic(&summary, &json).map_err(|e| Error::io("writing", &summary, e))?;
-    say(&format!(
-        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
-        report.test_acc,
-        report.test_loss,
-        report.best_epoch,
-        report.best_val_acc,
-        report.seconds,
-        run_dir.display()
-    ));
-    Ok(report)
+    let summary = report.run_dir.join("summary.json");
+    crate::fsutil::write_atomic(&summary, &json).map_err(|e| Error::io("writing", &summary, e))
 }

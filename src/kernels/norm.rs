@@ -21,7 +21,7 @@ use super::{ConvImpl, conv_impl};
 /// the running variance (14-33% too small after one step at batch 4-8 on 32x32 images), so it
 /// is only used for inference here. With one value per channel (`n = 1`), where PyTorch refuses
 /// ("Expected more than 1 value per channel when training"), the running variance is left
-/// unchanged; [`ResNet::check_training_batch`](crate::model::ResNet::check_training_batch)
+/// unchanged; [`VisionModel::check_training_batch`](crate::model::VisionModel::check_training_batch)
 /// turns that case into an error before any kernel runs.
 ///
 /// Kernels: on flex (when the selected [`ConvImpl`] is `Auto` or `Host`) host kernels that

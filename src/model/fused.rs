@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::kernels::nhwc::{NhwcBackbone, NhwcBlock, NhwcConv};
-use crate::kernels::{ConvImpl, conv_impl, conv2d, is_cpu};
+use crate::kernels::{ConvImpl, conv2d, is_cpu};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
@@ -15,6 +15,7 @@ use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
+use super::contract::InferenceModel;
 use super::{Block, ResNet};
 
 /// A convolution with its BatchNorm folded in (a biased convolution).
@@ -133,9 +134,11 @@ impl FusedResNet {
             blocks,
         })
     }
+}
 
-    /// Pooled embedding `[B, num_features]`.
-    pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
+impl InferenceModel for FusedResNet {
+    /// The pooled embedding `[B, num_features]` (the NHWC host engine on CPU when prepared).
+    fn forward_pre_logits(&self, images: Tensor<4>) -> Tensor<2> {
         if let Some(host) = &self.host
             && let Some(features) = host.forward_features(images.clone())
         {
@@ -152,20 +155,13 @@ impl FusedResNet {
     }
 
     /// Logits `[B, num_classes]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.forward_features(images))
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.forward_pre_logits(images))
     }
 }
 
 impl ResNet {
-    /// Folds every BatchNorm (with its running statistics) into the preceding convolution and
-    /// drops autodiff: a faster model for inference and for a frozen backbone's features. The
-    /// result matches `self.valid()` in inference mode up to float rounding.
-    pub fn for_inference(&self) -> FusedResNet {
-        self.for_inference_with(conv_impl())
-    }
-
-    /// [`for_inference`](Self::for_inference) with an explicit convolution choice:
+    /// [`VisionModel::for_inference`] with an explicit convolution choice:
     /// [`ConvImpl::Backend`] keeps the backbone on Burn's kernels, [`ConvImpl::Gemm`] forces
     /// the host GEMM path, [`ConvImpl::Auto`] uses the host path on CPU devices.
     pub fn for_inference_with(&self, conv: ConvImpl) -> FusedResNet {

@@ -2,13 +2,13 @@
 //! configuration and data (a 1-channel stem fed RGB images, a flattened batch) is a typed error
 //! naming both sides, never a panic inside a convolution.
 
-use crate::model::VisionModel;
 use crate::error::{Error, Result};
 use crate::model::ResNet;
+use crate::model::VisionModel;
 
 impl ResNet {
     /// Checks that an image batch of shape `[N, C, H, W]` can go through
-    /// [`forward`](ResNet::forward): `C` must be the stem's input channels (`config().in_channels`, 3
+    /// [`forward`](crate::model::VisionModel::forward): `C` must be the stem's input channels (`config().in_channels`, 3
     /// for RGB weights), and `N`, `H` and `W` at least 1.
     ///
     /// # Errors

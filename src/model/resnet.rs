@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::block::{BatchNormInput, Block, conv, new_batch_norm, push_conv_bn};
 use super::config::{ResNetConfig, Stem};
-use super::contract::{InferenceModel, VisionModel, check_num_classes};
+use super::contract::{VisionModel, check_num_classes};
 use super::freeze::{self, FreezeState};
 use super::fused::FusedResNet;
 use super::stage::{StageSpec, Stages};
@@ -137,18 +137,8 @@ impl ResNet {
         out
     }
 
-    /// Checks, before any kernel runs, that a forward pass over a batch of shape `images`
-    /// `[B, C, H, W]` gives every BatchNorm layer that normalises with batch statistics more
-    /// than one value per channel (`B·H·W > 1` at that layer), as PyTorch requires in training
-    /// mode. The [`Learner`](crate::train::Learner) calls it for every training batch; call it
-    /// yourself before [`forward`](Self::forward) in a custom training loop. Layers in eval
-    /// mode (frozen with [`BnPolicy::Frozen`](super::BnPolicy::Frozen), or a model on a device
-    /// without autodiff) use their running statistics and always pass.
-    ///
-    /// # Errors
-    /// [`Error::BatchNormSingleValue`] naming the first such layer in forward order (e.g.
-    /// `layer4.1.bn2` for one 32x32 image through an ImageNet-stem ResNet, whose last stage
-    /// has 1x1 maps), with the fix: a larger batch or larger images.
+    /// The first BatchNorm layer normalising with batch statistics that would see one value
+    /// per channel, as an error ([`VisionModel::check_training_batch`]).
     fn first_single_value_batch_norm(&self, images: [usize; 4]) -> Result<()> {
         let bad = self
             .batch_norm_inputs(images)
@@ -212,7 +202,10 @@ impl VisionModel for ResNet {
     }
 
     fn arch(&self) -> String {
-        self.config.arch_name().unwrap_or("resnet(custom)").to_string()
+        self.config
+            .arch_name()
+            .unwrap_or("resnet(custom)")
+            .to_string()
     }
 
     fn stages(&self) -> Stages {
@@ -276,15 +269,28 @@ impl VisionModel for ResNet {
         self.check_stem_input(dims)
     }
 
-    /// See [`ResNet::batch_norm_inputs`]: the first BatchNorm layer normalising with batch
-    /// statistics that would see one value per channel is an error (e.g. `layer4.1.bn2` for
-    /// one 32x32 image through an ImageNet-stem ResNet, whose last stage has 1x1 maps).
+    /// Checks, before any kernel runs, that a forward pass over a batch of shape `images`
+    /// `[B, C, H, W]` gives every BatchNorm layer that normalises with batch statistics more
+    /// than one value per channel (`B·H·W > 1` at that layer), as PyTorch requires in training
+    /// mode. The [`Learner`](crate::train::Learner) calls it for every training batch; call it
+    /// yourself before [`forward`](VisionModel::forward) in a custom training loop. Layers in eval
+    /// mode (frozen with [`BnPolicy::Frozen`](super::BnPolicy::Frozen), or a model on a device
+    /// without autodiff) use their running statistics and always pass.
+    ///
+    /// # Errors
+    /// [`Error::BatchNormSingleValue`] naming the first such layer in forward order (e.g.
+    /// `layer4.1.bn2` for one 32x32 image through an ImageNet-stem ResNet, whose last stage
+    /// has 1x1 maps), with the fix: a larger batch or larger images.
     fn check_training_batch(&self, dims: [usize; 4]) -> Result<()> {
         self.first_single_value_batch_norm(dims)
     }
 
+    /// Folds every BatchNorm (with its running statistics) into the preceding convolution and
+    /// drops autodiff: a faster model for inference and for a frozen backbone's features (on
+    /// CPU, through the NHWC host engine). Matches `self.valid()` in inference mode up to
+    /// float rounding.
     fn for_inference(&self) -> FusedResNet {
-        ResNet::for_inference(self)
+        self.for_inference_with(crate::kernels::conv_impl())
     }
 
     fn freeze_state(&self) -> &FreezeState {
@@ -293,15 +299,5 @@ impl VisionModel for ResNet {
 
     fn set_freeze_state(&mut self, state: FreezeState) {
         self.freeze = state;
-    }
-}
-
-impl InferenceModel for FusedResNet {
-    fn forward_pre_logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_features(images)
-    }
-
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        FusedResNet::forward(self, images)
     }
 }

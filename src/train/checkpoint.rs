@@ -287,7 +287,10 @@ fn complete(dir: &Path) -> bool {
 }
 
 /// Loads the checkpoint in `dir` onto `device`.
-pub(crate) fn load<M: VisionModel>(dir: &Path, device: &Device) -> Result<Checkpoint<M>, TrainError> {
+pub(crate) fn load<M: VisionModel>(
+    dir: &Path,
+    device: &Device,
+) -> Result<Checkpoint<M>, TrainError> {
     let bad = |path: PathBuf, reason: String| TrainError::Checkpoint { path, reason };
     let state_path = dir.join(STATE);
     let bytes = fs::read(&state_path).map_err(|e| TrainError::io("reading", &state_path, e))?;

@@ -1,7 +1,6 @@
 //! The end of every epoch in [`Learner::fit`]: validation, the epoch's record, best-weights
 //! tracking, the checkpoint, the `on_epoch` callback and early stopping.
 
-
 use super::TrainError;
 use super::checkpoint;
 use super::config::Monitor;

@@ -149,11 +149,7 @@ impl Learner {
 
     /// A fresh run: the schedule, the optimizer and an empty loop state; the best model so
     /// far is the one given.
-    fn new_run<M: VisionModel>(
-        &self,
-        model: &M,
-        batches: usize,
-    ) -> Result<FitRun<M>, TrainError> {
+    fn new_run<M: VisionModel>(&self, model: &M, batches: usize) -> Result<FitRun<M>, TrainError> {
         let config = &self.config;
         let units_per_epoch = match config.schedule_unit {
             ScheduleUnit::Epoch => 1,

@@ -49,7 +49,7 @@ pub enum WeightsError {
 
     /// A model file written by this crate (`ResNet::save`, burnpack), not a PyTorch or
     /// safetensors state_dict.
-    #[error("'{}' is a model saved by finetune (burnpack, e.g. a run's best_model.bpk), not a PyTorch or safetensors state_dict: load it with `ResNet::load`", path.display())]
+    #[error("'{}' is a model saved by finetune (burnpack, e.g. a run's best_model.bpk), not a PyTorch or safetensors state_dict: load it with `VisionModel::load` (`ResNet::load`, `AnyModel::load`)", path.display())]
     BurnpackModel {
         /// The file.
         path: PathBuf,

@@ -24,7 +24,5 @@ pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,
 };
 pub use preprocess::{Preprocess, open_image};
-pub use registry::{
-    ResNetWeights, imagenet_classes, pretrained, pretrained_in, pretrained_names,
-};
+pub use registry::{ResNetWeights, imagenet_classes, pretrained, pretrained_in, pretrained_names};
 pub use report::{LoadMismatch, LoadReport};

@@ -346,11 +346,12 @@ impl fmt::Display for ResNetWeights {
 impl ResNet {
     /// The model with torchvision's pretrained weights, downloaded (once, verified) into the
     /// cache that `FINETUNE_CACHE` / `FINETUNE_OFFLINE` describe. Combine with
-    /// [`with_num_classes`](ResNet::with_num_classes) for transfer learning.
+    /// [`reset_classifier`](crate::model::VisionModel::reset_classifier) for transfer learning
+    /// ([`pretrained`] takes any registered architecture by name).
     ///
     /// ```no_run
     /// use burn::tensor::Device;
-    /// use finetune::ResNet;
+    /// use finetune::{ResNet, VisionModel};
     /// use finetune::weights::ResNetWeights;
     ///
     /// let model = ResNet::pretrained(ResNetWeights::ResNet18ImageNet1kV1, &Device::default())?
@@ -466,11 +467,7 @@ pub fn pretrained(name: &str, device: &Device) -> Result<AnyModel> {
 ///
 /// # Errors
 /// As [`pretrained`].
-pub fn pretrained_in(
-    name: &str,
-    cache: &Cache,
-    device: &Device,
-) -> Result<(AnyModel, LoadReport)> {
+pub fn pretrained_in(name: &str, cache: &Cache, device: &Device) -> Result<(AnyModel, LoadReport)> {
     let unknown = || crate::Error::UnknownModel {
         name: name.to_string(),
         known: format!(

@@ -56,8 +56,13 @@ fn every_architecture_is_registered_under_its_torchvision_name() {
         .map(String::as_str)
         .collect();
     assert_eq!(registered, fixture, "regenerate make_param_counts.py");
-    let err = create_model("resnet19", 10, &cpu()).unwrap_err().to_string();
-    assert!(err.contains("unknown model 'resnet19'") && err.contains("resnet50"), "{err}");
+    let err = create_model("resnet19", 10, &cpu())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown model 'resnet19'") && err.contains("resnet50"),
+        "{err}"
+    );
     assert!(create_model("resnet18", 0, &cpu()).is_err());
     // A weights tag names the same architecture.
     let tagged = create_model("resnet18.tv_in1k", 10, &cpu()).unwrap();
@@ -169,7 +174,10 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let device = cpu();
     for &name in finetune::architectures() {
-        let model = create_model(name, 10, &device).unwrap().freeze_to("layer3").unwrap();
+        let model = create_model(name, 10, &device)
+            .unwrap()
+            .freeze_to("layer3")
+            .unwrap();
         let backbone_before = snapshot(&model);
         let model = model.reset_classifier(4).unwrap();
         assert_eq!(model.num_classes(), 4);
@@ -179,7 +187,10 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
             moved.iter().all(|p| head.owns(p)),
             "{name}: reset_classifier touched {moved:?}"
         );
-        assert_eq!(model.freeze_state().frozen_through.as_ref().unwrap().name(), "layer3");
+        assert_eq!(
+            model.freeze_state().frozen_through.as_ref().unwrap().name(),
+            "layer3"
+        );
 
         let path = dir.path().join(format!("{name}.bpk"));
         model.save(&path).unwrap();
@@ -187,7 +198,10 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
         assert_eq!(loaded.config(), model.config(), "{name}");
         assert_eq!(loaded.freeze_state(), model.freeze_state(), "{name}");
         assert_eq!(loaded.param_summary(), model.param_summary(), "{name}");
-        assert!(changed(&snapshot(&model), &snapshot(&loaded)).is_empty(), "{name}");
+        assert!(
+            changed(&snapshot(&model), &snapshot(&loaded)).is_empty(),
+            "{name}"
+        );
         let x = images(1, SIZE, &device);
         assert_eq!(
             loaded.forward(x.clone()).to_data(),

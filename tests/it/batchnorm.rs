@@ -3,7 +3,6 @@
 //! typed error naming the layer. Reference values: tests/fixtures/batchnorm/ (written by
 //! make_batchnorm_fixture.py with torchvision's own ResNet-18 classes).
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 

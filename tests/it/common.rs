@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use finetune::model::{ResNetConfig, Stem};

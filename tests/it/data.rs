@@ -1,8 +1,6 @@
 //! The data layer: CIFAR files and archives, image folders, splits, transforms and loaders,
 //! on tiny fixtures written by the tests.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,11 +1,10 @@
 //! The same model and weights on every compiled-in device give the same logits.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use finetune::model::VisionModel;
 use finetune::model::{ResNet, ResNetConfig};
 
 use crate::common::{cpu, images, max_abs_diff};

@@ -2,7 +2,6 @@
 //! the download cache, two runs in one directory, damaged or edited checkpoints, crafted model
 //! configurations, and batches that do not fit the model.
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::fs;
 use std::path::Path;

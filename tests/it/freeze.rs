@@ -1,12 +1,11 @@
 //! Freezing: the classic bugs (weight decay moving frozen weights, BatchNorm statistics drifting,
 //! freeze state lost across valid()/train() or save/load, gradients computed for frozen parts).
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 use burn::tensor::{Int, Tensor};
+use finetune::model::VisionModel;
 use finetune::model::{BnPolicy, ResNet, Stage, is_batch_norm_path};
 
 use crate::common::{changed, cpu, images, snapshot, tiny18};
@@ -280,7 +279,7 @@ fn freeze_state_and_weights_survive_save_and_load() {
             .init(&device)
             .with_bn_policy(BnPolicy::Trainable)
             .freeze_to("layer1")
-                .unwrap(),
+            .unwrap(),
         1,
     );
     model.save(&path).unwrap();

@@ -1,6 +1,5 @@
 //! Topology, parameter names, counts and the head contract.
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::collections::BTreeMap;
 

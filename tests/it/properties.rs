@@ -5,7 +5,6 @@
 //! larger than [`MAX_ALLOCATION`] on the loading thread (the valid files are at most 100 KB, so
 //! a larger request means the parser trusted a size it read).
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 

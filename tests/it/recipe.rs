@@ -1,8 +1,6 @@
 //! The tutorial recipe end to end on the bundled CIFAR-10 sample: a short run, then a resumed
 //! one, with every output file.
 
-#[allow(unused_imports)]
-use finetune::model::VisionModel;
 use finetune::DeviceChoice;
 use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
 

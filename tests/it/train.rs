@@ -1,7 +1,6 @@
 //! The Learner end to end on tiny in-memory data: history, best weights, checkpoints and exact
 //! resume, NaN detection, the frozen fast path, feature caching, early stopping, schedules.
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::sync::Arc;
 

@@ -3,7 +3,6 @@
 //! backbone-only loading, typed errors, architecture inference, the registry, `pretrained`
 //! through a local server, and the inference helpers behind examples/predict.rs.
 
-#[allow(unused_imports)]
 use finetune::model::VisionModel;
 use std::path::{Path, PathBuf};
 
@@ -293,7 +292,10 @@ fn a_different_head_fails_strictly_and_loads_as_backbone() {
         assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"], "{report}");
         assert!(report.to_string().contains("fc.weight"), "{report}");
         assert_eq!(model.fc.weight.val().into_data(), head_before);
-        let diff = max_abs_diff(model.forward_pre_logits(input()), expected("basic_features"));
+        let diff = max_abs_diff(
+            model.forward_pre_logits(input()),
+            expected("basic_features"),
+        );
         assert!(diff <= TOLERANCE, "{file}: features differ by {diff}");
         assert_eq!(model.forward(input()).dims(), [2, 5]);
     }
@@ -940,7 +942,10 @@ fn a_headless_file_loads_only_as_backbone() {
     assert_eq!(mismatch.missing, vec!["fc.bias", "fc.weight"]);
     let report = model.load_backbone(&path).unwrap();
     assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"]);
-    let diff = max_abs_diff(model.forward_pre_logits(input()), expected("basic_features"));
+    let diff = max_abs_diff(
+        model.forward_pre_logits(input()),
+        expected("basic_features"),
+    );
     assert!(diff <= TOLERANCE, "{diff}");
     let err = ResNet::from_weights_file(&path, &cpu()).unwrap_err();
     assert!(
