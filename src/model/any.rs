@@ -308,6 +308,13 @@ impl VisionModel for AnyModel {
             AnyModel::ResNet(m) => AnyInference::ResNet(VisionModel::for_inference(m)),
         }
     }
+    fn load_state_dict(
+        &mut self,
+        file: &mut crate::weights::WeightsFile,
+        options: &crate::weights::LoadOptions,
+    ) -> Result<crate::weights::LoadReport> {
+        dispatch!(self, m => m.load_state_dict(file, options))
+    }
     fn freeze_state(&self) -> &FreezeState {
         dispatch!(self, m => m.freeze_state())
     }

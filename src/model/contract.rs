@@ -22,6 +22,7 @@ use super::stage::{Stage, Stages};
 use super::summary::{self, ParamSummary};
 use crate::data::Normalize;
 use crate::error::{Error, Result};
+use crate::weights::{LoadOptions, LoadReport, WeightsFile};
 
 /// A serialisable description that rebuilds an (untrained) model; stored in saved models and
 /// checkpoints next to the tensors.
@@ -189,6 +190,42 @@ pub trait VisionModel: Module + 'static {
     /// # Errors
     /// [`Error::BatchNormSingleValue`] naming the first such layer.
     fn check_training_batch(&self, dims: [usize; 4]) -> Result<()>;
+
+    /// Loads a PyTorch state_dict in the family's reference names (torchvision's / timm's)
+    /// from an opened weights file, strictly or backbone only ([`LoadOptions`]): the family's
+    /// key map on top of the shared reader (pickle allow-list, state_dict selection, wrapper
+    /// prefixes, strict reports). On error the model is unchanged.
+    ///
+    /// # Errors
+    /// [`WeightsError`](crate::weights::WeightsError) naming the tensors that disagree, or the
+    /// architecture the file holds.
+    fn load_state_dict(
+        &mut self,
+        file: &mut WeightsFile,
+        options: &LoadOptions,
+    ) -> Result<LoadReport>;
+
+    /// Opens a `.pth` / `.safetensors` file and loads it ([`load_state_dict`](Self::load_state_dict)).
+    ///
+    /// # Errors
+    /// As [`WeightsFile::open_with`] and [`load_state_dict`](Self::load_state_dict).
+    fn load_weights(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
+        WeightsFile::open_with(path, options)?.load_into(self, options)
+    }
+
+    /// Loads everything but the classifier head (fastai / timm's pretrained-backbone start):
+    /// the file's head, whatever its number of classes, is not used; the report lists it as
+    /// skipped.
+    ///
+    /// # Errors
+    /// As [`load_weights`](Self::load_weights).
+    fn load_backbone(&mut self, path: impl AsRef<Path>) -> Result<LoadReport> {
+        self.load_weights(path, &LoadOptions::backbone_only())
+    }
 
     /// The inference form (normalisation folded where the family can), for evaluation and a
     /// frozen backbone.

@@ -293,6 +293,15 @@ impl VisionModel for ResNet {
         self.for_inference_with(crate::kernels::conv_impl())
     }
 
+    /// torchvision's (and timm's) ResNet names, through [`crate::weights::keymap`].
+    fn load_state_dict(
+        &mut self,
+        file: &mut crate::weights::WeightsFile,
+        options: &crate::weights::LoadOptions,
+    ) -> Result<crate::weights::LoadReport> {
+        file.load_into_resnet(self, options)
+    }
+
     fn freeze_state(&self) -> &FreezeState {
         &self.freeze
     }

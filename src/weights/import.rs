@@ -479,8 +479,26 @@ impl WeightsFile {
         Ok(config)
     }
 
-    /// Loads the file into `model` (see [`LoadOptions`]). On error the model is unchanged.
-    pub fn load_into(&mut self, model: &mut ResNet, options: &LoadOptions) -> Result<LoadReport> {
+    /// Loads the file into `model` (see [`LoadOptions`]), through its family's key map
+    /// ([`VisionModel::load_state_dict`]). On error the model is unchanged.
+    ///
+    /// # Errors
+    /// [`WeightsError`] saying which tensors are missing, unused or mis-shaped (in the
+    /// reference implementation's names), or that the file holds another architecture.
+    pub fn load_into<M: VisionModel>(
+        &mut self,
+        model: &mut M,
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
+        model.load_state_dict(self, options)
+    }
+
+    /// The ResNet family's import: torchvision's (and timm's) names, [`keymap`].
+    pub(crate) fn load_into_resnet(
+        &mut self,
+        model: &mut ResNet,
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
         let filter = if options.backbone_only {
             PathFilter::new().with_predicate(not_head)
         } else {
@@ -519,7 +537,7 @@ impl WeightsFile {
                     },
                 )?;
                 *self = reopened;
-                return self.load_into(model, options);
+                return self.load_into_resnet(model, options);
             }
         };
         self.store = Some(store);
@@ -1101,23 +1119,6 @@ fn reader_error(path: &Path, error: PytorchError) -> WeightsError {
 }
 
 impl ResNet {
-    /// Loads a torchvision/timm state_dict (`.pth` or `.safetensors`) into this model, strictly
-    /// or backbone only (see [`LoadOptions`]). On error the model is unchanged.
-    pub fn load_weights(
-        &mut self,
-        path: impl AsRef<Path>,
-        options: &LoadOptions,
-    ) -> Result<LoadReport> {
-        WeightsFile::open_with(path, options)?.load_into(self, options)
-    }
-
-    /// Loads everything but the `fc` head (fastai / timm's pretrained-backbone start): the
-    /// file's head, whatever its number of classes, is not used; the report lists `fc.*` as
-    /// skipped.
-    pub fn load_backbone(&mut self, path: impl AsRef<Path>) -> Result<LoadReport> {
-        self.load_weights(path, &LoadOptions::backbone_only())
-    }
-
     /// Builds the model a weights file describes ([`WeightsFile::infer_config`]) and loads it
     /// strictly.
     pub fn from_weights_file(
