@@ -20,19 +20,20 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
     let simple = conv.groups == 1 && conv.dilation == [1, 1];
     let padding = explicit_padding(&conv.padding).filter(|_| simple);
     let host = matches!(choice, ConvImpl::Auto | ConvImpl::Host) && is_flex(&x.device());
-    #[cfg(feature = "flex")]
-    if host
-        && let Some(padding) = padding
-        && super::flex::conv::supported(&x, &conv.weight.val())
-    {
-        let out = super::flex::conv::conv2d_host(x, conv.weight.val(), conv.stride, padding);
-        return match &conv.bias {
-            Some(bias) => {
-                let c_out = bias.dims()[0];
-                out + bias.val().reshape([1, c_out, 1, 1])
+    let mut x = x;
+    if host && let Some(padding) = padding {
+        match super::flex::conv2d(x, conv.weight.val(), conv.stride, padding) {
+            Ok(out) => {
+                return match &conv.bias {
+                    Some(bias) => {
+                        let c_out = bias.dims()[0];
+                        out + bias.val().reshape([1, c_out, 1, 1])
+                    }
+                    None => out,
+                };
             }
-            None => out,
-        };
+            Err(unchanged) => x = unchanged,
+        }
     }
     let gemm = match choice {
         ConvImpl::Backend | ConvImpl::Host => false,

@@ -62,7 +62,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::tensor::Device;
 
 mod conv;
-#[cfg(feature = "flex")]
 pub(crate) mod flex;
 mod gemm;
 mod geometry;
@@ -132,25 +131,13 @@ pub fn conv_impl() -> ConvImpl {
 
 /// Whether `device` is the flex CPU device (with or without autodiff).
 fn is_flex(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        *device == Device::flex()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
+    flex::is_flex(device)
 }
 
 /// Whether `device` is a CPU device (flex or ndarray, with or without autodiff).
 pub(crate) fn is_cpu(device: &Device) -> bool {
     #[allow(unused_mut)]
-    let mut cpu = false;
-    #[cfg(feature = "flex")]
-    {
-        cpu |= *device == Device::flex();
-    }
+    let mut cpu = flex::is_flex(device);
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
     {

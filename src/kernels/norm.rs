@@ -33,9 +33,12 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 
 /// [`batch_norm`] with an explicit kernel choice (`Backend` and `Gemm` mean Burn's own).
 pub fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
+    let mut x = x;
     if host_norm(bn, &x, choice) {
-        #[cfg(feature = "flex")]
-        return super::flex::norm::batch_norm_train(bn, x, None, false);
+        match super::flex::batch_norm(bn, x, None, false) {
+            Ok(out) => return out,
+            Err((unchanged, _)) => x = unchanged,
+        }
     }
     batch_norm_backend(bn, x)
 }
@@ -59,13 +62,16 @@ pub fn batch_norm_relu_with(
     residual: Option<Tensor<4>>,
     choice: ConvImpl,
 ) -> Tensor<4> {
+    let (mut x, mut residual) = (x, residual);
     if host_norm(bn, &x, choice)
         && residual
             .as_ref()
             .is_none_or(|r| r.dims() == x.dims() && r.dtype() == x.dtype())
     {
-        #[cfg(feature = "flex")]
-        return super::flex::norm::batch_norm_train(bn, x, residual, true);
+        match super::flex::batch_norm(bn, x, residual, true) {
+            Ok(out) => return out,
+            Err(unchanged) => (x, residual) = unchanged,
+        }
     }
     let out = batch_norm_backend(bn, x);
     relu(match residual {
@@ -125,17 +131,7 @@ pub(crate) fn update_running_statistics(
 
 /// Whether the host BatchNorm kernels apply: training-mode layer on the flex autodiff device.
 fn host_norm(bn: &BatchNorm, x: &Tensor<4>, choice: ConvImpl) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        matches!(choice, ConvImpl::Auto | ConvImpl::Host)
-            && bn.training.is_enabled()
-            && x.device().is_autodiff()
-            && super::is_flex(&x.device())
-            && super::flex::norm::supported(bn, x)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (bn, x, choice);
-        false
-    }
+    matches!(choice, ConvImpl::Auto | ConvImpl::Host)
+        && bn.training.is_enabled()
+        && super::flex::batch_norm_supported(bn, x)
 }

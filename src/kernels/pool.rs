@@ -17,10 +17,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// [`max_pool2d`] with an explicit kernel choice (`Backend` and `Gemm` mean Burn's own).
 pub fn max_pool2d_with(pool: &MaxPool2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
-    #[cfg(feature = "flex")]
     if matches!(choice, ConvImpl::Auto | ConvImpl::Host)
-        && super::is_flex(&x.device())
-        && super::flex::pool::supported(&x)
         && pool.dilation == [1, 1]
         && !pool.ceil_mode
         && let Some(padding @ [top, left, bottom, right]) =
@@ -32,9 +29,11 @@ pub fn max_pool2d_with(pool: &MaxPool2d, x: Tensor<4>, choice: ConvImpl) -> Tens
         // Shapes Burn's own kernel would reject fall through to it, with its error.
         if kh > 0 && kw > 0 && sh > 0 && sw > 0 && h + top + bottom >= kh && w + left + right >= kw
         {
-            return super::flex::pool::max_pool2d_host(x, pool.kernel_size, pool.stride, padding);
+            return match super::flex::max_pool2d(x, pool.kernel_size, pool.stride, padding) {
+                Ok(out) => out,
+                Err(x) => pool.forward(x),
+            };
         }
     }
-    let _ = choice;
     pool.forward(x)
 }

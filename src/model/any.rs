@@ -68,6 +68,7 @@ pub enum AnyModel {
 #[non_exhaustive]
 pub enum AnyConfig {
     /// A ResNet configuration.
+    #[serde(rename = "resnet")]
     ResNet(ResNetConfig),
 }
 

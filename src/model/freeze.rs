@@ -270,10 +270,18 @@ fn group_from_regex(pattern: &str) -> ParamGroup {
 
 /// Applies `state` to `model` from scratch: everything is unfrozen, then the frozen stages are
 /// frozen with Burn's `freeze_group`, then their BatchNorms are unfrozen again
-/// ([`BnPolicy::Trainable`]) or only put back in training mode ([`BnPolicy::TrainMode`]). A
-/// stage name the model does not have freezes nothing.
+/// ([`BnPolicy::Trainable`]) or only put back in training mode ([`BnPolicy::TrainMode`]). The
+/// recorded state names the stage as the model does (`head` and `LAYER3` become `fc` and
+/// `layer3`); a stage name the model does not have freezes nothing.
 pub(crate) fn apply_freeze<M: VisionModel>(model: M, state: FreezeState) -> M {
     let stages = model.stages();
+    let state = FreezeState {
+        frozen_through: state
+            .frozen_index(&stages)
+            .and_then(|i| stages.get(i))
+            .map(|spec| spec.stage()),
+        bn: state.bn,
+    };
     let mut model = Module::unfreeze(model);
     if let Some(last) = state.frozen_index(&stages) {
         let prefixes = stages.prefixes_through(last);

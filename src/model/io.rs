@@ -17,7 +17,9 @@ use crate::weights::report::LoadReport;
 
 /// Metadata key under which the model description is stored.
 pub const METADATA_KEY: &str = "finetune.model";
-const FORMAT_VERSION: u32 = 1;
+/// 2: a `family` tag, and stages named as the model names them (`layer4`; version 1 wrote
+/// ResNet's `Layer4`, still read).
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SavedModel {

@@ -75,8 +75,7 @@ impl Optimizer for FusedSgd {
             Some(state) => state.velocity,
             None => tensor.zeros_like(),
         };
-        #[cfg(feature = "flex")]
-        let (tensor, grad, velocity) = match crate::kernels::flex::sgd::step(
+        let (tensor, grad, velocity) = match crate::kernels::flex::sgd_step(
             (lr, self.momentum, self.weight_decay, self.nesterov),
             tensor,
             grad,

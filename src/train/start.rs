@@ -237,6 +237,17 @@ impl Learner {
                         .into(),
             });
         }
+        // Head-only training and the feature cache were decided from the model passed in.
+        if ck.model.freeze_state() != model.freeze_state() {
+            return Err(TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the checkpoint's model is {} but the model passed to fit is {}: freeze it as the run was started, or use another output directory",
+                    ck.model.freeze_state().describe(),
+                    model.freeze_state().describe()
+                ),
+            });
+        }
         let run = FitRun {
             best: ck.best,
             optim: run.optim.load_record(ck.optimizer),

@@ -309,3 +309,56 @@ fn loading_a_file_that_is_not_a_model_is_a_typed_error() {
     let err = ResNet::load(&junk, &device).unwrap_err().to_string();
     assert!(err.contains("not a burnpack file"), "{err}");
 }
+
+#[test]
+fn stage_names_are_recorded_as_the_model_names_them() {
+    let model = tiny18(5).init(&cpu()).freeze_to("LAYER2").unwrap();
+    assert_eq!(
+        model.freeze_state().frozen_through,
+        Some(Stage::new("layer2"))
+    );
+    // `head` is the last stage of any model: the same state as freezing everything.
+    let by_alias = tiny18(5).init(&cpu()).freeze_to("head").unwrap();
+    let all = VisionModel::freeze(tiny18(5).init(&cpu()));
+    assert_eq!(by_alias.freeze_state(), all.freeze_state());
+    assert_eq!(all.freeze_state().frozen_through, Some(Stage::new("fc")));
+    let err = tiny18(5)
+        .init(&cpu())
+        .freeze_to("layer5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no stage 'layer5'")
+            && err.contains("stem, layer1, layer2, layer3, layer4, fc"),
+        "{err}"
+    );
+}
+
+/// A file written before the model contract (format 1): no family tag, ResNet's stage enum
+/// spelled `Layer3`. It loads, with the stage named as the model names it.
+#[test]
+fn a_model_file_of_format_1_still_loads() {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.bpk");
+    let model = tiny18(5).init(&cpu()).freeze_to("layer3").unwrap();
+    let config = serde_json::to_value(model.config()).unwrap();
+    let legacy = serde_json::json!({
+        "format_version": 1,
+        "config": config,
+        "freeze": {"frozen_through": "Layer3", "bn": "Frozen"},
+    });
+    let mut store = BurnpackStore::from_file(&path)
+        .auto_extension(false)
+        .metadata(finetune::model::METADATA_KEY, legacy.to_string());
+    model.save_into(&mut store).unwrap();
+    let loaded = ResNet::load(&path, &cpu()).unwrap();
+    assert_eq!(loaded.freeze_state(), model.freeze_state());
+    assert_eq!(
+        loaded.freeze_state().frozen_through,
+        Some(Stage::new("layer3"))
+    );
+    assert_eq!(loaded.param_summary(), model.param_summary());
+    let any = finetune::AnyModel::load(&path, &cpu()).unwrap();
+    assert_eq!(any.arch(), model.arch());
+}
