@@ -731,9 +731,10 @@ fn backbone_unchecked(
         WeightsChoice::Named(w) => pretrained(*w),
         WeightsChoice::Auto => {
             let name = arch.unwrap_or("resnet18");
-            // An unknown architecture is an error, never a silent fallback.
+            // An unknown architecture is an error, never a silent fallback; a weights tag
+            // (`resnet50.tv2_in1k`) picks those weights, a bare name its default ones.
             AnyConfig::from_name(name, 1000)?;
-            let weights = ResNetWeights::default_for(name)?;
+            let weights = ResNetWeights::parse(name)?;
             match pretrained(weights) {
                 Ok(found) => Ok(found),
                 Err(e) => random(Some(format!(

@@ -9,7 +9,10 @@
 //! an `AnyModel` holding a ResNet has exactly the ResNet's parameter paths (`layer1.0.conv1`),
 //! so freezing, saved files and weight import see the same names either way.
 
-use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
+use burn::module::{
+    Content, Devices, DisplaySettings, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper,
+    ModuleVisitor,
+};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +162,28 @@ impl Module for AnyModel {
     }
     fn map<Mapper: ModuleMapper>(self, mapper: &mut Mapper) -> Self {
         dispatch!(wrap self, m => m.map(mapper))
+    }
+}
+
+impl ModuleDisplayDefault for AnyModel {
+    fn content(&self, content: Content) -> Option<Content> {
+        dispatch!(self, m => m.content(content))
+    }
+    fn num_params(&self) -> usize {
+        dispatch!(self, m => ModuleDisplayDefault::num_params(m))
+    }
+}
+
+impl ModuleDisplay for AnyModel {
+    fn format(&self, settings: DisplaySettings) -> String {
+        dispatch!(self, m => m.format(settings))
+    }
+}
+
+impl std::fmt::Display for AnyModel {
+    /// The family model's module tree, as Burn displays modules.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        dispatch!(self, m => std::fmt::Display::fmt(m, f))
     }
 }
 

@@ -51,7 +51,7 @@ pub struct ResNet {
     pub avgpool: AdaptiveAvgPool2d,
     /// Classifier head.
     pub fc: Linear,
-    /// The configuration this model was built from (kept in sync by `with_num_classes`).
+    /// The configuration this model was built from (kept in sync by `reset_classifier`).
     #[module(skip)]
     pub(crate) config: ResNetConfig,
     /// The freeze specification last applied through Burn's `freeze_group`.

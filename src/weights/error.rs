@@ -126,14 +126,15 @@ pub enum WeightsError {
         path: PathBuf,
         /// Description of the file's architecture.
         file_arch: String,
-        /// `--arch` value for the file's architecture (`resnet34`, or `auto` for a custom one).
+        /// The architecture name for the file's architecture, as `create_model` takes it
+        /// (`resnet34`, or `auto` for a custom shape).
         file_arch_name: String,
         /// Description of the model's architecture.
         model_arch: String,
     },
 
     /// Same backbone, different number of classes.
-    #[error("'{}' has a {file_classes}-class head but the model has {model_classes} classes: load only the backbone (`LoadOptions::backbone_only()` / `ResNet::load_backbone`) to keep the new head, or build the model with {file_classes} classes", path.display())]
+    #[error("'{}' has a {file_classes}-class head but the model has {model_classes} classes: load only the backbone (`LoadOptions::backbone_only()` / `VisionModel::load_backbone`) to keep the new head, or build the model with {file_classes} classes", path.display())]
     HeadMismatch {
         /// The file.
         path: PathBuf,
@@ -153,7 +154,7 @@ pub enum WeightsError {
     },
 
     /// The architecture could not be read from the file's tensor names and shapes.
-    #[error("cannot infer the architecture of '{}': {reason}; build the model from its configuration (`ResNetConfig::from_name(\"resnet18\", ..)`, ...) and load the file into it (`ResNet::load_weights`)", path.display())]
+    #[error("cannot infer the architecture of '{}': {reason}; build the model from its configuration (`ResNetConfig::from_name(\"resnet18\", ..)`, ...) and load the file into it (`VisionModel::load_weights`)", path.display())]
     UnknownArchitecture {
         /// The file.
         path: PathBuf,

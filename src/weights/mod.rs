@@ -1,13 +1,14 @@
 //! Pretrained weights, after torchvision's multi-weight API and timm's `pretrained=True`: the
-//! registry of torchvision's ImageNet ResNets ([`ResNetWeights`], [`ResNet::pretrained`]),
-//! strict import of `.pth` / `.safetensors` state_dicts ([`WeightsFile`],
-//! [`ResNet::load_weights`], [`ResNet::load_backbone`]) behind PyTorch's `weights_only` pickle
+//! registry by timm/torchvision name for any registered architecture ([`pretrained`]), and of
+//! torchvision's ImageNet ResNets ([`ResNetWeights`], [`ResNet::pretrained`]), strict import of
+//! `.pth` / `.safetensors` state_dicts ([`WeightsFile`], [`VisionModel::load_weights`],
+//! [`VisionModel::load_backbone`]) behind PyTorch's `weights_only` pickle
 //! allow-list ([`pickle`]), the key mapping ([`keymap`]), load reports, and the weights' own
 //! inference preprocessing and classification helpers.
 //!
 //! [`ResNet::pretrained`]: crate::ResNet::pretrained
-//! [`ResNet::load_weights`]: crate::ResNet::load_weights
-//! [`ResNet::load_backbone`]: crate::ResNet::load_backbone
+//! [`VisionModel::load_weights`]: crate::VisionModel::load_weights
+//! [`VisionModel::load_backbone`]: crate::VisionModel::load_backbone
 
 pub mod error;
 pub mod import;

@@ -105,10 +105,15 @@ fn every_architecture_has_the_contract_shapes_and_stages() {
         let x = images(2, SIZE, &device);
         model.check_input(x.dims()).unwrap();
         let features = model.forward_features(x.clone());
-        let AnyFeatures::Maps(maps) = features.clone() else {
-            panic!("{name}: a CNN returns feature maps")
-        };
-        assert_eq!(maps.dims(), [2, model.num_features(), 1, 1], "{name}");
+        // Unpooled: a CNN's maps keep their spatial dimensions (1x1 here, at 32x32 input).
+        match features.clone() {
+            AnyFeatures::Maps(maps) => {
+                let [b, c, h, w] = maps.dims();
+                assert_eq!((b, c), (2, model.num_features()), "{name}");
+                assert!(h >= 1 && w >= 1, "{name}");
+            }
+            other => panic!("{name}: unexpected features {other:?}"),
+        }
         let pooled = model.forward_head(features.clone(), true);
         assert_eq!(pooled.dims(), [2, model.num_features()], "{name}");
         let logits = model.forward_head(features, false);
@@ -130,6 +135,7 @@ fn every_architecture_has_the_contract_shapes_and_stages() {
         let summary = model.param_summary();
         let head_params = summary.stage(head.name).total;
         assert_eq!(head_params, model.num_features() * 7 + 7, "{name}");
+        // torchvision's and timm's ImageNet weights expect ImageNet's mean and std.
         let norm = model.normalization();
         assert_eq!(norm, finetune::data::Normalize::imagenet(), "{name}");
     }
@@ -174,10 +180,14 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let device = cpu();
     for &name in finetune::architectures() {
-        let model = create_model(name, 10, &device)
+        let model = create_model(name, 10, &device).unwrap();
+        // A stage in the middle: frozen through it, trainable after.
+        let middle = model
+            .stages()
+            .get(model.stages().len() / 2)
             .unwrap()
-            .freeze_to("layer3")
-            .unwrap();
+            .stage();
+        let model = model.freeze_to(middle.clone()).unwrap();
         let backbone_before = snapshot(&model);
         let model = model.reset_classifier(4).unwrap();
         assert_eq!(model.num_classes(), 4);
@@ -187,10 +197,7 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
             moved.iter().all(|p| head.owns(p)),
             "{name}: reset_classifier touched {moved:?}"
         );
-        assert_eq!(
-            model.freeze_state().frozen_through.as_ref().unwrap().name(),
-            "layer3"
-        );
+        assert_eq!(model.freeze_state().frozen_through, Some(middle));
 
         let path = dir.path().join(format!("{name}.bpk"));
         model.save(&path).unwrap();
@@ -208,8 +215,5 @@ fn every_architecture_replaces_its_head_and_round_trips_through_a_file() {
             model.forward(x).to_data(),
             "{name}"
         );
-        // The family's own type reads the same file.
-        let resnet = finetune::ResNet::load(&path, &device).unwrap();
-        assert_eq!(resnet.arch(), name);
     }
 }
