@@ -840,6 +840,8 @@ fn run_reporting(
     // 1. The images, split (the bundled sample when CIFAR-10 is unavailable).
     let data = load_data(&opts.data, &opts.data_options())?.limit(opts.train_limit, opts.val_limit);
     data.notes.iter().for_each(|note| say(note));
+    // Sizes against the batch size before any weights are loaded (or downloaded).
+    check_sizes(data.sizes(), opts.batch_size)?;
     // 2. The backbone (random initialisation when `Auto`'s weights are unavailable).
     let backbone = load_backbone(
         &opts.weights,

@@ -37,55 +37,48 @@ impl Geometry {
     ///
     /// # Panics
     /// When the shapes do not fit (checked by the callers before dispatch).
-    pub(super) fn conv(
-        x: &Shape,
-        weight: &Shape,
-        [sh, sw]: [usize; 2],
-        [pt, pl, pb, pr]: [usize; 4],
-    ) -> Self {
-        let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
-        let (o, kh, kw) = (weight[0], weight[2], weight[3]);
+    pub(super) fn conv(x: &Shape, weight: &Shape, [sh, sw]: [usize; 2], pads: [usize; 4]) -> Self {
+        let (kh, kw) = (weight[2], weight[3]);
         assert!(
-            weight[1] == c && sh > 0 && sw > 0 && h + pt + pb >= kh && w + pl + pr >= kw,
+            weight[1] == x[1] && Self::fits(x, [kh, kw, sh, sw], pads),
             "host_conv2d: input {x:?} does not fit weight {weight:?}"
         );
-        Self {
-            b,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            sh,
-            sw,
-            pt,
-            pl,
-            ho: (h + pt + pb - kh) / sh + 1,
-            wo: (w + pl + pr - kw) / sw + 1,
-        }
+        Self::window(x, weight[0], [kh, kw, sh, sw], pads)
     }
 
     /// A max pooling of `x [B, C, H, W]` with a `kh x kw` window, no dilation, floor mode.
     ///
     /// # Panics
     /// When the shapes do not fit (checked by the callers before dispatch).
-    pub(super) fn pool(
+    pub(super) fn pool(x: &Shape, window: [usize; 4], pads: [usize; 4]) -> Self {
+        let [kh, kw, _, _] = window;
+        assert!(
+            Self::fits(x, window, pads),
+            "host_max_pool2d: input {x:?} does not fit kernel {kh}x{kw}"
+        );
+        Self::window(x, x[1], window, pads)
+    }
+
+    /// Whether a `kh x kw` window with strides `sh, sw` fits the padded input at least once.
+    fn fits(x: &Shape, [kh, kw, sh, sw]: [usize; 4], [pt, pl, pb, pr]: [usize; 4]) -> bool {
+        kh > 0 && kw > 0 && sh > 0 && sw > 0 && x[2] + pt + pb >= kh && x[3] + pl + pr >= kw
+    }
+
+    /// The geometry of a window sliding over `x` with `o` output channels (checked by
+    /// [`fits`](Self::fits)).
+    fn window(
         x: &Shape,
+        o: usize,
         [kh, kw, sh, sw]: [usize; 4],
         [pt, pl, pb, pr]: [usize; 4],
     ) -> Self {
         let (b, c, h, w) = (x[0], x[1], x[2], x[3]);
-        assert!(
-            kh > 0 && kw > 0 && sh > 0 && sw > 0 && h + pt + pb >= kh && w + pl + pr >= kw,
-            "host_max_pool2d: input {x:?} does not fit kernel {kh}x{kw}"
-        );
         Self {
             b,
             c,
             h,
             w,
-            o: c,
+            o,
             kh,
             kw,
             sh,
