@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! use burn::tensor::{Device, FloatDType, Tensor};
-//! use finetune::model::ResNetConfig;
+//! use finetune::model::{ResNetConfig, VisionModel};
 //! use finetune::weights::LoadOptions;
 //!
 //! let device = Device::default();
