@@ -18,6 +18,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/downloads.rs"]
+mod downloads;
 #[path = "common/progress.rs"]
 mod progress;
 #[path = "common/tutorial.rs"]
@@ -44,6 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    downloads::report_on_console();
     // Keep freed activation buffers in the process between steps (see its docs).
     finetune::tune_allocator();
     let args = match cli::parse::<Args>() {

@@ -13,6 +13,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/downloads.rs"]
+mod downloads;
 
 use finetune::model::VisionModel;
 use std::ffi::OsString;
@@ -157,6 +159,7 @@ fn print_predictions(predictions: &[finetune::weights::Prediction]) {
 }
 
 fn main() -> ExitCode {
+    downloads::report_on_console();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,
         Err(code) => return code,

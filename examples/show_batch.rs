@@ -12,6 +12,8 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/downloads.rs"]
+mod downloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -196,6 +198,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    downloads::report_on_console();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,
         Err(code) => return code,

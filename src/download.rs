@@ -20,6 +20,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -505,7 +506,6 @@ fn download_partial(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                progress.finish();
                 return match expected_len {
                     Some(expected) if received < expected => Err(DownloadError::Truncated {
                         url: url.to_string(),
@@ -522,7 +522,7 @@ fn download_partial(
         received += n as u64;
         progress.set(received);
     }
-    progress.finish();
+    drop(progress);
     if let Some(expected) = expected_len
         && received != expected
     {
@@ -538,43 +538,58 @@ fn download_partial(
     Ok(())
 }
 
-/// A progress bar on a terminal; a start and an end line otherwise.
+/// Told about every download the crate makes (weights, datasets): the library itself prints
+/// nothing, and a program that wants progress registers a reporter with [`set_progress`] (the
+/// examples draw a bar on a terminal and print a line otherwise).
+pub trait DownloadProgress: Send + Sync {
+    /// A download of `url` begins; `bytes` is its announced size, when the server sends one.
+    fn started(&self, url: &str, bytes: Option<u64>);
+    /// `received` bytes of `url` have arrived so far.
+    fn progressed(&self, url: &str, received: u64);
+    /// The download of `url` ended (completed or failed: the caller gets the error).
+    fn finished(&self, url: &str);
+}
+
+static REPORTER: RwLock<Option<Arc<dyn DownloadProgress>>> = RwLock::new(None);
+
+/// Registers the process-wide download reporter (`None`: downloads are silent, the default),
+/// like `log::set_logger`: downloads happen deep inside [`Cache::fetch`] callers such as
+/// [`crate::weights::pretrained`] and [`crate::data::Cifar10::download`], which take no
+/// reporter of their own.
+pub fn set_progress(reporter: Option<Arc<dyn DownloadProgress>>) {
+    let mut slot = REPORTER.write().unwrap_or_else(|e| e.into_inner());
+    *slot = reporter;
+}
+
+/// The reporter for one download: the registered one, told `started` now and `finished` when
+/// dropped.
 struct Progress {
-    bar: Option<indicatif::ProgressBar>,
+    url: String,
+    reporter: Option<Arc<dyn DownloadProgress>>,
 }
 
 impl Progress {
     fn new(url: &str, len: Option<u64>) -> Self {
-        use std::io::IsTerminal;
-        if !io::stderr().is_terminal() {
-            eprintln!(
-                "downloading {url}{}",
-                len.map(|l| format!(" ({:.1} MB)", l as f64 / 1e6))
-                    .unwrap_or_default()
-            );
-            return Progress { bar: None };
+        let reporter = REPORTER.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(r) = &reporter {
+            r.started(url, len);
         }
-        let bar = match len {
-            Some(l) => indicatif::ProgressBar::new(l),
-            None => indicatif::ProgressBar::new_spinner(),
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
+        Progress {
+            url: url.to_string(),
+            reporter,
         }
-        let name = url.rsplit('/').next().unwrap_or(url).to_string();
-        bar.set_message(name);
-        Progress { bar: Some(bar) }
     }
     fn set(&self, pos: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(pos);
+        if let Some(r) = &self.reporter {
+            r.progressed(&self.url, pos);
         }
     }
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reporter {
+            r.finished(&self.url);
         }
     }
 }

@@ -241,3 +241,52 @@ fn concurrent_fetches_of_one_file_download_it_once() {
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(server.hits(), 1);
 }
+
+/// Records the events of one URL (other tests download concurrently to other URLs).
+struct Recorder {
+    url: String,
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+impl finetune::download::DownloadProgress for Recorder {
+    fn started(&self, url: &str, bytes: Option<u64>) {
+        if url == self.url {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("started {bytes:?}"));
+        }
+    }
+    fn progressed(&self, url: &str, received: u64) {
+        if url == self.url {
+            self.events.lock().unwrap().push(format!("at {received}"));
+        }
+    }
+    fn finished(&self, url: &str) {
+        if url == self.url {
+            self.events.lock().unwrap().push("finished".into());
+        }
+    }
+}
+
+#[test]
+fn downloads_report_to_the_registered_reporter_and_print_nothing() {
+    let body = b"pretend weights".repeat(10_000);
+    let server = serve(vec![("/progress.pth", Reply::Body(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = std::sync::Arc::new(Recorder {
+        url: server.url("/progress.pth"),
+        events: Default::default(),
+    });
+    finetune::download::set_progress(Some(recorder.clone()));
+    let checksum = Checksum::Sha256Prefix(sha256_hex(&body)[..8].to_string());
+    fetch_to(&recorder.url, &dir.path().join("w.pth"), &checksum).unwrap();
+    finetune::download::set_progress(None);
+    let events = recorder.events.lock().unwrap().clone();
+    assert_eq!(
+        events.first().unwrap(),
+        &format!("started Some({})", body.len())
+    );
+    assert_eq!(events.last().unwrap(), "finished");
+    assert_eq!(events[events.len() - 2], format!("at {}", body.len()));
+}
