@@ -53,7 +53,7 @@
 //!
 //! Shapes a kernel does not handle (grouped or dilated convolutions, "same" padding, non-f32
 //! tensors, inference-mode BatchNorm for the host BatchNorm) fall back to Burn's own operation.
-//! [`ResNet::for_inference`](crate::model::ResNet::for_inference) runs the folded backbone on
+//! [`VisionModel::for_inference`](crate::model::VisionModel::for_inference) runs the folded backbone on
 //! `nhwc.rs` on CPU devices under `Auto`, always under `Gemm` and `Host`, never under
 //! `Backend`.
 

@@ -81,7 +81,7 @@ impl FusedBlock {
 }
 
 /// A [`ResNet`] prepared for inference: BatchNorms folded, no autodiff, same outputs.
-/// Build it with [`ResNet::for_inference`]. On CPU devices the backbone runs on a batched-GEMM
+/// Build it with [`VisionModel::for_inference`](super::VisionModel::for_inference). On CPU devices the backbone runs on a batched-GEMM
 /// host path ([`ConvImpl`](crate::kernels::ConvImpl) `Backend` turns it off).
 #[derive(Module, Debug)]
 pub struct FusedResNet {
@@ -161,7 +161,7 @@ impl InferenceModel for FusedResNet {
 }
 
 impl ResNet {
-    /// [`VisionModel::for_inference`] with an explicit convolution choice:
+    /// [`VisionModel::for_inference`](super::VisionModel::for_inference) with an explicit convolution choice:
     /// [`ConvImpl::Backend`] keeps the backbone on Burn's kernels, [`ConvImpl::Gemm`] forces
     /// the host GEMM path, [`ConvImpl::Auto`] uses the host path on CPU devices.
     pub fn for_inference_with(&self, conv: ConvImpl) -> FusedResNet {
