@@ -456,113 +456,124 @@ pub fn load_data(choice: &DataChoice, options: &DataOptions) -> Result<Splits> {
             format!("CIFAR-10 from {}", dir.display()),
             seed,
         ),
-        DataChoice::Auto => match Cifar10::download() {
-            Ok(cifar) => {
-                let what = format!("CIFAR-10 ({})", cifar.dir().display());
-                cifar_splits(cifar, what, seed)
-            }
-            Err(e) => {
-                let sample = Cifar10::sample()?;
-                let note = format!(
-                    "CIFAR-10 could not be found or downloaded ({}); running on the bundled sample ({} train / {} test images)",
-                    first_line(&e.to_string()),
-                    sample.train().len(),
-                    sample.test().len()
-                );
-                let mut splits = cifar_splits(sample, "the bundled CIFAR-10 sample".into(), seed)?;
-                splits.notes.push(note);
-                Ok(splits)
-            }
-        },
+        DataChoice::Auto => cifar_or_sample(seed),
         DataChoice::ImageFolder(root) if !root.join("train").is_dir() => {
-            if !(options.holdout > 0.0 && options.holdout < 1.0) {
-                return Err(Error::InvalidConfig(format!(
-                    "the holdout (DataOptions::holdout, TutorialOptions::holdout) must be between 0 and 1 (got {})",
-                    options.holdout
-                )));
-            }
-            let mut notes = Vec::new();
-            let all = folder(root, options.image_size, &mut notes)?;
-            let classes = all.classes().to_vec();
-            let n = all.len();
-            check_splittable(
-                root,
-                n,
-                "train / validation / test",
-                3,
-                ", or give it train/ and val/ sub-folders of their own",
-            )?;
-            let held =
-                ((n as f64 * options.holdout).round() as usize).clamp(2, n.saturating_sub(1));
-            let val_n = held / 2;
-            let mut parts = random_split(all.dataset(), [n - held, val_n, held - val_n], seed)?;
-            let (test, val, train) = match (parts.pop(), parts.pop(), parts.pop()) {
-                (Some(t), Some(v), Some(tr)) => (t, v, tr),
-                _ => {
-                    return Err(Error::InvalidConfig(
-                        "the hold-out split produced no parts".into(),
-                    ));
-                }
-            };
-            Ok(Splits {
-                train: Arc::new(train),
-                val: Arc::new(val),
-                test: Arc::new(test),
-                classes,
-                description: format!(
-                    "image folder {} ({:.0}% held out for validation and test)",
-                    root.display(),
-                    options.holdout * 100.0
-                ),
-                normalize: Normalize::imagenet(),
-                notes,
-            })
+            held_out_folder(root, options)
         }
-        DataChoice::ImageFolder(root) => {
-            let mut notes = Vec::new();
-            let train = folder(&root.join("train"), options.image_size, &mut notes)?;
-            let val = folder(&root.join("val"), options.image_size, &mut notes)?;
-            if train.classes() != val.classes() {
-                return Err(Error::InvalidConfig(format!(
-                    "{} and {} have different class folders ({:?} vs {:?})",
-                    root.join("train").display(),
-                    root.join("val").display(),
-                    train.classes(),
-                    val.classes()
-                )));
-            }
-            let classes = train.classes().to_vec();
-            let (val, test): (Images, Images) = if root.join("test").is_dir() {
-                let test = folder(&root.join("test"), options.image_size, &mut notes)?;
-                if test.classes() != classes.as_slice() {
-                    return Err(Error::InvalidConfig(format!(
-                        "{} has different class folders than {}",
-                        root.join("test").display(),
-                        root.join("train").display()
-                    )));
-                }
-                (Arc::new(val.dataset()), Arc::new(test.dataset()))
-            } else {
-                check_splittable(
-                    &root.join("val"),
-                    val.len(),
-                    "validation / test",
-                    2,
-                    ", or add a test/ folder beside it",
-                )?;
-                split_half(val.dataset(), seed)?
-            };
-            Ok(Splits {
-                train: Arc::new(train.dataset()),
-                val,
-                test,
-                classes,
-                description: format!("image folders in {}", root.display()),
-                normalize: Normalize::imagenet(),
-                notes,
-            })
+        DataChoice::ImageFolder(root) => split_folders(root, options),
+    }
+}
+
+/// CIFAR-10 from the cache or downloaded; the bundled sample, with a note saying why, when it
+/// is unavailable.
+fn cifar_or_sample(seed: u64) -> Result<Splits> {
+    match Cifar10::download() {
+        Ok(cifar) => {
+            let what = format!("CIFAR-10 ({})", cifar.dir().display());
+            cifar_splits(cifar, what, seed)
+        }
+        Err(e) => {
+            let sample = Cifar10::sample()?;
+            let note = format!(
+                "CIFAR-10 could not be found or downloaded ({}); running on the bundled sample ({} train / {} test images)",
+                first_line(&e.to_string()),
+                sample.train().len(),
+                sample.test().len()
+            );
+            let mut splits = cifar_splits(sample, "the bundled CIFAR-10 sample".into(), seed)?;
+            splits.notes.push(note);
+            Ok(splits)
         }
     }
+}
+
+/// One folder of class folders: [`DataOptions::holdout`] of it held out, half for validation
+/// and half for test.
+fn held_out_folder(root: &Path, options: &DataOptions) -> Result<Splits> {
+    if !(options.holdout > 0.0 && options.holdout < 1.0) {
+        return Err(Error::InvalidConfig(format!(
+            "the holdout (DataOptions::holdout, TutorialOptions::holdout) must be between 0 and 1 (got {})",
+            options.holdout
+        )));
+    }
+    let mut notes = Vec::new();
+    let all = folder(root, options.image_size, &mut notes)?;
+    let classes = all.classes().to_vec();
+    let n = all.len();
+    check_splittable(
+        root,
+        n,
+        "train / validation / test",
+        3,
+        ", or give it train/ and val/ sub-folders of their own",
+    )?;
+    let held = ((n as f64 * options.holdout).round() as usize).clamp(2, n.saturating_sub(1));
+    let val_n = held / 2;
+    let mut parts = random_split(all.dataset(), [n - held, val_n, held - val_n], options.seed)?;
+    let (Some(test), Some(val), Some(train)) = (parts.pop(), parts.pop(), parts.pop()) else {
+        return Err(Error::InvalidConfig(
+            "the hold-out split produced no parts".into(),
+        ));
+    };
+    Ok(Splits {
+        train: Arc::new(train),
+        val: Arc::new(val),
+        test: Arc::new(test),
+        classes,
+        description: format!(
+            "image folder {} ({:.0}% held out for validation and test)",
+            root.display(),
+            options.holdout * 100.0
+        ),
+        normalize: Normalize::imagenet(),
+        notes,
+    })
+}
+
+/// `train/` and `val/` folders with the same classes, and `test/` (or `val/` split 50/50).
+fn split_folders(root: &Path, options: &DataOptions) -> Result<Splits> {
+    let mut notes = Vec::new();
+    let train = folder(&root.join("train"), options.image_size, &mut notes)?;
+    let val = folder(&root.join("val"), options.image_size, &mut notes)?;
+    if train.classes() != val.classes() {
+        return Err(Error::InvalidConfig(format!(
+            "{} and {} have different class folders ({:?} vs {:?})",
+            root.join("train").display(),
+            root.join("val").display(),
+            train.classes(),
+            val.classes()
+        )));
+    }
+    let classes = train.classes().to_vec();
+    let (val, test): (Images, Images) = if root.join("test").is_dir() {
+        let test = folder(&root.join("test"), options.image_size, &mut notes)?;
+        if test.classes() != classes.as_slice() {
+            return Err(Error::InvalidConfig(format!(
+                "{} has different class folders than {}",
+                root.join("test").display(),
+                root.join("train").display()
+            )));
+        }
+        (Arc::new(val.dataset()), Arc::new(test.dataset()))
+    } else {
+        check_splittable(
+            &root.join("val"),
+            val.len(),
+            "validation / test",
+            2,
+            ", or add a test/ folder beside it",
+        )?;
+        split_half(val.dataset(), options.seed)?
+    };
+    Ok(Splits {
+        train: Arc::new(train.dataset()),
+        val,
+        test,
+        classes,
+        description: format!("image folders in {}", root.display()),
+        normalize: Normalize::imagenet(),
+        notes,
+    })
 }
 
 /// Every split has an image, and the training set holds at least one batch (its last partial
