@@ -21,6 +21,11 @@ pub trait BatchSource: Send + Sync {
     fn num_items(&self) -> usize;
     /// Batch size.
     fn batch_size(&self) -> usize;
+    /// Batches per epoch (every item in a batch, the last one possibly partial; a source that
+    /// drops its last partial batch says so here).
+    fn num_batches(&self) -> usize {
+        self.num_items().div_ceil(self.batch_size().max(1))
+    }
     /// Whether `batches` gives the same images every epoch (no random augmentation), which
     /// allows caching backbone features.
     fn is_deterministic(&self) -> bool {
@@ -123,6 +128,15 @@ impl BatchSource for ImageLoader {
     }
     fn batch_size(&self) -> usize {
         ImageLoader::batch_size(self)
+    }
+    /// With `drop_last` (the training default) the last partial batch is not one.
+    fn num_batches(&self) -> usize {
+        let (n, b) = (self.num_items(), self.batch_size().max(1));
+        if self.config().drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
     fn is_deterministic(&self) -> bool {
         ImageLoader::is_deterministic(self)

@@ -95,7 +95,7 @@ impl Learner {
         let autodiff = plain.clone().autodiff();
         plain.seed(self.config.seed);
 
-        let batches = train.num_items().div_ceil(train.batch_size().max(1));
+        let batches = train.num_batches();
         let mut run = self.new_run(&model, batches)?;
         // Held until `fit` returns: a second run into the same directory fails at once.
         run.lock = self

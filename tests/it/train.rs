@@ -683,3 +683,30 @@ fn max_bits_diff(x: &[u32], y: &[u32]) -> f32 {
         .map(|(&p, &q)| (f32::from_bits(p) - f32::from_bits(q)).abs())
         .fold(0.0f32, f32::max)
 }
+
+#[test]
+fn batches_per_epoch_count_the_dropped_partial_batch_out() {
+    use finetune::data::{Cifar10, ImageLoader, LoaderConfig, Normalize, Pipeline};
+    use finetune::train::BatchSource;
+    let test = std::sync::Arc::new(Cifar10::sample().unwrap().test());
+    let n = test.len();
+    let pipeline = Pipeline::eval(Normalize::imagenet());
+    let train = ImageLoader::new(
+        test.clone(),
+        pipeline.clone(),
+        LoaderConfig::train(64, 1),
+        cpu(),
+    );
+    let eval = ImageLoader::new(test, pipeline, LoaderConfig::eval(64), cpu());
+    assert!(
+        n % 64 != 0,
+        "the sample's test split is a whole number of batches"
+    );
+    assert_eq!(train.num_batches(), n / 64);
+    assert_eq!(eval.num_batches(), n.div_ceil(64));
+    let sizes: Vec<usize> = BatchSource::batches(&train, 1)
+        .iter()
+        .map(|b| b.unwrap().targets.dims()[0])
+        .collect();
+    assert_eq!(sizes, vec![64; train.num_batches()]);
+}
