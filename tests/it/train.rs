@@ -699,7 +699,7 @@ fn batches_per_epoch_count_the_dropped_partial_batch_out() {
     );
     let eval = ImageLoader::new(test, pipeline, LoaderConfig::eval(64), cpu());
     assert!(
-        n % 64 != 0,
+        !n.is_multiple_of(64),
         "the sample's test split is a whole number of batches"
     );
     assert_eq!(train.num_batches(), n / 64);
