@@ -397,7 +397,7 @@ impl WeightsFile {
     }
 
     /// The architecture the file's tensor names and shapes describe: depth per stage, block
-    /// kind, stage widths, stem, input channels and number of classes (`--arch auto`).
+    /// kind, stage widths, stem, input channels and number of classes (what an architecture of `auto` means in the examples).
     pub fn infer_config(&self) -> Result<ResNetConfig> {
         let fail = |reason: String| WeightsError::UnknownArchitecture {
             path: self.path.clone(),

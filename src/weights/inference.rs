@@ -32,7 +32,7 @@ fn is_auto(arch: Option<&str>) -> bool {
 }
 
 impl WeightsSource {
-    /// A `--weights` value given as an OS string: [`parse`](Self::parse) when it is UTF-8, a
+    /// A weights specification given as an OS string (a command-line argument): [`parse`](Self::parse) when it is UTF-8, a
     /// file path otherwise (a directory or a missing file is an error).
     pub fn parse_os(spec: &std::ffi::OsStr, arch: Option<&str>) -> Result<Self> {
         match spec.to_str() {
@@ -156,7 +156,7 @@ impl Classifier {
     }
 
     /// [`load`](Self::load) with `options` for a file: [`LoadOptions::key`] picks the
-    /// state_dict of a checkpoint holding several (`--weights-key`). Loading is always strict;
+    /// state_dict of a checkpoint holding several (the examples' `--weights-key`). Loading is always strict;
     /// registry entries ignore `options`.
     pub fn load_with(
         source: &WeightsSource,
@@ -384,7 +384,7 @@ fn half_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// The input batch of `--input-tensor`: the tensor named `input`, shape `[N, channels, H, W]`,
+/// An input batch stored in a safetensors file (the `predict` example's `--input-tensor`): the tensor named `input`, shape `[N, channels, H, W]`,
 /// already normalised.
 pub fn read_input_tensor(
     path: impl AsRef<Path>,
