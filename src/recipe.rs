@@ -792,6 +792,11 @@ fn check_options(opts: &TutorialOptions) -> Result<BnPolicy> {
         ));
     }
     check_key(&opts.weights, opts.weights_key.as_deref())?;
+    if opts.upsample == Some(0) {
+        return Err(Error::InvalidConfig(
+            "images cannot be resized to 0x0 pixels (TutorialOptions::upsample): give a size of at least 1 (224 matches ImageNet weights), or leave it unset for the native size".into(),
+        ));
+    }
     if opts.cache_features && opts.mode != Mode::FeatureExtractor {
         return Err(Error::InvalidConfig(
             "feature caching needs the feature-extractor mode (a frozen backbone)".into(),

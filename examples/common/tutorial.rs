@@ -188,6 +188,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("batch_size", "--batch-size"),
     ("image_size", "--image-size"),
     ("holdout", "--holdout"),
+    ("upsample", "--upsample"),
     ("train_limit", "--train-limit"),
     ("val_limit", "--val-limit"),
     ("TutorialOptions::arch", "--arch"),

@@ -274,13 +274,17 @@ impl Transform {
             Transform::RandomHorizontalFlip(t) if !(0.0..=1.0).contains(&t.p) => {
                 Err(self.invalid(format!("p = {} is not a probability in [0, 1]", t.p)))
             }
-            Transform::RandomCrop(t) if t.size == 0 => Err(self.invalid("size must be positive")),
-            Transform::CenterCrop(t) if t.size == 0 => Err(self.invalid("size must be positive")),
+            Transform::RandomCrop(t) if t.size == 0 => Err(self.invalid(
+                "size must be positive: a crop of 0 pixels holds nothing; give a size of at least 1",
+            )),
+            Transform::CenterCrop(t) if t.size == 0 => Err(self.invalid(
+                "size must be positive: a crop of 0 pixels holds nothing; give a size of at least 1",
+            )),
             Transform::Resize(Resize::Shorter(0))
             | Transform::Resize(Resize::Exact { height: 0, .. })
-            | Transform::Resize(Resize::Exact { width: 0, .. }) => {
-                Err(self.invalid("size must be positive"))
-            }
+            | Transform::Resize(Resize::Exact { width: 0, .. }) => Err(self.invalid(
+                "size must be positive: images cannot be resized to 0 pixels; give a size of at least 1 (Resize::new, Pipeline::upsample, TutorialOptions::upsample)",
+            )),
             Transform::ColorJitter(t) => {
                 for (name, v) in [
                     ("brightness", t.brightness),

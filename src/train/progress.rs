@@ -83,8 +83,8 @@ pub enum FitEvent<'a> {
         /// The best epoch, from 1.
         best_epoch: usize,
     },
-    /// Free-form information from higher-level code (the recipe's data, model and result
-    /// lines); one line, without a trailing newline.
+    /// Free-form information in one line, without a trailing newline: the recipe's data, model
+    /// and result lines, or the Learner's own (a resume that finds no checkpoint).
     Note(&'a str),
 }
 

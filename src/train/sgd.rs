@@ -39,9 +39,18 @@ impl<const D: usize> RecordState for FusedSgdState<D> {
             .take_tensor(prefix, "velocity")
             .or_else(|| src.take_tensor(&burn::optim::join_path(prefix, "momentum"), "velocity"))?;
         Some(Self {
-            velocity: Tensor::from_data(data, device),
+            velocity: Tensor::from_data(data, &restore_device(device)),
         })
     }
+}
+
+/// Where a restored momentum buffer is created. Burn's `ModuleOptimizer::load_record` passes
+/// `Device::default()`, which is the GPU whenever `wgpu` is compiled in: creating the tensors
+/// there would start the GPU backend while resuming a CPU run (and fail on a machine without a
+/// driver). The state moves to its parameter's device on the next step
+/// ([`Optimizer::to_device`]), so the host device is as good a place as any.
+fn restore_device(given: &Device) -> Device {
+    crate::kernels::flex::device().unwrap_or_else(|| given.clone())
 }
 
 impl FusedSgd {

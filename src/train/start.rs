@@ -200,6 +200,13 @@ impl Learner {
                 // No checkpoint, but a previous run's results: never overwrite them.
                 let found = checkpoint::previous_outputs(run_dir);
                 if found.is_empty() {
+                    if self.resume {
+                        // A mistyped run directory should not pass unnoticed.
+                        self.emit(FitEvent::Note(&format!(
+                            "no checkpoint in {}: nothing to resume, starting a new run",
+                            run_dir.display()
+                        )));
+                    }
                     return Ok((model, run));
                 }
                 Err(TrainError::Checkpoint {

@@ -117,6 +117,7 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
                 "none",
             ]),
             os(&["--resume", "--sample"]),
+            os(&["--sample", "--upsample", "0", "--weights", "none"]),
         ];
         let messages = run_cases(name, &cases, tmp.path());
         assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
@@ -130,6 +131,11 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             messages[12]
         );
         assert!(messages[13].contains("--out"), "{}", messages[13]);
+        assert!(
+            messages[14].contains("upsample") && messages[14].contains("--upsample"),
+            "{}",
+            messages[14]
+        );
     }
 }
 

@@ -39,6 +39,14 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     }
 }
 
+/// The flex CPU device (without autodiff), when the build has it.
+pub(crate) fn device() -> Option<Device> {
+    #[cfg(feature = "flex")]
+    return Some(Device::flex());
+    #[cfg(not(feature = "flex"))]
+    None
+}
+
 /// The training convolution of `x [B, C, H, W]` with `weight [O, C, kh, kw]` (no bias) on the
 /// flex device, `[top, left, bottom, right]` padding; `Err(x)` when it does not apply.
 #[allow(clippy::result_large_err)]
