@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 /// assert_eq!(Stage::new("layer3").name(), "layer3");
 /// let s: Stage = "layer2".into();
 /// assert_eq!(s.to_string(), "layer2");
+/// let from_user = String::from("layer4");
+/// assert_eq!(Stage::from(from_user.as_str()), Stage::new("layer4"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -43,9 +45,9 @@ impl Stage {
     }
 }
 
-impl From<&'static str> for Stage {
-    fn from(name: &'static str) -> Self {
-        Stage::new(name)
+impl From<&str> for Stage {
+    fn from(name: &str) -> Self {
+        Stage(Cow::Owned(name.to_string()))
     }
 }
 
