@@ -6,7 +6,7 @@
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Slice, Tensor};
 
-use super::geometry::explicit_padding;
+use super::geometry::{explicit_padding, out_len};
 use super::{ConvImpl, GEMM_MAX_PIXELS, conv_impl, is_cpu, is_flex};
 
 /// Applies `conv` to `x` `[B, Cin, H, W]` with the selected implementation (what the models
@@ -67,9 +67,10 @@ fn conv2d_gemm(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 
     let [c_out, c_in, kh, kw] = weight.dims();
     let [b, _, h, w] = x.dims();
     let [sh, sw] = conv.stride;
-    let (hp, wp) = (h + top + bottom, w + left + right);
-    let ho = (hp - kh) / sh + 1;
-    let wo = (wp - kw) / sw + 1;
+    let (ho, wo) = (
+        out_len(h, top + bottom, kh, sh),
+        out_len(w, left + right, kw, sw),
+    );
     let all = Slice::new(0, None, 1);
 
     let cols: Tensor<2> = if kh == 1 && kw == 1 && top + left + bottom + right == 0 {

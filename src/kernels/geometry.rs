@@ -85,8 +85,8 @@ impl Geometry {
             sw,
             pt,
             pl,
-            ho: (h + pt + pb - kh) / sh + 1,
-            wo: (w + pl + pr - kw) / sw + 1,
+            ho: out_len(h, pt + pb, kh, sh),
+            wo: out_len(w, pl + pr, kw, sw),
         }
     }
 
@@ -175,6 +175,13 @@ impl Geometry {
             .checked_sub(self.pt)
             .filter(|&ih| ih < self.h)
     }
+}
+
+/// Output length of a window of `k` sliding with `stride` over `len` inputs padded by `pads`
+/// in all (floor mode, no dilation): `⌊(len + pads - k) / stride⌋ + 1`, for a window that fits
+/// (the one formula every kernel here uses; [`window_output_size`] is PyTorch's general one).
+pub(super) fn out_len(len: usize, pads: usize, k: usize, stride: usize) -> usize {
+    (len + pads - k) / stride + 1
 }
 
 /// The outputs `[lo, hi)` (of `n_out`) whose input `o·stride + tap - pad` lies inside an

@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::gemm::gemm;
-use super::geometry::{linking_tap, live, runs_as_dense_layer};
+use super::geometry::{linking_tap, live, out_len, runs_as_dense_layer};
 
 /// NHWC activations of a batch.
 struct Act {
@@ -134,8 +134,8 @@ impl NhwcConv {
 
     fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
         (
-            (h + 2 * self.pad[0] - self.kh) / self.stride[0] + 1,
-            (w + 2 * self.pad[1] - self.kw) / self.stride[1] + 1,
+            out_len(h, 2 * self.pad[0], self.kh, self.stride[0]),
+            out_len(w, 2 * self.pad[1], self.kw, self.stride[1]),
         )
     }
 
@@ -310,7 +310,7 @@ fn gemm_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: us
 
 /// 3x3 stride-2 padding-1 max-pool (torchvision's stem pool).
 fn max_pool(x: &Act) -> Act {
-    let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
+    let (ho, wo) = (out_len(x.h, 2, 3, 2), out_len(x.w, 2, 3, 2));
     let c = x.c;
     let mut out = vec![f32::NEG_INFINITY; x.b * ho * wo * c];
     out.par_chunks_mut(c).enumerate().for_each(|(p, dst)| {
