@@ -6,8 +6,9 @@
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Slice, Tensor};
 
+use super::flex::is_flex;
 use super::geometry::{explicit_padding, out_len};
-use super::{ConvImpl, GEMM_MAX_PIXELS, conv_impl, is_cpu, is_flex};
+use super::{ConvImpl, GEMM_MAX_PIXELS, conv_impl, is_cpu};
 
 /// Applies `conv` to `x` `[B, Cin, H, W]` with the selected implementation (what the models
 /// use for every convolution).

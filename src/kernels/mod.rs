@@ -129,11 +129,6 @@ pub fn conv_impl() -> ConvImpl {
     }
 }
 
-/// Whether `device` is the flex CPU device (with or without autodiff).
-fn is_flex(device: &Device) -> bool {
-    flex::is_flex(device)
-}
-
 /// Whether `device` is a CPU device (flex or ndarray, with or without autodiff).
 pub(crate) fn is_cpu(device: &Device) -> bool {
     #[allow(unused_mut)]

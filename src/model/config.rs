@@ -204,11 +204,7 @@ impl ResNetConfig {
                 self.layers, self.widths, self.num_classes, self.in_channels
             )));
         }
-        if self.num_classes == 0 {
-            return Err(Error::InvalidConfig(
-                "num_classes must be at least 1".into(),
-            ));
-        }
+        crate::model::contract::check_num_classes(self.num_classes)?;
         if self.in_channels == 0 {
             return Err(Error::InvalidConfig(
                 "in_channels must be at least 1".into(),

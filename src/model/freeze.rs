@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::contract::VisionModel;
-use super::stage::{Stage, Stages};
+use super::stage::{Stage, Stages, regex_literal, under};
 
 /// What happens to the BatchNorm layers inside frozen stages. In every policy the frozen
 /// stages' convolutions are fixed and no gradient flows through them.
@@ -129,12 +129,6 @@ impl FreezeState {
     }
 }
 
-/// Whether `path` is `module` or lies inside it.
-fn under(path: &str, module: &str) -> bool {
-    path.strip_prefix(module)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-}
-
 /// Whether a parameter path lies inside a module named like torchvision's ResNet BatchNorms
 /// (`bn1`, `layer1.0.bn2`, `layer2.0.downsample.bn`). Generic code finds BatchNorm layers by
 /// type instead ([`batch_norm_paths`]).
@@ -201,21 +195,9 @@ pub fn batch_norm_paths(module: &impl Module) -> Vec<String> {
 fn alternatives<'a>(paths: impl IntoIterator<Item = &'a str>) -> String {
     paths
         .into_iter()
-        .map(regex_escape)
+        .map(regex_literal)
         .collect::<Vec<_>>()
         .join("|")
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 /// Every value (tensor parameters and training flags) under the module paths `prefixes`.

@@ -25,5 +25,6 @@ pub use freeze::{BnPolicy, FreezeState, backbone_group, batch_norm_paths, is_bat
 pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;
 pub use resnet::ResNet;
+pub(crate) use stage::regex_literal;
 pub use stage::{Stage, StageSpec, Stages};
 pub use summary::{ParamSummary, StageCount};

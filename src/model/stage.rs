@@ -96,11 +96,30 @@ impl StageSpec {
 
     /// Whether the parameter path (`layer2.0.conv1.weight`) lies under this stage.
     pub fn owns(&self, path: &str) -> bool {
-        self.modules.iter().any(|m| {
-            path.strip_prefix(m.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-        })
+        self.modules.iter().any(|m| under(path, m))
     }
+}
+
+/// Whether the dotted `path` is `module` or lies inside it (`layer1.0.conv1.weight` is under
+/// `layer1` and `layer1.0`, not under `layer`).
+pub(crate) fn under(path: &str, module: &str) -> bool {
+    path.strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// `text` as a regex that matches it literally (every character but ASCII letters, digits and
+/// `_` written as `\x{..}`): the module paths and key prefixes that freezing and weight
+/// import turn into Burn `ParamGroup` / `KeyRemapper` patterns.
+pub(crate) fn regex_literal(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\x{{{:X}}}", u32::from(c))
+            }
+        })
+        .collect()
 }
 
 /// The ordered stages of one model, with lookups by name and by parameter path.

@@ -35,7 +35,7 @@
 //! # Ok::<(), finetune::Error>(())
 //! ```
 
-use crate::model::VisionModel;
+use crate::model::{VisionModel, regex_literal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
@@ -963,19 +963,6 @@ fn choose_prefix(
         }
         (_, many) => Err(ambiguous(many)),
     }
-}
-
-/// Writes `text` as a regex matching it literally.
-fn regex_literal(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c.to_string()
-            } else {
-                format!("\\x{{{:X}}}", u32::from(c))
-            }
-        })
-        .collect()
 }
 
 /// Marks every key [`OUTSIDE`], strips the mark and `prefix` from the chosen state_dict's,
