@@ -24,6 +24,8 @@ use super::resnet::ResNet;
 use super::stage::Stages;
 use crate::data::Normalize;
 use crate::error::{Error, Result};
+use crate::weights::keymap::KeyMap;
+use crate::weights::{LoadOptions, LoadReport, WeightsFile};
 
 /// The architecture names [`create_model`] accepts (timm / torchvision spelling), in registry
 /// order.
@@ -92,6 +94,88 @@ impl AnyConfig {
             name: name.to_string(),
             known: architectures().join(", "),
         })
+    }
+}
+
+impl AnyConfig {
+    /// The registered architecture name (`resnet50`), or `None` for a custom shape.
+    pub fn arch_name(&self) -> Option<String> {
+        match self {
+            AnyConfig::ResNet(c) => {
+                let standard = c.widths == [64, 128, 256, 512]
+                    && c.stem == super::config::Stem::ImageNet
+                    && c.in_channels == 3;
+                c.arch_name().filter(|_| standard).map(str::to_string)
+            }
+        }
+    }
+
+    /// The architecture for messages: its name (`resnet34`), or its shape when custom.
+    pub fn label(&self) -> String {
+        match self {
+            AnyConfig::ResNet(c) => crate::weights::import::describe(c),
+        }
+    }
+
+    /// The number of classes of the head.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            AnyConfig::ResNet(c) => c.num_classes,
+        }
+    }
+
+    /// Whether two configurations build the same network apart from the head's class count.
+    pub fn same_backbone(&self, other: &AnyConfig) -> bool {
+        match (self, other) {
+            (AnyConfig::ResNet(a), AnyConfig::ResNet(b)) => {
+                let b = ResNetConfig {
+                    num_classes: a.num_classes,
+                    zero_init_residual: a.zero_init_residual,
+                    ..b.clone()
+                };
+                *a == b
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// The architecture a weights file holds, read from its tensor names and shapes: the family
+/// from [`keymap::ANCHORS`](crate::weights::keymap::ANCHORS), then (ResNet) depth, widths and
+/// stem from the shapes, or (other families) the registered variant whose state_dict has
+/// exactly the file's keys and shapes, with the file's number of classes.
+///
+/// # Errors
+/// [`WeightsError::UnknownArchitecture`](crate::weights::WeightsError::UnknownArchitecture)
+/// saying what does not fit.
+pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
+    match file.family() {
+        Some("resnet") => file.infer_config().map(AnyConfig::ResNet),
+        _ => Err(crate::weights::WeightsError::UnknownArchitecture {
+            path: file.path().to_path_buf(),
+            reason: "no registered architecture has its tensor names and shapes".into(),
+        }
+        .into()),
+    }
+}
+
+impl AnyModel {
+    /// Builds the model a weights file describes ([`infer_architecture`]) and loads it with
+    /// `options`.
+    ///
+    /// # Errors
+    /// As [`infer_architecture`] and [`WeightsFile::open_with`] / [`VisionModel::load_state_dict`].
+    pub fn from_weights_file(
+        path: impl AsRef<std::path::Path>,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<(AnyModel, LoadReport)> {
+        let mut file = WeightsFile::open_with(path, options)?;
+        let config = infer_architecture(&file)?;
+        let mut model = config.try_init(device)?;
+        let report = file.load_into(&mut model, options)?;
+        Ok((model, report))
     }
 }
 
@@ -263,6 +347,10 @@ impl ModelConfig for AnyConfig {
             AnyConfig::ResNet(c) => c.describe(),
         }
     }
+
+    fn as_any(&self) -> Option<AnyConfig> {
+        Some(self.clone())
+    }
 }
 
 super::contract::inherent_freezing!(AnyModel);
@@ -334,11 +422,14 @@ impl VisionModel for AnyModel {
             AnyModel::ResNet(m) => AnyInference::ResNet(VisionModel::for_inference(m)),
         }
     }
+    fn key_map(&self) -> KeyMap {
+        dispatch!(self, m => m.key_map())
+    }
     fn load_state_dict(
         &mut self,
-        file: &mut crate::weights::WeightsFile,
-        options: &crate::weights::LoadOptions,
-    ) -> Result<crate::weights::LoadReport> {
+        file: &mut WeightsFile,
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
         dispatch!(self, m => m.load_state_dict(file, options))
     }
     fn freeze_state(&self) -> &FreezeState {

@@ -276,6 +276,10 @@ impl ModelConfig for ResNetConfig {
         ResNetConfig::try_init(self, device)
     }
 
+    fn as_any(&self) -> Option<crate::model::AnyConfig> {
+        Some(self.clone().into())
+    }
+
     fn describe(&self) -> String {
         format!(
             "{}: layers {:?}, widths {:?}, {} classes",

@@ -22,6 +22,7 @@ use super::stage::{Stage, Stages};
 use super::summary::{self, ParamSummary};
 use crate::data::Normalize;
 use crate::error::{Error, Result};
+use crate::weights::keymap::KeyMap;
 use crate::weights::{LoadOptions, LoadReport, WeightsFile};
 
 /// A serialisable description that rebuilds an (untrained) model; stored in saved models and
@@ -70,6 +71,13 @@ pub trait ModelConfig:
 
     /// A short description for error messages (architecture name, or its shape).
     fn describe(&self) -> String;
+
+    /// This configuration as an [`AnyConfig`](super::AnyConfig), for the crate's own families
+    /// (`None` for a family registered elsewhere): what lets a weights file's architecture be
+    /// compared with a model's.
+    fn as_any(&self) -> Option<super::AnyConfig> {
+        None
+    }
 }
 
 /// The inference form of a model (for a ResNet: BatchNorm folded into the convolutions, and on
@@ -191,10 +199,15 @@ pub trait VisionModel: Module + 'static {
     /// [`Error::BatchNormSingleValue`] naming the first such layer.
     fn check_training_batch(&self, dims: [usize; 4]) -> Result<()>;
 
+    /// How this model's parameter paths correspond to the reference implementation's
+    /// state_dict keys (torchvision's names), module by module.
+    fn key_map(&self) -> KeyMap;
+
     /// Loads a PyTorch state_dict in the family's reference names (torchvision's / timm's)
     /// from an opened weights file, strictly or backbone only ([`LoadOptions`]): the family's
-    /// key map on top of the shared reader (pickle allow-list, state_dict selection, wrapper
-    /// prefixes, strict reports). On error the model is unchanged.
+    /// [`key_map`](Self::key_map) on top of the shared reader (pickle allow-list, state_dict
+    /// selection, wrapper prefixes, strict reports). On error the model is unchanged; on
+    /// success its freeze state is re-applied.
     ///
     /// # Errors
     /// [`WeightsError`](crate::weights::WeightsError) naming the tensors that disagree, or the
@@ -203,7 +216,9 @@ pub trait VisionModel: Module + 'static {
         &mut self,
         file: &mut WeightsFile,
         options: &LoadOptions,
-    ) -> Result<LoadReport>;
+    ) -> Result<LoadReport> {
+        file.load_model(self, options)
+    }
 
     /// Opens a `.pth` / `.safetensors` file and loads it ([`load_state_dict`](Self::load_state_dict)).
     ///

@@ -17,14 +17,16 @@ mod stage;
 mod summary;
 
 pub(crate) use any::arch_of;
+pub use any::infer_architecture;
 pub use any::{AnyConfig, AnyFeatures, AnyInference, AnyModel, architectures, create_model};
 pub use block::{BatchNormInput, Block, Downsample};
 pub use config::{BlockKind, MAX_PARAMS, ResNetConfig, Stem};
 pub use contract::{InferenceModel, ModelConfig, VisionModel};
+pub(crate) use freeze::apply_freeze;
 pub use freeze::{BnPolicy, FreezeState, backbone_group, batch_norm_paths, is_batch_norm_path};
 pub use fused::{FusedBlock, FusedResNet};
 pub use io::METADATA_KEY;
 pub use resnet::ResNet;
-pub(crate) use stage::regex_literal;
+pub(crate) use stage::{regex_literal, under};
 pub use stage::{Stage, StageSpec, Stages};
 pub use summary::{ParamSummary, StageCount};

@@ -294,12 +294,8 @@ impl VisionModel for ResNet {
     }
 
     /// torchvision's (and timm's) ResNet names, through [`crate::weights::keymap`].
-    fn load_state_dict(
-        &mut self,
-        file: &mut crate::weights::WeightsFile,
-        options: &crate::weights::LoadOptions,
-    ) -> Result<crate::weights::LoadReport> {
-        file.load_into_resnet(self, options)
+    fn key_map(&self) -> crate::weights::keymap::KeyMap {
+        crate::weights::keymap::KeyMap::ResNet
     }
 
     fn freeze_state(&self) -> &FreezeState {

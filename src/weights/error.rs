@@ -109,10 +109,10 @@ pub enum WeightsError {
         reason: String,
     },
 
-    /// The file holds no ResNet state_dict (no `conv1.weight`, also not under `state_dict` or
-    /// `model`).
-    #[error("'{}' holds no ResNet weights (no `conv1.weight`; top-level keys: {keys}): {RESAVE_HINT}", path.display())]
-    NotAResNet {
+    /// The file holds no state_dict of a registered family (none of
+    /// [`ANCHORS`](super::keymap::ANCHORS)' key pairs, also not under `state_dict` or `model`).
+    #[error("'{}' holds no weights of a known architecture (no `conv1.weight` of a ResNet, `features.0.0.weight` of a ConvNeXt / EfficientNet / MobileNetV3, or `conv_proj.weight` of a ViT; top-level keys: {keys}): {RESAVE_HINT}", path.display())]
+    NotAModel {
         /// The file.
         path: PathBuf,
         /// Some of the keys found.
@@ -120,7 +120,7 @@ pub enum WeightsError {
     },
 
     /// The file's architecture is not the model's.
-    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture, or let `ResNet::from_weights_file` read it from the file", path.display())]
+    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture (`--arch {file_arch_name}`), or let `AnyModel::from_weights_file` read it from the file", path.display())]
     WrongArchitecture {
         /// The file.
         path: PathBuf,

@@ -35,14 +35,13 @@
 //! # Ok::<(), finetune::Error>(())
 //! ```
 
-use crate::model::{VisionModel, regex_literal};
+use crate::model::{ModelConfig, VisionModel, apply_freeze, regex_literal, under};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningState};
-use burn::nn::BatchNorm;
+use burn::module::{ModuleMapper, Param};
 use burn::store::pytorch_reader::{PickleValue, PytorchError, PytorchReader};
 use burn::store::{
     ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter,
@@ -138,7 +137,8 @@ pub struct WeightsFile {
     requested_key: Option<String>,
     /// Where the state_dict was found and what was stripped.
     selection: Selection,
-    /// File keys after [`keymap::remapper`], with their shapes as stored.
+    /// The chosen state_dict's keys (its prefix stripped, in the reference implementation's
+    /// names), with their shapes as stored.
     tensors: BTreeMap<String, Vec<usize>>,
     store: Option<Store>,
 }
@@ -207,10 +207,6 @@ fn python_type(value: &PickleValue) -> Option<String> {
     })
 }
 
-fn not_head(path: &str, _container: &str) -> bool {
-    !(path == "fc" || path.starts_with("fc."))
-}
-
 impl WeightsFile {
     /// Opens a `.pth` or `.safetensors` file (detected from its content) and reads its tensor
     /// names and shapes. A checkpoint whose state_dict sits under one top-level key (`{"epoch":
@@ -239,7 +235,7 @@ impl WeightsFile {
             WeightsFormat::Safetensors => Self::open_safetensors(path, options)?,
             WeightsFormat::Pytorch => Self::open_pytorch(path, options)?,
         };
-        if !file.tensors.contains_key("conv1.weight") {
+        if file.family().is_none() {
             let tops: Vec<String> = file
                 .tensors
                 .keys()
@@ -247,7 +243,7 @@ impl WeightsFile {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            return Err(WeightsError::NotAResNet {
+            return Err(WeightsError::NotAModel {
                 path: path.to_path_buf(),
                 keys: if tops.is_empty() {
                     "none".into()
@@ -303,7 +299,7 @@ impl WeightsFile {
         let nested = nested_candidates(&keys, &prefix);
         let selection = Selection::in_tree(&root, prefix, nested);
         let mut store = PytorchStore::from_file(path)
-            .remap(remapper_for(path, &selection.prefix)?)
+            .remap(remapper_for(path, &selection.prefix, &[])?)
             .map_indices_contiguous(false)
             .validate(false)
             .allow_partial(true);
@@ -337,7 +333,7 @@ impl WeightsFile {
         let nested = nested_candidates(&keys, &prefix);
         let selection = Selection::flat(&keys, prefix, nested);
         let mut store = SafetensorsStore::from_file(path)
-            .remap(remapper_for(path, &selection.prefix)?)
+            .remap(remapper_for(path, &selection.prefix, &[])?)
             .with_from_adapter(PyTorchToBurnAdapter)
             .map_indices_contiguous(false)
             .validate(false)
@@ -388,12 +384,22 @@ impl WeightsFile {
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         self.tensors
             .iter()
-            .map(|(k, s)| (keymap::burn_to_torchvision(k, Vec::new()).0, s.clone()))
+            .map(|(k, s)| (k.clone(), s.clone()))
             .collect()
     }
 
-    fn shape(&self, key: &str) -> Option<&[usize]> {
+    /// The shape of a tensor of the state_dict, by its reference name (`fc.weight`).
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.tensors.get(key).map(Vec::as_slice)
+    }
+
+    /// The family whose state_dict the file holds (`resnet`, `convnext`, `efficientnet`,
+    /// `mobilenet_v3`, `vit`), recognised by [`keymap::ANCHORS`].
+    pub fn family(&self) -> Option<&'static str> {
+        keymap::ANCHORS
+            .iter()
+            .find(|(_, a, b)| self.tensors.contains_key(*a) && self.tensors.contains_key(*b))
+            .map(|(family, ..)| *family)
     }
 
     /// The architecture the file's tensor names and shapes describe: depth per stage, block
@@ -493,22 +499,55 @@ impl WeightsFile {
         model.load_state_dict(self, options)
     }
 
-    /// The ResNet family's import: torchvision's (and timm's) names, [`keymap`].
-    pub(crate) fn load_into_resnet(
+    /// Every family's import: the model's [`KeyMap`](keymap::KeyMap) on top of the shared
+    /// reader, loaded into a fresh copy of the model (so that a refused load changes nothing),
+    /// which then replaces it with the freeze state re-applied.
+    pub(crate) fn load_model<M: VisionModel>(
         &mut self,
-        model: &mut ResNet,
+        model: &mut M,
         options: &LoadOptions,
     ) -> Result<LoadReport> {
+        let family = model.config().family();
+        if let Some(theirs) = self.family()
+            && theirs != family
+        {
+            return Err(WeightsError::WrongArchitecture {
+                path: self.path.clone(),
+                file_arch: self.describe_architecture(),
+                file_arch_name: self.architecture_name(),
+                model_arch: model.arch(),
+            }
+            .into());
+        }
+        let key_map = model.key_map();
+        let head: Vec<String> = model
+            .stages()
+            .head()
+            .map(|h| h.modules.clone())
+            .unwrap_or_default();
+        let is_head = move |path: &str| head.iter().any(|h| under(path, h));
+        let (head_paths, body_paths): (Vec<String>, Vec<String>) = model
+            .tensor_paths()
+            .into_iter()
+            .map(|(p, _)| p)
+            .partition(|p| is_head(p));
         let filter = if options.backbone_only {
-            PathFilter::new().with_predicate(not_head)
+            PathFilter::new().with_full_paths(body_paths)
         } else {
             PathFilter::new()
         };
-        let mut candidate = independent_copy(model);
+        let device = model.device();
+        let mut candidate = model.config().try_init(&device)?;
+        if options.backbone_only {
+            // The head stays as it is in `model`.
+            let keep = PathFilter::new().with_full_paths(head_paths);
+            candidate.apply(model.collect(Some(keep), None, false), None, None, false);
+        }
+        let remapper = remapper_for(&self.path, &self.selection.prefix, &key_map.patterns())?;
         let store = self.store.take();
         let (store, result) = match store {
             Some(Store::Pytorch(store)) => {
-                let mut store = store.filter(filter);
+                let mut store = store.remap(remapper).filter(filter);
                 let result = candidate.load_from(&mut store);
                 (
                     Store::Pytorch(store),
@@ -516,7 +555,7 @@ impl WeightsFile {
                 )
             }
             Some(Store::Safetensors(store)) => {
-                let mut store = store.filter(filter);
+                let mut store = store.remap(remapper).filter(filter);
                 let result = candidate.load_from(&mut store);
                 (
                     Store::Safetensors(store),
@@ -537,7 +576,7 @@ impl WeightsFile {
                     },
                 )?;
                 *self = reopened;
-                return self.load_into_resnet(model, options);
+                return self.load_model(model, options);
             }
         };
         self.store = Some(store);
@@ -545,11 +584,9 @@ impl WeightsFile {
         // Tensors outside the chosen state_dict are described in `other_entries`, not unused.
         result.unused.retain(|k| !self.selection.is_outside(k));
         if options.backbone_only {
-            // A headless file (timm's `num_classes=0`) has no fc at all: that is fine too.
-            let (head, rest): (Vec<_>, Vec<_>) = result
-                .missing
-                .into_iter()
-                .partition(|(p, _)| !not_head(p, ""));
+            // A headless file (timm's `num_classes=0`) has no head at all: that is fine too.
+            let (head, rest): (Vec<_>, Vec<_>) =
+                result.missing.into_iter().partition(|(p, _)| is_head(p));
             result.missing = rest;
             result.skipped.extend(head.into_iter().map(|(p, _)| p));
             result.skipped.sort();
@@ -562,56 +599,94 @@ impl WeightsFile {
                 report.other_entries = self.selection.other_entries.clone();
                 // burn-store keeps a tensor's stored precision: an f16 or f64 file would give
                 // f16/f64 parameters, and the first forward pass with f32 inputs would panic.
-                *model = candidate.map(&mut DeviceFloatDType);
+                let candidate = candidate.map(&mut DeviceFloatDType);
+                *model = apply_freeze(candidate, model.freeze_state().clone());
                 Ok(report)
             }
-            Err(mismatch) => Err(self.explain(model, mismatch).into()),
+            Err(mismatch) => Err(self.explain(model, &key_map, mismatch).into()),
         }
     }
 
+    /// The architecture the file holds, described (`resnet34`, `convnext_tiny`, a ResNet's
+    /// custom shape), or its family when no registered variant matches.
+    pub fn describe_architecture(&self) -> String {
+        match crate::model::infer_architecture(self) {
+            Ok(config) => config.label(),
+            Err(_) => match self.family() {
+                Some(family) => format!("{family} (of a shape no registered architecture has)"),
+                None => "state_dict of no known architecture".to_string(),
+            },
+        }
+    }
+
+    /// The name `create_model` takes for the file's architecture, or `auto`.
+    fn architecture_name(&self) -> String {
+        crate::model::infer_architecture(self)
+            .ok()
+            .and_then(|c| c.arch_name())
+            .unwrap_or_else(|| "auto".to_string())
+    }
+
     /// Turns a strict-load failure into the most useful error: a different architecture, a
-    /// different head, or the full list of disagreeing tensors (in torchvision's names).
-    fn explain(&self, model: &ResNet, mismatch: LoadMismatch) -> WeightsError {
-        let ours = model.config();
-        if let Ok(theirs) = self.infer_config()
-            && !same_backbone(&ours, &theirs)
+    /// different head, or the full list of disagreeing tensors (in the reference names).
+    fn explain<M: VisionModel>(
+        &self,
+        model: &M,
+        key_map: &keymap::KeyMap,
+        mismatch: LoadMismatch,
+    ) -> WeightsError {
+        if let Ok(theirs) = crate::model::infer_architecture(self)
+            && let Some(ours) = model.config().as_any()
+            && !theirs.same_backbone(&ours)
         {
             return WeightsError::WrongArchitecture {
                 path: self.path.clone(),
-                file_arch: describe(&theirs),
-                file_arch_name: match theirs.arch_name() {
-                    Some(name) if theirs.widths == [64, 128, 256, 512] => name.to_string(),
-                    _ => "auto".to_string(),
-                },
-                model_arch: describe(&ours),
+                file_arch: theirs.label(),
+                file_arch_name: theirs.arch_name().unwrap_or_else(|| "auto".to_string()),
+                model_arch: ours.label(),
             };
         }
+        let head: Vec<String> = model
+            .stages()
+            .head()
+            .map(|h| h.modules.clone())
+            .unwrap_or_default();
+        let in_head = |p: &str| head.iter().any(|h| under(p, h));
         let head_only = mismatch.missing.is_empty()
             && mismatch.unused.is_empty()
             && mismatch.other.is_empty()
-            && mismatch
+            && !mismatch.mismatched.is_empty()
+            && mismatch.mismatched.iter().all(|(p, _, _)| in_head(p));
+        if head_only {
+            // The classifier's weight: its first reference dimension is the class count.
+            let file_classes = mismatch
                 .mismatched
                 .iter()
-                .all(|(p, _, _)| p == "fc.weight" || p == "fc.bias");
-        if head_only && let Some(&[file_classes, _]) = self.shape("fc.weight") {
-            return WeightsError::HeadMismatch {
-                path: self.path.clone(),
-                file_classes,
-                model_classes: model.num_classes(),
-            };
+                .filter(|(p, _, _)| p.ends_with(".weight"))
+                .find_map(|(p, m, _)| {
+                    let (key, _) = key_map.to_reference(p, m.clone());
+                    self.shape(&key).and_then(|s| s.first().copied())
+                });
+            if let Some(file_classes) = file_classes {
+                return WeightsError::HeadMismatch {
+                    path: self.path.clone(),
+                    file_classes,
+                    model_classes: model.num_classes(),
+                };
+            }
         }
-        let tv = |p: &String| keymap::burn_to_torchvision(p, Vec::new()).0;
+        let reference = |p: &String| key_map.to_reference(p, Vec::new()).0;
         WeightsError::Mismatch {
             path: self.path.clone(),
             mismatch: LoadMismatch {
-                missing: mismatch.missing.iter().map(tv).collect(),
-                unused: mismatch.unused.iter().map(tv).collect(),
+                missing: mismatch.missing.iter().map(reference).collect(),
+                unused: mismatch.unused.iter().map(reference).collect(),
                 mismatched: mismatch
                     .mismatched
                     .into_iter()
                     .map(|(p, m, f)| {
-                        let (key, m) = keymap::burn_to_torchvision(&p, m);
-                        let (_, f) = keymap::burn_to_torchvision(&p, f);
+                        let (key, m) = key_map.to_reference(&p, m);
+                        let (_, f) = key_map.to_reference(&p, f);
                         (key, m, f)
                     })
                     .collect(),
@@ -878,15 +953,22 @@ fn describe_siblings(
     );
 }
 
-/// Flattened prefixes under which a ResNet state_dict sits: `P` such that both
-/// `P + "conv1.weight"` and `P + "layer1.0.conv1.weight"` are tensors.
+/// Flattened prefixes under which a state_dict of a known family sits: `P` such that both
+/// `P + a` and `P + b` are tensors for one of [`keymap::ANCHORS`]'s `(a, b)`.
 fn candidates(keys: &BTreeSet<String>) -> Vec<String> {
-    keys.iter()
-        .filter_map(|k| k.strip_suffix("conv1.weight"))
-        .filter(|p| p.is_empty() || p.ends_with('.'))
-        .filter(|p| keys.contains(&format!("{p}layer1.0.conv1.weight")))
+    let mut found: Vec<String> = keymap::ANCHORS
+        .iter()
+        .flat_map(|(_, a, b)| {
+            keys.iter()
+                .filter_map(move |k| k.strip_suffix(a))
+                .filter(|p| p.is_empty() || p.ends_with('.'))
+                .filter(move |p| keys.contains(&format!("{p}{b}")))
+        })
         .map(str::to_string)
-        .collect()
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// The other candidates under `prefix`, relative to it.
@@ -965,69 +1047,28 @@ fn choose_prefix(
     }
 }
 
-/// Marks every key [`OUTSIDE`], strips the mark and `prefix` from the chosen state_dict's,
-/// then applies [`keymap::TORCHVISION_TO_BURN`].
-fn remapper_for(path: &Path, prefix: &str) -> Result<KeyRemapper, WeightsError> {
-    let mut patterns = vec![
+/// Marks every key [`OUTSIDE`], marks the chosen state_dict's keys [`keymap::INSIDE`] instead
+/// (stripping `prefix`), then applies a family's `patterns` (which remove the mark; with none,
+/// the mark is removed and the keys keep their reference names).
+fn remapper_for(
+    path: &Path,
+    prefix: &str,
+    patterns: &[(String, String)],
+) -> Result<KeyRemapper, WeightsError> {
+    let inside = keymap::INSIDE.to_string();
+    let mut all = vec![
         ("^".to_string(), OUTSIDE.to_string()),
-        (format!("^\\x01{}", regex_literal(prefix)), String::new()),
+        (format!("^\\x01{}", regex_literal(prefix)), inside.clone()),
     ];
-    patterns.extend(
-        keymap::TORCHVISION_TO_BURN
-            .iter()
-            .map(|(from, to)| (from.to_string(), to.to_string())),
-    );
-    KeyRemapper::from_patterns(patterns).map_err(|e| WeightsError::Corrupt {
+    if patterns.is_empty() {
+        all.push((format!("^{inside}"), String::new()));
+    }
+    all.extend(patterns.iter().cloned());
+    KeyRemapper::from_patterns(all).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),
         format: "PyTorch checkpoint",
         reason: clip(&format!("key prefix {prefix:?}: {e}")),
     })
-}
-
-/// A copy of `model` that shares no mutable state with it, so that a refused load leaves the
-/// original untouched. `Module::clone` shares parameter tensors (immutable, so harmless) but
-/// also BatchNorm running statistics, whose `RunningState` is an `Arc<Mutex<_>>` that loading
-/// (and training) writes in place.
-fn independent_copy(model: &ResNet) -> ResNet {
-    /// The id and value of a running state, read through `Module::visit`.
-    struct Read(Option<ParamId>);
-    impl ModuleVisitor for Read {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.get_or_insert(param.id);
-        }
-    }
-    fn copy(state: &RunningState<Tensor<1>>) -> RunningState<Tensor<1>> {
-        let mut id = Read(None);
-        state.visit(&mut id);
-        let value = state.value();
-        match id.0 {
-            Some(id) => RunningState::with_id(id, value),
-            None => RunningState::new(value),
-        }
-    }
-    fn fresh(bn: &mut BatchNorm) {
-        bn.running_mean = copy(&bn.running_mean);
-        bn.running_var = copy(&bn.running_var);
-    }
-    let mut copy = model.clone();
-    fresh(&mut copy.bn1);
-    for block in copy
-        .layer1
-        .iter_mut()
-        .chain(copy.layer2.iter_mut())
-        .chain(copy.layer3.iter_mut())
-        .chain(copy.layer4.iter_mut())
-    {
-        fresh(&mut block.bn1);
-        fresh(&mut block.bn2);
-        if let Some(bn3) = block.bn3.as_mut() {
-            fresh(bn3);
-        }
-        if let Some(ds) = block.downsample.as_mut() {
-            fresh(&mut ds.bn);
-        }
-    }
-    copy
 }
 
 /// Casts every loaded float tensor to its device's default float type (f32 unless configured
@@ -1050,15 +1091,6 @@ impl ModuleMapper for DeviceFloatDType {
             }
         })
     }
-}
-
-/// Same network apart from the number of classes.
-fn same_backbone(a: &ResNetConfig, b: &ResNetConfig) -> bool {
-    a.layers == b.layers
-        && a.block == b.block
-        && a.widths == b.widths
-        && a.stem == b.stem
-        && a.in_channels == b.in_channels
 }
 
 /// `resnet34`, or `ResNet (Basic [2, 2, 2, 2], widths [4, 8, 8, 16])` for custom shapes.

@@ -1,5 +1,8 @@
-//! The one place where torchvision's (and timm's, which uses the same ResNet names) state_dict
-//! keys meet this crate's parameter paths.
+//! The one place where a reference implementation's state_dict keys (torchvision's; timm's
+//! ResNets use the same names) meet this crate's parameter paths: [`KeyMap`], one per model,
+//! and [`ANCHORS`], the keys that identify each family's state_dict in a file.
+//!
+//! For a ResNet:
 //!
 //! | torchvision / timm              | finetune                          |
 //! |---------------------------------|-----------------------------------|
@@ -16,7 +19,131 @@
 
 use burn::store::KeyRemapper;
 
-use crate::model::is_batch_norm_path;
+use crate::model::{is_batch_norm_path, regex_literal, under};
+
+/// Two keys that, present together (under a common prefix), identify a family's state_dict:
+/// `(family tag, first key, second key)`. What [`WeightsFile`](super::WeightsFile) looks for to
+/// find a state_dict inside a checkpoint and to name the architecture a file holds.
+pub const ANCHORS: &[(&str, &str, &str)] = &[
+    ("resnet", "conv1.weight", "layer1.0.conv1.weight"),
+    ("convnext", "features.0.0.weight", "features.1.0.layer_scale"),
+    (
+        "efficientnet",
+        "features.0.0.weight",
+        "features.1.0.block.0.0.weight",
+    ),
+    (
+        "mobilenet_v3",
+        "features.0.0.weight",
+        "features.1.block.0.0.weight",
+    ),
+    (
+        "vit",
+        "conv_proj.weight",
+        "encoder.layers.encoder_layer_0.ln_1.weight",
+    ),
+];
+
+/// Marks the keys of the chosen state_dict while a family's patterns are applied, so that a
+/// renamed key is never renamed twice.
+pub(crate) const INSIDE: char = '\u{2}';
+
+/// One module (or parameter) of a model and its name in the reference implementation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPair {
+    /// This crate's path (`stages.0.blocks.1.dwconv`).
+    pub ours: String,
+    /// The reference state_dict's name for it (`features.1.1.block.0`).
+    pub reference: String,
+    /// Whether it is a `Linear` layer (whose weight PyTorch stores transposed).
+    pub linear: bool,
+}
+
+impl KeyPair {
+    /// A pair for a module other than `Linear`.
+    pub fn new(ours: impl Into<String>, reference: impl Into<String>) -> Self {
+        KeyPair {
+            ours: ours.into(),
+            reference: reference.into(),
+            linear: false,
+        }
+    }
+
+    /// A pair for a `Linear` layer.
+    pub fn linear(ours: impl Into<String>, reference: impl Into<String>) -> Self {
+        KeyPair {
+            linear: true,
+            ..Self::new(ours, reference)
+        }
+    }
+}
+
+/// How one model's parameter paths correspond to its reference implementation's state_dict
+/// keys ([`VisionModel::key_map`](crate::model::VisionModel::key_map)). Normalisation layers'
+/// `gamma` / `beta` are PyTorch's `weight` / `bias`, and a `Linear` weight is stored transposed
+/// (`[out, in]`) in PyTorch: burn-store's `PyTorchToBurnAdapter` does both on import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyMap {
+    /// torchvision's ResNet names: the `downsample` renames of [`TORCHVISION_TO_BURN`].
+    ResNet,
+    /// Module by module: every parameter-holding module (or bare parameter) of the model and
+    /// its reference name, as the family's constructor lays them out.
+    Modules(Vec<KeyPair>),
+}
+
+impl KeyMap {
+    /// The regex renames (reference to ours) applied to the keys of the chosen state_dict,
+    /// each of which starts with [`INSIDE`] when they run; the last one removes the mark.
+    pub(crate) fn patterns(&self) -> Vec<(String, String)> {
+        let mut patterns: Vec<(String, String)> = match self {
+            KeyMap::ResNet => vec![(format!("^{INSIDE}"), String::new())],
+            KeyMap::Modules(_) => Vec::new(),
+        };
+        match self {
+            KeyMap::ResNet => patterns.extend(
+                TORCHVISION_TO_BURN
+                    .iter()
+                    .map(|(from, to)| (from.to_string(), to.to_string())),
+            ),
+            KeyMap::Modules(pairs) => {
+                patterns.extend(pairs.iter().map(|p| {
+                    (
+                        format!(r"^{INSIDE}{}(\.|$)", regex_literal(&p.reference)),
+                        format!("{}${{1}}", p.ours),
+                    )
+                }));
+                patterns.push((format!("^{INSIDE}"), String::new()));
+            }
+        }
+        patterns
+    }
+
+    /// The reference name and stored shape of one of this crate's tensor paths
+    /// (`stages.0.blocks.1.norm.gamma` -> `features.1.1.block.2.weight`); a path the map does
+    /// not cover keeps its name.
+    pub fn to_reference(&self, path: &str, shape: Vec<usize>) -> (String, Vec<usize>) {
+        let pairs = match self {
+            KeyMap::ResNet => return burn_to_torchvision(path, shape),
+            KeyMap::Modules(pairs) => pairs,
+        };
+        let Some(pair) = pairs.iter().find(|p| under(path, &p.ours)) else {
+            return (path.to_string(), shape);
+        };
+        let rest = &path[pair.ours.len()..];
+        let rest = match rest {
+            ".gamma" => ".weight",
+            ".beta" => ".bias",
+            other => other,
+        };
+        let shape = if pair.linear && rest == ".weight" && shape.len() == 2 {
+            vec![shape[1], shape[0]]
+        } else {
+            shape
+        };
+        (format!("{}{rest}", pair.reference), shape)
+    }
+}
 
 /// Regex key remappings from torchvision/timm names to this crate's, applied before burn-store's
 /// PyTorch adapter.
