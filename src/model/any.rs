@@ -16,8 +16,14 @@ use burn::module::{
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::config::ResNetConfig;
-use super::contract::{InferenceModel, ModelConfig, VisionModel};
+use super::contract::{Eval, InferenceModel, ModelConfig, VisionModel};
+use super::convnext::{ConvNeXt, ConvNeXtConfig};
+use super::efficientnet::{EfficientNet, EfficientNetConfig};
+use super::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
+use super::vit::{VisionTransformer, VisionTransformerConfig};
 use super::freeze::FreezeState;
 use super::fused::FusedResNet;
 use super::resnet::ResNet;
@@ -28,9 +34,52 @@ use crate::weights::keymap::KeyMap;
 use crate::weights::{LoadOptions, LoadReport, WeightsFile};
 
 /// The architecture names [`create_model`] accepts (timm / torchvision spelling), in registry
-/// order.
+/// order: every family's variants, its first variant first.
 pub fn architectures() -> &'static [&'static str] {
-    &["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    &[
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "convnext_tiny",
+        "convnext_small",
+        "convnext_base",
+        "convnext_large",
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b2",
+        "efficientnet_b3",
+        "efficientnet_b4",
+        "efficientnet_b5",
+        "efficientnet_b6",
+        "efficientnet_b7",
+        "efficientnet_v2_s",
+        "efficientnet_v2_m",
+        "efficientnet_v2_l",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "vit_b_16",
+        "vit_b_32",
+        "vit_l_16",
+    ]
+}
+
+/// The family tag of a registered architecture name (`convnext_tiny` -> `convnext`).
+pub(crate) fn family_of(arch: &str) -> Option<&'static str> {
+    if ResNetConfig::from_name(arch, 1).is_ok() {
+        Some("resnet")
+    } else if ConvNeXtConfig::from_name(arch, 1).is_some() {
+        Some("convnext")
+    } else if EfficientNetConfig::from_name(arch, 1).is_some() {
+        Some("efficientnet")
+    } else if MobileNetV3Config::from_name(arch, 1).is_some() {
+        Some("mobilenet_v3")
+    } else if VisionTransformerConfig::from_name(arch, 1).is_some() {
+        Some("vit")
+    } else {
+        None
+    }
 }
 
 /// Builds a freshly initialised model from its timm / torchvision name (`resnet50`; a weights
@@ -53,10 +102,11 @@ pub fn create_model(name: &str, num_classes: usize, device: &Device) -> Result<A
     AnyConfig::from_name(name, num_classes)?.try_init(device)
 }
 
-/// The architecture part of a model or weights name: `resnet50.tv2_in1k` -> `resnet50`.
+/// The architecture part of a model or weights name: `resnet50.tv2_in1k` -> `resnet50`,
+/// `ConvNeXt-Tiny` -> `convnext_tiny`.
 pub(crate) fn arch_of(name: &str) -> String {
     let name = name.trim().to_ascii_lowercase();
-    name.split('.').next().unwrap_or_default().replace('-', "")
+    name.split('.').next().unwrap_or_default().replace('-', "_")
 }
 
 /// Any registered architecture (see [`create_model`]).
@@ -65,6 +115,14 @@ pub(crate) fn arch_of(name: &str) -> String {
 pub enum AnyModel {
     /// A ResNet (He et al., 2016), torchvision's topology.
     ResNet(ResNet),
+    /// A ConvNeXt (Liu et al., 2022).
+    ConvNeXt(ConvNeXt),
+    /// An EfficientNet or EfficientNetV2 (Tan & Le, 2019 and 2021).
+    EfficientNet(EfficientNet),
+    /// A MobileNetV3 (Howard et al., 2019).
+    MobileNetV3(MobileNetV3),
+    /// A Vision Transformer (Dosovitskiy et al., 2021).
+    VisionTransformer(VisionTransformer),
 }
 
 /// The configuration of an [`AnyModel`]: one variant per family.
@@ -75,6 +133,31 @@ pub enum AnyConfig {
     /// A ResNet configuration.
     #[serde(rename = "resnet")]
     ResNet(ResNetConfig),
+    /// A ConvNeXt configuration.
+    #[serde(rename = "convnext")]
+    ConvNeXt(ConvNeXtConfig),
+    /// An EfficientNet configuration.
+    #[serde(rename = "efficientnet")]
+    EfficientNet(EfficientNetConfig),
+    /// A MobileNetV3 configuration.
+    #[serde(rename = "mobilenet_v3")]
+    MobileNetV3(MobileNetV3Config),
+    /// A Vision Transformer configuration.
+    #[serde(rename = "vit")]
+    VisionTransformer(VisionTransformerConfig),
+}
+
+/// Calls `$body` with `$c` bound to the family configuration inside an [`AnyConfig`].
+macro_rules! config_dispatch {
+    ($self:expr, $c:ident => $body:expr) => {
+        match $self {
+            AnyConfig::ResNet($c) => $body,
+            AnyConfig::ConvNeXt($c) => $body,
+            AnyConfig::EfficientNet($c) => $body,
+            AnyConfig::MobileNetV3($c) => $body,
+            AnyConfig::VisionTransformer($c) => $body,
+        }
+    };
 }
 
 impl AnyConfig {
@@ -84,11 +167,23 @@ impl AnyConfig {
     /// [`Error::UnknownModel`] listing [`architectures`].
     pub fn from_name(name: &str, num_classes: usize) -> Result<Self> {
         let arch = arch_of(name);
-        if arch.starts_with("resnet") && architectures().contains(&arch.as_str()) {
-            return Ok(AnyConfig::ResNet(ResNetConfig::from_name(
-                &arch,
-                num_classes,
-            )?));
+        super::contract::check_num_classes(num_classes)?;
+        let found = match family_of(&arch) {
+            Some("resnet") => ResNetConfig::from_name(&arch, num_classes)
+                .ok()
+                .map(AnyConfig::ResNet),
+            Some("convnext") => ConvNeXtConfig::from_name(&arch, num_classes).map(Into::into),
+            Some("efficientnet") => {
+                EfficientNetConfig::from_name(&arch, num_classes).map(Into::into)
+            }
+            Some("mobilenet_v3") => {
+                MobileNetV3Config::from_name(&arch, num_classes).map(Into::into)
+            }
+            Some("vit") => VisionTransformerConfig::from_name(&arch, num_classes).map(Into::into),
+            _ => None,
+        };
+        if let Some(config) = found {
+            return Ok(config);
         }
         Err(Error::UnknownModel {
             name: name.to_string(),
@@ -107,6 +202,10 @@ impl AnyConfig {
                     && c.in_channels == 3;
                 c.arch_name().filter(|_| standard).map(str::to_string)
             }
+            AnyConfig::ConvNeXt(c) => c.arch_name().map(str::to_string),
+            AnyConfig::EfficientNet(c) => c.arch_name().map(str::to_string),
+            AnyConfig::MobileNetV3(c) => c.arch_name().map(str::to_string),
+            AnyConfig::VisionTransformer(c) => c.arch_name().map(str::to_string),
         }
     }
 
@@ -114,14 +213,17 @@ impl AnyConfig {
     pub fn label(&self) -> String {
         match self {
             AnyConfig::ResNet(c) => crate::weights::import::describe(c),
+            AnyConfig::VisionTransformer(c) if c.image_size != 224 => match c.arch_name() {
+                Some(name) => format!("{name} ({}x{} images)", c.image_size, c.image_size),
+                None => c.describe(),
+            },
+            other => other.arch_name().unwrap_or_else(|| other.describe()),
         }
     }
 
     /// The number of classes of the head.
     pub fn num_classes(&self) -> usize {
-        match self {
-            AnyConfig::ResNet(c) => c.num_classes,
-        }
+        config_dispatch!(self, c => c.num_classes)
     }
 
     /// Whether two configurations build the same network apart from the head's class count.
@@ -135,7 +237,25 @@ impl AnyConfig {
                 };
                 *a == b
             }
-            #[allow(unreachable_patterns)]
+            (AnyConfig::ConvNeXt(a), AnyConfig::ConvNeXt(b)) => {
+                (a.depths, a.dims, a.in_channels) == (b.depths, b.dims, b.in_channels)
+            }
+            (AnyConfig::EfficientNet(a), AnyConfig::EfficientNet(b)) => {
+                (&a.setting, a.last_channel, a.in_channels)
+                    == (&b.setting, b.last_channel, b.in_channels)
+            }
+            (AnyConfig::MobileNetV3(a), AnyConfig::MobileNetV3(b)) => {
+                (&a.setting, a.last_channel, a.in_channels)
+                    == (&b.setting, b.last_channel, b.in_channels)
+            }
+            (AnyConfig::VisionTransformer(a), AnyConfig::VisionTransformer(b)) => {
+                let b = VisionTransformerConfig {
+                    num_classes: a.num_classes,
+                    dropout: a.dropout,
+                    ..b.clone()
+                };
+                *a == b
+            }
             _ => false,
         }
     }
@@ -150,14 +270,64 @@ impl AnyConfig {
 /// [`WeightsError::UnknownArchitecture`](crate::weights::WeightsError::UnknownArchitecture)
 /// saying what does not fit.
 pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
-    match file.family() {
-        Some("resnet") => file.infer_config().map(AnyConfig::ResNet),
-        _ => Err(crate::weights::WeightsError::UnknownArchitecture {
+    let unknown = |reason: String| -> Error {
+        crate::weights::WeightsError::UnknownArchitecture {
             path: file.path().to_path_buf(),
-            reason: "no registered architecture has its tensor names and shapes".into(),
+            reason,
         }
-        .into()),
+        .into()
+    };
+    let family = file
+        .family()
+        .ok_or_else(|| unknown("no known family's tensor names".into()))?;
+    if family == "resnet" {
+        return file.infer_config().map(AnyConfig::ResNet);
     }
+    let head = match family {
+        "convnext" => "classifier.2.weight",
+        "efficientnet" => "classifier.1.weight",
+        "mobilenet_v3" => "classifier.3.weight",
+        _ => "heads.head.weight",
+    };
+    let classes = file
+        .shape(head)
+        .and_then(|s| s.first().copied())
+        .ok_or_else(|| unknown(format!("no {head} (a headless file: build the model yourself and load it with LoadOptions::backbone_only())")))?;
+    let device = Device::flex();
+    for arch in architectures() {
+        if family_of(arch) != Some(family) {
+            continue;
+        }
+        let mut config = AnyConfig::from_name(arch, classes.max(1))?;
+        if let (AnyConfig::VisionTransformer(c), Some(&[_, seq, _])) =
+            (&mut config, file.shape("encoder.pos_embedding"))
+        {
+            // The image size the position embeddings were made for.
+            let grid = ((seq.saturating_sub(1)) as f64).sqrt().round() as usize;
+            c.image_size = grid * c.patch_size;
+        }
+        // Parameters are initialised lazily: building a model to list its tensors is cheap.
+        let Ok(model) = config.try_init(&device) else {
+            continue;
+        };
+        let key_map = model.key_map();
+        let ours: BTreeMap<String, Vec<usize>> = model
+            .tensor_paths()
+            .into_iter()
+            .map(|(p, s)| key_map.to_reference(&p, s))
+            .collect();
+        let theirs: BTreeMap<String, Vec<usize>> = file
+            .tensors()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with(crate::weights::keymap::IGNORED_SUFFIX))
+            .collect();
+        if ours == theirs {
+            return Ok(config);
+        }
+    }
+    Err(unknown(format!(
+        "a {family} state_dict that matches none of the registered {family} architectures"
+    )))
 }
 
 impl AnyModel {
@@ -179,23 +349,38 @@ impl AnyModel {
     }
 }
 
-impl From<ResNet> for AnyModel {
-    fn from(model: ResNet) -> Self {
-        AnyModel::ResNet(model)
-    }
+/// `From` conversions from each family's model and configuration.
+macro_rules! family_conversions {
+    ($($variant:ident($model:ty, $config:ty)),* $(,)?) => {
+        $(
+            impl From<$model> for AnyModel {
+                fn from(model: $model) -> Self {
+                    AnyModel::$variant(model)
+                }
+            }
+            impl From<$config> for AnyConfig {
+                fn from(config: $config) -> Self {
+                    AnyConfig::$variant(config)
+                }
+            }
+        )*
+    };
 }
 
-impl From<ResNetConfig> for AnyConfig {
-    fn from(config: ResNetConfig) -> Self {
-        AnyConfig::ResNet(config)
-    }
-}
+family_conversions!(
+    ResNet(ResNet, ResNetConfig),
+    ConvNeXt(ConvNeXt, ConvNeXtConfig),
+    EfficientNet(EfficientNet, EfficientNetConfig),
+    MobileNetV3(MobileNetV3, MobileNetV3Config),
+    VisionTransformer(VisionTransformer, VisionTransformerConfig),
+);
 
 impl AnyModel {
     /// The ResNet inside, if this is one.
     pub fn as_resnet(&self) -> Option<&ResNet> {
         match self {
             AnyModel::ResNet(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -203,6 +388,7 @@ impl AnyModel {
     pub fn into_resnet(self) -> Option<ResNet> {
         match self {
             AnyModel::ResNet(m) => Some(m),
+            _ => None,
         }
     }
 }
@@ -213,11 +399,19 @@ macro_rules! dispatch {
     ($self:expr, $m:ident => $body:expr) => {
         match $self {
             AnyModel::ResNet($m) => $body,
+            AnyModel::ConvNeXt($m) => $body,
+            AnyModel::EfficientNet($m) => $body,
+            AnyModel::MobileNetV3($m) => $body,
+            AnyModel::VisionTransformer($m) => $body,
         }
     };
     (wrap $self:expr, $m:ident => $body:expr) => {
         match $self {
             AnyModel::ResNet($m) => AnyModel::ResNet($body),
+            AnyModel::ConvNeXt($m) => AnyModel::ConvNeXt($body),
+            AnyModel::EfficientNet($m) => AnyModel::EfficientNet($body),
+            AnyModel::MobileNetV3($m) => AnyModel::MobileNetV3($body),
+            AnyModel::VisionTransformer($m) => AnyModel::VisionTransformer($body),
         }
     };
 }
@@ -277,18 +471,34 @@ impl std::fmt::Display for AnyModel {
 pub enum AnyInference {
     /// A ResNet with BatchNorm folded.
     ResNet(FusedResNet),
+    /// A ConvNeXt without autodiff.
+    ConvNeXt(Eval<ConvNeXt>),
+    /// An EfficientNet without autodiff.
+    EfficientNet(Eval<EfficientNet>),
+    /// A MobileNetV3 without autodiff.
+    MobileNetV3(Eval<MobileNetV3>),
+    /// A Vision Transformer without autodiff.
+    VisionTransformer(Eval<VisionTransformer>),
+}
+
+macro_rules! inference_dispatch {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            AnyInference::ResNet($m) => $body,
+            AnyInference::ConvNeXt($m) => $body,
+            AnyInference::EfficientNet($m) => $body,
+            AnyInference::MobileNetV3($m) => $body,
+            AnyInference::VisionTransformer($m) => $body,
+        }
+    };
 }
 
 impl InferenceModel for AnyInference {
     fn forward_pre_logits(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            AnyInference::ResNet(m) => m.forward_pre_logits(images),
-        }
+        inference_dispatch!(self, m => InferenceModel::forward_pre_logits(m, images))
     }
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            AnyInference::ResNet(m) => InferenceModel::forward(m, images),
-        }
+        inference_dispatch!(self, m => InferenceModel::forward(m, images))
     }
 }
 
@@ -296,56 +506,50 @@ impl InferenceModel for AnyInference {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum AnyFeatures {
-    /// Feature maps `[B, C, h, w]`.
+    /// Feature maps `[B, C, h, w]` (CNNs).
     Maps(Tensor<4>),
+    /// Tokens `[B, N, D]` (transformers; the class token first).
+    Tokens(Tensor<3>),
 }
 
 impl ModelConfig for AnyConfig {
     type Model = AnyModel;
 
     fn family(&self) -> &'static str {
-        match self {
-            AnyConfig::ResNet(c) => c.family(),
-        }
+        config_dispatch!(self, c => c.family())
     }
 
     fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
         match family {
             "resnet" => ResNetConfig::from_saved(family, config).map(AnyConfig::ResNet),
+            "convnext" => ConvNeXtConfig::from_saved(family, config).map(Into::into),
+            "efficientnet" => EfficientNetConfig::from_saved(family, config).map(Into::into),
+            "mobilenet_v3" => MobileNetV3Config::from_saved(family, config).map(Into::into),
+            "vit" => VisionTransformerConfig::from_saved(family, config).map(Into::into),
             other => Err(format!(
-                "it holds a '{other}' model, which this build of finetune does not know (known families: resnet); upgrade finetune"
+                "it holds a '{other}' model, which this build of finetune does not know (known families: resnet, convnext, efficientnet, mobilenet_v3, vit); upgrade finetune"
             )),
         }
     }
 
     fn to_saved(&self) -> serde_json::Result<serde_json::Value> {
-        match self {
-            AnyConfig::ResNet(c) => c.to_saved(),
-        }
+        config_dispatch!(self, c => c.to_saved())
     }
 
     fn validate(&self) -> Result<()> {
-        match self {
-            AnyConfig::ResNet(c) => ModelConfig::validate(c),
-        }
+        config_dispatch!(self, c => ModelConfig::validate(c))
     }
 
     fn num_stored_values(&self) -> u64 {
-        match self {
-            AnyConfig::ResNet(c) => ModelConfig::num_stored_values(c),
-        }
+        config_dispatch!(self, c => ModelConfig::num_stored_values(c))
     }
 
     fn try_init(&self, device: &Device) -> Result<AnyModel> {
-        match self {
-            AnyConfig::ResNet(c) => ModelConfig::try_init(c, device).map(AnyModel::ResNet),
-        }
+        config_dispatch!(self, c => ModelConfig::try_init(c, device).map(AnyModel::from))
     }
 
     fn describe(&self) -> String {
-        match self {
-            AnyConfig::ResNet(c) => c.describe(),
-        }
+        config_dispatch!(self, c => c.describe())
     }
 
     fn as_any(&self) -> Option<AnyConfig> {
@@ -361,9 +565,7 @@ impl VisionModel for AnyModel {
     type Inference = AnyInference;
 
     fn config(&self) -> AnyConfig {
-        match self {
-            AnyModel::ResNet(m) => AnyConfig::ResNet(m.config()),
-        }
+        dispatch!(self, m => m.config().into())
     }
 
     fn arch(&self) -> String {
@@ -378,11 +580,28 @@ impl VisionModel for AnyModel {
     fn forward_features(&self, images: Tensor<4>) -> AnyFeatures {
         match self {
             AnyModel::ResNet(m) => AnyFeatures::Maps(m.forward_features(images)),
+            AnyModel::ConvNeXt(m) => AnyFeatures::Maps(m.forward_features(images)),
+            AnyModel::EfficientNet(m) => AnyFeatures::Maps(m.forward_features(images)),
+            AnyModel::MobileNetV3(m) => AnyFeatures::Maps(m.forward_features(images)),
+            AnyModel::VisionTransformer(m) => AnyFeatures::Tokens(m.forward_features(images)),
         }
     }
+    /// # Panics
+    /// When `features` are not this family's kind (tokens for a CNN, maps for a ViT): pass
+    /// what this model's [`forward_features`](VisionModel::forward_features) returned.
     fn forward_head(&self, features: AnyFeatures, pre_logits: bool) -> Tensor<2> {
         match (self, features) {
             (AnyModel::ResNet(m), AnyFeatures::Maps(x)) => m.forward_head(x, pre_logits),
+            (AnyModel::ConvNeXt(m), AnyFeatures::Maps(x)) => m.forward_head(x, pre_logits),
+            (AnyModel::EfficientNet(m), AnyFeatures::Maps(x)) => m.forward_head(x, pre_logits),
+            (AnyModel::MobileNetV3(m), AnyFeatures::Maps(x)) => m.forward_head(x, pre_logits),
+            (AnyModel::VisionTransformer(m), AnyFeatures::Tokens(x)) => {
+                m.forward_head(x, pre_logits)
+            }
+            (m, _) => panic!(
+                "forward_head on a {} was given another family's features",
+                m.arch()
+            ),
         }
     }
     fn forward_classifier(&self, pre_logits: Tensor<2>) -> Tensor<2> {
@@ -404,9 +623,7 @@ impl VisionModel for AnyModel {
         dispatch!(self, m => m.in_channels())
     }
     fn reset_classifier(self, num_classes: usize) -> Result<Self> {
-        match self {
-            AnyModel::ResNet(m) => m.reset_classifier(num_classes).map(AnyModel::ResNet),
-        }
+        dispatch!(self, m => m.reset_classifier(num_classes).map(AnyModel::from))
     }
     fn device(&self) -> Device {
         dispatch!(self, m => m.device())
@@ -420,6 +637,14 @@ impl VisionModel for AnyModel {
     fn for_inference(&self) -> AnyInference {
         match self {
             AnyModel::ResNet(m) => AnyInference::ResNet(VisionModel::for_inference(m)),
+            AnyModel::ConvNeXt(m) => AnyInference::ConvNeXt(VisionModel::for_inference(m)),
+            AnyModel::EfficientNet(m) => {
+                AnyInference::EfficientNet(VisionModel::for_inference(m))
+            }
+            AnyModel::MobileNetV3(m) => AnyInference::MobileNetV3(VisionModel::for_inference(m)),
+            AnyModel::VisionTransformer(m) => {
+                AnyInference::VisionTransformer(VisionModel::for_inference(m))
+            }
         }
     }
     fn key_map(&self) -> KeyMap {

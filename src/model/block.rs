@@ -87,6 +87,29 @@ pub(crate) fn push_conv_bn(
     dims
 }
 
+/// The first BatchNorm layer among `inputs` (in forward order) that normalises with batch
+/// statistics and would see one value per channel, as [`Error::BatchNormSingleValue`] for a
+/// batch of shape `images`.
+pub(crate) fn check_batch_norm_inputs(
+    inputs: Vec<BatchNormInput>,
+    images: [usize; 4],
+) -> crate::error::Result<()> {
+    let bad = inputs
+        .into_iter()
+        .find(|bn| bn.batch_statistics && bn.values_per_channel() <= 1);
+    match bad {
+        None => Ok(()),
+        Some(bn) => Err(crate::error::Error::BatchNormSingleValue {
+            values: bn.values_per_channel(),
+            layer: bn.layer,
+            input: images,
+            batch: bn.dims[0],
+            height: bn.dims[2],
+            width: bn.dims[3],
+        }),
+    }
+}
+
 /// The projection shortcut: a strided 1x1 convolution followed by BatchNorm. torchvision names
 /// these `downsample.0` and `downsample.1`; the weight importer maps them to `conv` and `bn`.
 #[derive(Module, Debug)]

@@ -89,6 +89,21 @@ pub trait InferenceModel: Send {
     fn forward(&self, images: Tensor<4>) -> Tensor<2>;
 }
 
+/// The inference form of a family with nothing to fold (ConvNeXt, EfficientNet, MobileNetV3,
+/// ViT): the model itself on the device without autodiff, where BatchNorm uses its running
+/// statistics and dropout and stochastic depth are off.
+#[derive(Clone, Debug)]
+pub struct Eval<M>(pub M);
+
+impl<M: VisionModel> InferenceModel for Eval<M> {
+    fn forward_pre_logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.0.forward_pre_logits(images)
+    }
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.0.forward(images)
+    }
+}
+
 /// An image classification network that can be fine-tuned: the contract every architecture of
 /// this crate implements (timm's model interface, with typed tensors).
 ///

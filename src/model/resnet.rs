@@ -16,7 +16,7 @@ use super::freeze::{self, FreezeState};
 use super::fused::FusedResNet;
 use super::stage::{StageSpec, Stages};
 use crate::data::Normalize;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A ResNet of any depth. Build it with [`ResNetConfig`]; it runs on any Burn device.
 ///
@@ -140,21 +140,7 @@ impl ResNet {
     /// The first BatchNorm layer normalising with batch statistics that would see one value
     /// per channel, as an error ([`VisionModel::check_training_batch`]).
     fn first_single_value_batch_norm(&self, images: [usize; 4]) -> Result<()> {
-        let bad = self
-            .batch_norm_inputs(images)
-            .into_iter()
-            .find(|bn| bn.batch_statistics && bn.values_per_channel() <= 1);
-        match bad {
-            None => Ok(()),
-            Some(bn) => Err(Error::BatchNormSingleValue {
-                values: bn.values_per_channel(),
-                layer: bn.layer,
-                input: images,
-                batch: bn.dims[0],
-                height: bn.dims[2],
-                width: bn.dims[3],
-            }),
-        }
+        super::block::check_batch_norm_inputs(self.batch_norm_inputs(images), images)
     }
 
     /// Feature maps after the last stage: `[B, num_features, H/32, W/32]` for the ImageNet stem.

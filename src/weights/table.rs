@@ -16,6 +16,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#convnext",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -32,6 +34,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#convnext",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -48,6 +52,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#convnext",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -64,6 +70,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#convnext",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -80,6 +88,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -96,6 +106,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 240,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
     Entry {
@@ -112,6 +124,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 240,
         recipe: "https://github.com/pytorch/vision/issues/3995#new-recipe-with-lr-wd-crop-tuning",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -128,6 +142,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 288,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -144,6 +160,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 300,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -160,6 +178,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 380,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -176,6 +196,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 456,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -192,6 +214,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 528,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -208,6 +232,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 600,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -224,6 +250,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 384,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v2",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -240,9 +268,10 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 480,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v2",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
-    // NOTE: transforms use mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5) (not the ImageNet defaults).
     Entry {
         enum_name: "EfficientNet_V2_L_Weights.IMAGENET1K_V1",
         arch: "efficientnet_v2_l",
@@ -257,6 +286,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 480,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v2",
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
         is_default: true,
     },
     Entry {
@@ -273,6 +304,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#mobilenetv3-large--small",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -289,6 +322,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#mobilenetv3-large--small",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
     Entry {
@@ -305,6 +340,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/issues/3995#new-recipe-with-reg-tuning",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -321,6 +358,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#vit_b_16",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -337,6 +376,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 384,
         recipe: "https://github.com/facebookresearch/SWAG",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
     Entry {
@@ -353,6 +394,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/pull/5793",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
     Entry {
@@ -369,6 +412,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#vit_b_32",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -385,6 +430,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bilinear,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/tree/main/references/classification#vit_l_16",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: true,
     },
     Entry {
@@ -401,6 +448,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 512,
         recipe: "https://github.com/facebookresearch/SWAG",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
     Entry {
@@ -417,6 +466,8 @@ pub(crate) const TORCHVISION: &[Entry] = &[
         interpolation: Interpolation::Bicubic,
         image_size: 224,
         recipe: "https://github.com/pytorch/vision/pull/5793",
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
         is_default: false,
     },
 ];

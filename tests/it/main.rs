@@ -9,6 +9,7 @@ mod data;
 mod devices;
 mod download;
 mod faults;
+mod families;
 mod freeze;
 mod http;
 mod model;

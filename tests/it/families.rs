@@ -1,0 +1,274 @@
+//! The ConvNeXt, EfficientNet, MobileNetV3 and ViT families against torchvision: parameter
+//! names and shapes of the full-size models (`state_dicts/*.txt`), and outputs of small
+//! configurations with random weights (`parity_cases.json`, written by
+//! `tests/fixtures/models/make_parity.py`) imported through the strict loader.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use finetune::model::{
+    AnyConfig, AnyFeatures, AnyModel, ConvNeXtConfig, EfficientNetConfig, InvertedResidualSetting,
+    MobileNetV3Config, ModelConfig, VisionModel, VisionTransformerConfig, create_model,
+};
+use finetune::weights::keymap::KeyMap;
+use finetune::weights::{LoadOptions, WeightsError, read_safetensors_f32};
+use finetune::Error;
+
+use crate::common::cpu;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+fn cases() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("parity_cases.json")).unwrap()).unwrap()
+}
+
+/// The configuration torchvision's constructor arguments describe.
+fn config_of(case: &serde_json::Value) -> AnyConfig {
+    let args = &case["args"];
+    let get = |k: &str| args[k].as_u64().unwrap() as usize;
+    match case["family"].as_str().unwrap() {
+        "convnext" => {
+            let blocks = args["block_setting"].as_array().unwrap();
+            let depths: Vec<usize> = blocks.iter().map(|b| b["num_layers"].as_u64().unwrap() as usize).collect();
+            let dims: Vec<usize> = blocks.iter().map(|b| b["input_channels"].as_u64().unwrap() as usize).collect();
+            ConvNeXtConfig::new(
+                depths.try_into().unwrap(),
+                dims.try_into().unwrap(),
+                get("num_classes"),
+            )
+            .with_stochastic_depth_prob(args["stochastic_depth_prob"].as_f64().unwrap())
+            .with_layer_scale(args["layer_scale"].as_f64().unwrap())
+            .into()
+        }
+        "efficientnet" => EfficientNetConfig::new(
+            serde_json::from_value(args["inverted_residual_setting"].clone()).unwrap(),
+            get("num_classes"),
+        )
+        .with_dropout(args["dropout"].as_f64().unwrap())
+        .with_stochastic_depth_prob(args["stochastic_depth_prob"].as_f64().unwrap())
+        .with_norm_eps(args["norm_eps"].as_f64().unwrap())
+        .with_last_channel(args["last_channel"].as_u64().map(|c| c as usize))
+        .into(),
+        "mobilenet_v3" => {
+            let setting = args["inverted_residual_setting"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let u = |k: &str| b[k].as_u64().unwrap() as usize;
+                    InvertedResidualSetting {
+                        input_channels: u("input_channels"),
+                        kernel: u("kernel"),
+                        expanded_channels: u("expanded_channels"),
+                        out_channels: u("out_channels"),
+                        use_se: b["use_se"].as_bool().unwrap(),
+                        use_hs: b["activation"] == "HS",
+                        stride: u("stride"),
+                        dilation: u("dilation"),
+                    }
+                })
+                .collect();
+            MobileNetV3Config::new(setting, get("last_channel"), get("num_classes")).into()
+        }
+        "vit" => VisionTransformerConfig::new(
+            get("image_size"),
+            get("patch_size"),
+            get("num_layers"),
+            get("num_heads"),
+            get("hidden_dim"),
+            get("mlp_dim"),
+            get("num_classes"),
+        )
+        .into(),
+        other => panic!("unknown family {other}"),
+    }
+}
+
+fn tensor<const D: usize>(file: &str, name: &str, device: &Device) -> Tensor<D> {
+    let (values, shape) = read_safetensors_f32(fixture(file), name).unwrap();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Largest absolute difference relative to the reference's largest magnitude.
+fn relative_error<const D: usize>(ours: Tensor<D>, reference: Tensor<D>) -> f32 {
+    assert_eq!(ours.dims(), reference.dims());
+    let scale: f32 = reference.clone().abs().max().into_scalar();
+    let diff: f32 = (ours - reference).abs().max().into_scalar();
+    let scale = scale.max(1e-6);
+    diff / scale
+}
+
+/// The model of `case` with its fixture's weights, loaded strictly onto `device`.
+fn parity_model(case: &serde_json::Value, weights: &str, device: &Device) -> AnyModel {
+    let mut model = config_of(case).try_init(device).unwrap();
+    let report = model
+        .load_weights(fixture(weights), &LoadOptions::strict())
+        .unwrap();
+    assert_eq!(report.applied.len(), model.tensor_paths().len(), "{weights}");
+    model
+}
+
+/// Features, pre-logits and logits against torchvision's, within 1e-4 of their scale.
+fn check_parity(name: &str, device: &Device) -> [f32; 3] {
+    let cases = cases();
+    let case = &cases["cases"][name];
+    let io = case["io"].as_str().unwrap();
+    // vit_test_interp: the 32x32 weights run at 48x48, position embeddings resized on the fly.
+    let built = if name == "vit_test_interp" {
+        &cases["cases"]["vit_test"]
+    } else {
+        case
+    };
+    let model = parity_model(built, built["weights"].as_str().unwrap(), device);
+    let input: Tensor<4> = tensor(io, "input", device);
+    model.check_input(input.dims()).unwrap();
+    let features = match model.forward_features(input.clone()) {
+        AnyFeatures::Maps(maps) => relative_error(maps, tensor::<4>(io, "features", device)),
+        AnyFeatures::Tokens(tokens) => {
+            relative_error(tokens, tensor::<3>(io, "features", device))
+        }
+        other => panic!("{other:?}"),
+    };
+    let pre = relative_error(
+        model.forward_pre_logits(input.clone()),
+        tensor(io, "pre_logits", device),
+    );
+    let logits = relative_error(model.forward(input), tensor(io, "logits", device));
+    [features, pre, logits]
+}
+
+const CASES: [&str; 6] = [
+    "convnext_test",
+    "efficientnet_test",
+    "efficientnet_v2_test",
+    "mobilenet_v3_test",
+    "vit_test",
+    "vit_test_interp",
+];
+
+#[test]
+fn every_family_matches_torchvision_on_random_weights() {
+    for name in CASES {
+        let errors = check_parity(name, &cpu());
+        eprintln!("{name}: relative error features/pre-logits/logits {errors:?}");
+        for e in errors {
+            assert!(e < 1e-4, "{name}: {errors:?}");
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_family_matches_torchvision_on_wgpu() {
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    for name in CASES {
+        let errors = check_parity(name, &device);
+        eprintln!("{name} (wgpu): relative error {errors:?}");
+        for e in errors {
+            assert!(e < 1e-4, "{name} on wgpu: {errors:?}");
+        }
+    }
+}
+
+/// torchvision's state_dict keys and shapes, from `state_dicts/<arch>.txt`.
+fn torchvision_state_dict(arch: &str) -> BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(fixture(&format!("state_dicts/{arch}.txt"))).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, shape) = l.split_once(' ').unwrap_or((l, ""));
+            let shape: Vec<usize> = shape
+                .trim()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect();
+            (!key.ends_with("num_batches_tracked")).then(|| (key.to_string(), shape))
+        })
+        .collect()
+}
+
+#[test]
+fn full_size_models_have_torchvisions_names_and_shapes() {
+    for arch in [
+        "convnext_tiny",
+        "efficientnet_b0",
+        "efficientnet_v2_s",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "vit_b_16",
+    ] {
+        // Parameters are initialised lazily: listing them allocates nothing.
+        let model = create_model(arch, 1000, &cpu()).unwrap();
+        let key_map: KeyMap = model.key_map();
+        let ours: BTreeMap<String, Vec<usize>> = model
+            .tensor_paths()
+            .into_iter()
+            .map(|(p, s)| key_map.to_reference(&p, s))
+            .collect();
+        let theirs = torchvision_state_dict(arch);
+        let missing: Vec<&String> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
+        let extra: Vec<&String> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{arch}: missing {missing:?}, extra {extra:?}"
+        );
+        for (key, shape) in &theirs {
+            assert_eq!(&ours[key], shape, "{arch}: {key}");
+        }
+    }
+}
+
+#[test]
+fn another_familys_file_is_named_not_misloaded() {
+    let cases = cases();
+    let mut model = config_of(&cases["cases"]["efficientnet_test"])
+        .try_init(&cpu())
+        .unwrap();
+    let err = model
+        .load_weights(fixture("convnext_test.safetensors"), &LoadOptions::strict())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Weights(WeightsError::WrongArchitecture { .. })),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("convnext"), "{message}");
+    // A file of the same family and another shape lists the tensors that disagree.
+    let mut other = config_of(&cases["cases"]["efficientnet_v2_test"])
+        .try_init(&cpu())
+        .unwrap();
+    let err = other
+        .load_weights(fixture("efficientnet_test.safetensors"), &LoadOptions::strict())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("features.1.0.block.0.0.weight"), "{err}");
+}
+
+#[test]
+fn a_backbone_loads_into_a_new_head() {
+    let cases = cases();
+    for name in ["convnext_test", "mobilenet_v3_test", "vit_test"] {
+        let case = &cases["cases"][name];
+        let model = config_of(case).try_init(&cpu()).unwrap();
+        let mut model = model.reset_classifier(3).unwrap();
+        let head_before = crate::common::snapshot(&model);
+        let report = model
+            .load_weights(
+                fixture(case["weights"].as_str().unwrap()),
+                &LoadOptions::backbone_only(),
+            )
+            .unwrap();
+        assert_eq!(report.skipped.len(), 2, "{name}: {report}");
+        assert_eq!(model.num_classes(), 3);
+        let head = model.stages().head().unwrap().clone();
+        let moved = crate::common::changed(&head_before, &crate::common::snapshot(&model));
+        assert!(moved.iter().all(|p| !head.owns(p)), "{name}: head changed");
+        assert!(!moved.is_empty(), "{name}: nothing loaded");
+    }
+}
