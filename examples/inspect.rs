@@ -16,18 +16,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
-use finetune::model::{AnyModel, BnPolicy, ResNetConfig, VisionModel, create_model};
-use finetune::weights::import::describe;
-use finetune::weights::{LoadOptions, WeightsFile};
+use finetune::model::{AnyConfig, AnyModel, BnPolicy, VisionModel, create_model};
+use finetune::weights::LoadOptions;
 
 /// Prints a model's parameter summary: total, trainable and frozen parameters per stage.
 #[derive(clap::Parser, Debug)]
 #[command(name = "inspect", allow_negative_numbers = true)]
 struct Args {
-    /// Architecture, by its timm/torchvision name (resnet18, resnet34, resnet50, resnet101,
-    /// resnet152, ...) [default: resnet18, or the --weights file's]
+    /// Architecture, by its timm/torchvision name (resnet18, resnet50, convnext_tiny,
+    /// efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, vit_b_16, ...) [default:
+    /// resnet18, or the --weights file's]
     #[arg(value_name = "ARCH", value_parser = cli::utf8())]
     arch: Option<String>,
+
+    /// The architecture, as the other examples take it (same as ARCH)
+    #[arg(long = "arch", value_name = "NAME", conflicts_with = "arch", value_parser = cli::utf8())]
+    arch_flag: Option<String>,
 
     /// Replace the head with one for N classes
     #[arg(long, value_name = "N", value_parser = cli::positive::<usize>)]
@@ -38,7 +42,8 @@ struct Args {
     freeze_backbone: bool,
 
     /// Freeze every stage up to and including STAGE, by the model's stage names (a ResNet's:
-    /// stem, layer1, layer2, layer3, layer4, fc; `head` names the last stage of any model)
+    /// stem, layer1..layer4, fc; a ConvNeXt's: stem, stage1..stage4, classifier; a ViT's:
+    /// patch_embed, blocks1..blocks4, heads; `head` names the last stage of any model)
     #[arg(long, value_name = "STAGE", value_parser = cli::utf8())]
     freeze_to: Option<String>,
 
@@ -66,8 +71,9 @@ struct Args {
 const FLAGS: &[(&str, &str)] = &[("LoadOptions::key", "--weights-key")];
 
 fn run(args: Args) -> Result<(), String> {
-    let arch_given = args.arch.is_some();
-    let mut arch = args.arch.unwrap_or_else(|| "resnet18".into());
+    let arch = args.arch.or(args.arch_flag);
+    let arch_given = arch.is_some();
+    let mut arch = arch.unwrap_or_else(|| "resnet18".into());
     let bn = if args.bn_trainable {
         BnPolicy::Trainable
     } else {
@@ -81,25 +87,22 @@ fn run(args: Args) -> Result<(), String> {
                 Some(key) => LoadOptions::strict().key(key),
                 None => LoadOptions::strict(),
             };
-            let mut file = WeightsFile::open_with(path, &options).map_err(|e| e.to_string())?;
-            let config = file.infer_config().map_err(|e| e.to_string())?;
-            let mut model = config.try_init(&device).map_err(|e| e.to_string())?;
-            let report = file
-                .load_into(&mut model, &options)
-                .map_err(|e| e.to_string())?;
+            let (model, report) =
+                AnyModel::from_weights_file(path, &options, &device).map_err(|e| e.to_string())?;
+            let config = model.config();
             if arch_given {
-                let asked = ResNetConfig::from_name(&arch, 1).map_err(|e| e.to_string())?;
-                if asked.layers != config.layers || asked.block != config.block {
+                let asked = AnyConfig::from_name(&arch, 1).map_err(|e| e.to_string())?;
+                if !asked.same_backbone(&config) {
                     return Err(format!(
                         "{} holds {}, not {arch}: drop the architecture argument",
                         path.display(),
-                        describe(&config)
+                        config.label()
                     ));
                 }
             }
             println!("{}: {report}\n", path.display());
-            arch = describe(&config);
-            AnyModel::from(model)
+            arch = config.label();
+            model
         }
         None => create_model(&arch, 1000, &device).map_err(|e| e.to_string())?,
     };

@@ -78,8 +78,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("LoadOptions::key", "--weights-key"),
     ("`arch` of `Classifier::load`", "--arch"),
     ("`num_classes` of `Classifier::load`", "--num-classes"),
-    ("ResNet::from_weights_file", "--arch auto"),
-    ("ResNetConfig::from_name", "--arch"),
+    ("AnyModel::from_weights_file", "--arch auto"),
 ];
 
 fn run(args: Args) -> finetune::Result<()> {

@@ -34,12 +34,12 @@ use crate::data::{
     Normalize, Pipeline, Subset, random_split,
 };
 use crate::error::{Error, Result};
-use crate::model::{AnyConfig, AnyModel, BnPolicy, ResNet, VisionModel, create_model};
+use crate::model::{AnyConfig, AnyModel, BnPolicy, VisionModel, create_model};
 use crate::train::{
     Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, OptimizerConfig, Schedule,
     ScheduleUnit, evaluate,
 };
-use crate::weights::{LoadOptions, ResNetWeights};
+use crate::weights::{LoadOptions, Weights};
 
 /// Fine-tune everything, or train only a new head on a frozen backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,7 +77,7 @@ pub enum WeightsChoice {
     /// initialisation when they can be neither found nor downloaded.
     Auto,
     /// These registry weights (an error when unavailable).
-    Named(ResNetWeights),
+    Named(Weights),
     /// A `.pth` / `.safetensors` state_dict (an error when it does not load strictly).
     File(PathBuf),
     /// Random initialisation.
@@ -658,10 +658,10 @@ impl Backbone {
 /// `resnet50`, ...).
 ///
 /// - [`WeightsChoice::Auto`]: the architecture's default torchvision ImageNet weights
-///   ([`ResNetWeights::default_for`], then [`ResNet::pretrained`]: downloaded once and
+///   ([`Weights::default_for`], then [`Weights::load`]: downloaded once and
 ///   cached); random initialisation when they can be neither found nor downloaded (offline,
 ///   `FINETUNE_OFFLINE=1`), saying why in [`Backbone::note`].
-/// - [`WeightsChoice::Named`]: these registry weights ([`ResNet::pretrained`]).
+/// - [`WeightsChoice::Named`]: these registry weights ([`Weights::load`]).
 /// - [`WeightsChoice::File`]: a `.pth` / `.safetensors` state_dict, loaded strictly, its
 ///   architecture read from the file; `key` picks one state_dict of a checkpoint holding
 ///   several ([`LoadOptions::key`]).
@@ -728,10 +728,11 @@ fn backbone_unchecked(
             note,
         })
     };
-    let pretrained = |weights: ResNetWeights| -> Result<Backbone> {
+    let pretrained = |weights: Weights| -> Result<Backbone> {
         let p = weights.preprocess();
+        let cache = crate::download::Cache::from_env()?;
         Ok(Backbone {
-            model: ResNet::pretrained(weights, device)?.into(),
+            model: weights.load(&cache, device)?.0,
             normalize: Some(Normalize::new(p.mean, p.std)),
             description: weights.name(),
             note: None,
@@ -745,7 +746,7 @@ fn backbone_unchecked(
             // An unknown architecture is an error, never a silent fallback; a weights tag
             // (`resnet50.tv2_in1k`) picks those weights, a bare name its default ones.
             AnyConfig::from_name(name, 1000)?;
-            let weights = ResNetWeights::parse(name)?;
+            let weights = Weights::parse(name)?;
             match pretrained(weights) {
                 Ok(found) => Ok(found),
                 Err(e) => random(Some(format!(
@@ -759,9 +760,9 @@ fn backbone_unchecked(
                 Some(key) => LoadOptions::strict().key(key),
                 None => LoadOptions::strict(),
             };
-            let (model, report) = ResNet::from_weights_file_with(path, &options, device)?;
+            let (model, report) = AnyModel::from_weights_file(path, &options, device)?;
             Ok(Backbone {
-                model: model.into(),
+                model,
                 normalize: Some(Normalize::imagenet()),
                 description: format!("weights from {} ({report})", path.display()),
                 note: None,

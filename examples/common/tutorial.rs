@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use finetune::DeviceChoice;
 use finetune::recipe::{DataChoice, DataOptions, Mode, TutorialOptions, WeightsChoice};
-use finetune::weights::ResNetWeights;
+use finetune::weights::Weights;
 
 use crate::cli;
 
@@ -127,10 +127,10 @@ fn weights_choice(value: OsString) -> Result<WeightsChoice, String> {
         _ if path.exists() => Ok(WeightsChoice::File(path)),
         None => Err("no such file".into()),
         Some(name) => name
-            .parse::<ResNetWeights>()
+            .parse::<Weights>()
             .map(WeightsChoice::Named)
             .map_err(|_| {
-                "neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, ...)"
+                "neither a file nor a known weights name (auto, none, resnet18, resnet50.v2, convnext_tiny.tv_in1k, ...)"
                     .into()
             }),
     }

@@ -221,6 +221,16 @@ impl AnyConfig {
         }
     }
 
+    /// The same network with a `num_classes`-way head.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for 0 classes.
+    pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self> {
+        super::contract::check_num_classes(num_classes)?;
+        config_dispatch!(&mut self, c => c.num_classes = num_classes);
+        Ok(self)
+    }
+
     /// The number of classes of the head.
     pub fn num_classes(&self) -> usize {
         config_dispatch!(self, c => c.num_classes)

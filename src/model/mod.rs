@@ -24,7 +24,7 @@ mod stage;
 mod summary;
 mod vit;
 
-pub(crate) use any::{arch_of, family_of};
+pub(crate) use any::arch_of;
 pub use any::infer_architecture;
 pub use any::{AnyConfig, AnyFeatures, AnyInference, AnyModel, architectures, create_model};
 pub use block::{BatchNormInput, Block, Downsample};

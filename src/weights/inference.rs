@@ -10,19 +10,20 @@ use image::DynamicImage;
 use safetensors::{Dtype, SafeTensors};
 
 use super::error::WeightsError;
-use super::import::{LoadOptions, WeightsFile, describe};
+use super::import::{LoadOptions, WeightsFile};
 use super::preprocess::Preprocess;
-use super::registry::{ResNetWeights, imagenet_classes};
+use super::registry::imagenet_classes;
+use super::registry_table::Weights;
 use super::report::LoadReport;
 use crate::download::Cache;
 use crate::error::{Error, Result};
-use crate::model::{AnyConfig, AnyModel, ResNet, ResNetConfig};
+use crate::model::{AnyConfig, ModelConfig, AnyModel, infer_architecture};
 
 /// Where weights come from: a registry entry or a local file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WeightsSource {
     /// torchvision's published weights (downloaded into the cache).
-    Registry(ResNetWeights),
+    Registry(Weights),
     /// A local `.pth` / `.safetensors` file.
     File(PathBuf),
 }
@@ -58,7 +59,8 @@ impl WeightsSource {
     }
 
     /// `auto` (the default weights of `arch`, ResNet-18 when `arch` is `auto` or absent), a
-    /// registry name (`resnet50.v2`, `ResNet50_Weights.IMAGENET1K_V2`, ...) or an existing file.
+    /// registry name (`resnet50.v2`, `convnext_tiny.tv_in1k`, `ResNet50_Weights.IMAGENET1K_V2`,
+    /// ...) or an existing file.
     /// An existing file wins over a registry name.
     pub fn parse(spec: &str, arch: Option<&str>) -> Result<Self> {
         if spec.eq_ignore_ascii_case("auto") {
@@ -67,7 +69,7 @@ impl WeightsSource {
             } else {
                 arch.unwrap_or("resnet18")
             };
-            return Ok(WeightsSource::Registry(ResNetWeights::default_for(arch)?));
+            return Ok(WeightsSource::Registry(Weights::default_for(arch)?));
         }
         let path = Path::new(spec);
         if path.is_file() {
@@ -79,7 +81,7 @@ impl WeightsSource {
             }
             .into());
         }
-        match ResNetWeights::parse(spec) {
+        match Weights::parse(spec) {
             Ok(weights) => Ok(WeightsSource::Registry(weights)),
             Err(e) => {
                 let looks_like_path = spec.contains(['/', '\\'])
@@ -191,9 +193,9 @@ impl Classifier {
                         weights.num_classes()
                     )));
                 }
-                let (model, report) = ResNet::pretrained_in(*weights, cache, device)?;
+                let (model, report) = weights.load(cache, device)?;
                 Ok(Classifier {
-                    model: model.into(),
+                    model,
                     class_names: weights.categories().iter().map(|s| s.to_string()).collect(),
                     preprocess: weights.preprocess(),
                     report,
@@ -207,34 +209,44 @@ impl Classifier {
             }
             WeightsSource::File(path) => {
                 let mut file = WeightsFile::open_with(path, &strict)?;
-                let config = if is_auto(arch) {
-                    let inferred = file.infer_config()?;
-                    match num_classes {
-                        Some(n) => ResNetConfig {
-                            num_classes: n,
-                            ..inferred
-                        },
-                        None => inferred,
+                let inferred = infer_architecture(&file).ok();
+                let mut config = match (arch.filter(|a| !is_auto(Some(a))), inferred.clone()) {
+                    (None, Some(inferred)) => inferred,
+                    (None, None) => infer_architecture(&file)?,
+                    // The file's shape when it is the architecture asked for (a ViT's image
+                    // size, a ResNet's widths); the registered shape otherwise, which the
+                    // strict load then compares with the file.
+                    (Some(wanted), Some(inferred))
+                        if inferred.arch_name().as_deref()
+                            == Some(crate::model::arch_of(wanted).as_str()) =>
+                    {
+                        inferred
                     }
-                } else {
-                    let classes = match num_classes {
-                        Some(n) => n,
-                        None => file.infer_config().map(|c| c.num_classes).unwrap_or(1000),
-                    };
-                    ResNetConfig::from_name(arch.unwrap_or_default(), classes)?
+                    (Some(wanted), inferred) => AnyConfig::from_name(
+                        wanted,
+                        inferred.as_ref().map_or(1000, AnyConfig::num_classes),
+                    )?,
                 };
+                if let Some(n) = num_classes {
+                    config = config.with_num_classes(n)?;
+                }
                 let mut model = config.try_init(device)?;
                 let report = file.load_into(&mut model, &strict)?;
+                // A file outside the registry gets its architecture's default preset.
+                let preprocess = config
+                    .arch_name()
+                    .and_then(|a| Weights::default_for(&a).ok())
+                    .map_or(Preprocess::IMAGENET, |w| w.preprocess());
                 Ok(Classifier {
                     class_names: class_names(model.num_classes()),
                     description: format!(
                         "{} ({}, {} classes)",
                         path.display(),
-                        describe(&model.config()),
+                        config.label(),
                         model.num_classes()
                     ),
-                    model: model.into(),
-                    preprocess: Preprocess::IMAGENET,
+                    model,
+                    preprocess,
                     report,
                 })
             }

@@ -17,13 +17,16 @@ pub mod keymap;
 pub mod pickle;
 pub mod preprocess;
 pub mod registry;
+mod registry_table;
 pub mod report;
+mod table;
 
 pub use error::WeightsError;
 pub use import::{LoadOptions, WeightsFile, WeightsFormat};
 pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,
 };
-pub use preprocess::{Preprocess, open_image};
+pub use preprocess::{Interpolation, Preprocess, open_image};
+pub use registry_table::{Entry as WeightsEntry, Weights};
 pub use registry::{ResNetWeights, imagenet_classes, pretrained, pretrained_in, pretrained_names};
 pub use report::{LoadMismatch, LoadReport};

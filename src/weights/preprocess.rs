@@ -13,11 +13,23 @@ use image::{DynamicImage, RgbImage};
 use super::error::WeightsError;
 use crate::error::Result;
 
+/// How a preset resizes images (torchvision's `InterpolationMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// Bilinear (with antialiasing when shrinking).
+    #[default]
+    Bilinear,
+    /// Bicubic (EfficientNet B0-B7 and V2-L, ViT's SWAG weights).
+    Bicubic,
+}
+
 /// Resize, crop and normalisation constants of a set of weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preprocess {
     /// Target length of the shorter side after resizing.
     pub resize: u32,
+    /// The resampling filter of the resize.
+    pub interpolation: Interpolation,
     /// Side of the square center crop.
     pub crop: u32,
     /// Per-channel mean (RGB, on `[0, 1]` values).
@@ -30,6 +42,7 @@ impl Preprocess {
     /// torchvision's ImageNet evaluation preset: resize 256, crop 224, ImageNet mean/std.
     pub const IMAGENET: Preprocess = Preprocess {
         resize: 256,
+        interpolation: Interpolation::Bilinear,
         crop: 224,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
@@ -55,7 +68,12 @@ impl Preprocess {
         let resized = if (w, h) == rgb.dimensions() {
             rgb
         } else {
-            image::imageops::resize(&rgb, w, h, FilterType::Triangle)
+            let filter = match self.interpolation {
+                Interpolation::Bilinear => FilterType::Triangle,
+                // Pillow's bicubic filter is Keys' cubic with a = -0.5 (Catmull-Rom).
+                Interpolation::Bicubic => FilterType::CatmullRom,
+            };
+            image::imageops::resize(&rgb, w, h, filter)
         };
         let crop = self.crop.max(1);
         // torchvision: top = round((h - crop) / 2) with Python's round-half-to-even; an image

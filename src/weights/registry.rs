@@ -1,4 +1,5 @@
-//! The pretrained ResNet weights torchvision publishes, after torchvision's multi-weight API
+//! The pretrained weights registry ([`pretrained`], [`pretrained_names`]) and the ResNet
+//! weights torchvision publishes, after torchvision's multi-weight API
 //! (`torchvision.models.ResNet50_Weights.IMAGENET1K_V2`): URL, checksum, architecture, classes,
 //! inference preprocessing and documented accuracy, copied from `torchvision.models.resnet`
 //! (torchvision 0.29). The 1000 ImageNet class names are torchvision's
@@ -17,6 +18,7 @@ use super::preprocess::Preprocess;
 use super::report::LoadReport;
 use crate::download::{Cache, Checksum};
 use crate::error::Result;
+use super::registry_table::Weights;
 use crate::model::{AnyModel, ResNet, ResNetConfig};
 
 /// The 1000 ImageNet-1k class names, in class-index order (torchvision's).
@@ -434,22 +436,24 @@ impl ResNet {
 }
 
 /// Every pretrained weights name [`pretrained`] accepts, in timm's spelling
-/// (`resnet50.tv2_in1k`); a bare architecture name (`resnet50`) picks its default weights.
+/// (`resnet50.tv2_in1k`, `convnext_tiny.tv_in1k`); a bare architecture name (`resnet50`) picks
+/// its default weights.
 pub fn pretrained_names() -> Vec<String> {
-    ResNetWeights::ALL.iter().map(|w| w.timm_name()).collect()
+    Weights::all().iter().map(Weights::timm_name).collect()
 }
 
 /// Any registered architecture with pretrained weights, by timm / torchvision name:
-/// `resnet50` (its default weights, torchvision's `DEFAULT`), `resnet50.tv_in1k` /
-/// `resnet50.tv2_in1k` (timm), `ResNet50_Weights.IMAGENET1K_V2` (torchvision). Downloaded once
-/// into the verified cache (`FINETUNE_CACHE`, `FINETUNE_OFFLINE`), loaded strictly. Replace the
-/// head with [`VisionModel::reset_classifier`](crate::model::VisionModel::reset_classifier).
+/// `resnet50` (its default weights, torchvision's `DEFAULT`), `resnet50.tv2_in1k`,
+/// `convnext_tiny.tv_in1k`, `vit_b_16.swag_e2e_in1k` (timm's spelling),
+/// `ResNet50_Weights.IMAGENET1K_V2` (torchvision's). Downloaded once into the verified cache
+/// (`FINETUNE_CACHE`, `FINETUNE_OFFLINE`), loaded strictly. Replace the head with
+/// [`VisionModel::reset_classifier`](crate::model::VisionModel::reset_classifier).
 ///
 /// ```no_run
 /// use burn::tensor::Device;
 /// use finetune::model::VisionModel;
 ///
-/// let model = finetune::weights::pretrained("resnet50.tv2_in1k", &Device::flex())?
+/// let model = finetune::weights::pretrained("convnext_tiny.tv_in1k", &Device::flex())?
 ///     .reset_classifier(10)?
 ///     .freeze_backbone();
 /// # Ok::<(), finetune::Error>(())
@@ -476,10 +480,6 @@ pub fn pretrained_in(name: &str, cache: &Cache, device: &Device) -> Result<(AnyM
             pretrained_names().join(", ")
         ),
     };
-    if !crate::model::arch_of(name).starts_with("resnet") {
-        return Err(unknown());
-    }
-    let weights = ResNetWeights::parse(name).map_err(|_| unknown())?;
-    let (model, report) = ResNet::pretrained_in(weights, cache, device)?;
-    Ok((model.into(), report))
+    let weights = Weights::parse(name).map_err(|_| unknown())?;
+    weights.load(cache, device)
 }

@@ -1,0 +1,364 @@
+//! Every registered set of pretrained weights as one type, [`Weights`] (torchvision's
+//! `WeightsEnum` members: URL, checksum, preprocessing, documented accuracy): the ResNets of
+//! [`ResNetWeights`] and the table of the ConvNeXt, EfficientNet, MobileNetV3 and ViT weights
+//! generated from torchvision's own metadata ([`super::table`]).
+
+use std::fmt;
+use std::path::Path;
+
+use burn::tensor::Device;
+
+pub use super::preprocess::Interpolation;
+use super::error::WeightsError;
+use super::import::{LoadOptions, WeightsFile};
+use super::preprocess::Preprocess;
+use super::registry::{ResNetWeights, WEIGHTS_SUBDIR, imagenet_classes};
+use super::report::LoadReport;
+use super::table::TORCHVISION;
+use crate::download::{Cache, Checksum};
+use crate::error::Result;
+use crate::model::{AnyConfig, AnyModel, ModelConfig, arch_of};
+
+/// One member of a torchvision weights enum, as `make_weights_table.py` reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Entry {
+    /// torchvision's name: `ConvNeXt_Tiny_Weights.IMAGENET1K_V1`.
+    pub enum_name: &'static str,
+    /// The architecture: `convnext_tiny`.
+    pub arch: &'static str,
+    /// timm-style tag: `tv_in1k` (V1), `tv2_in1k` (V2), `swag_e2e_in1k`, `swag_linear_in1k`.
+    pub tag: &'static str,
+    /// Download URL.
+    pub url: &'static str,
+    /// First 8 hex digits of the file's SHA-256 (the suffix of its name).
+    pub sha256_prefix: &'static str,
+    /// Parameters, as torchvision documents them.
+    pub num_params: u64,
+    /// ImageNet-1k validation top-1 accuracy (%).
+    pub top1: f64,
+    /// ImageNet-1k validation top-5 accuracy (%).
+    pub top5: f64,
+    /// Shorter side after resizing.
+    pub resize: u32,
+    /// Center crop side.
+    pub crop: u32,
+    /// Resize filter.
+    pub interpolation: Interpolation,
+    /// The input size the model is built for (a ViT's position embeddings).
+    pub image_size: u32,
+    /// The training recipe torchvision links.
+    pub recipe: &'static str,
+    /// Normalisation mean (RGB).
+    pub mean: [f32; 3],
+    /// Normalisation standard deviation (RGB).
+    pub std: [f32; 3],
+    /// Whether these are the architecture's `DEFAULT` weights.
+    pub is_default: bool,
+}
+
+/// Any registered pretrained weights.
+///
+/// ```
+/// use finetune::weights::Weights;
+/// let w = Weights::parse("convnext_tiny")?; // the architecture's default weights
+/// assert_eq!(w.name(), "ConvNeXt_Tiny_Weights.IMAGENET1K_V1");
+/// assert_eq!(w.timm_name(), "convnext_tiny.tv_in1k");
+/// assert_eq!((w.preprocess().resize, w.preprocess().crop), (236, 224));
+/// assert_eq!(Weights::parse("EfficientNet_B1_Weights.IMAGENET1K_V2")?.preprocess().resize, 255);
+/// # Ok::<(), finetune::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum Weights {
+    /// torchvision's ResNet weights.
+    ResNet(ResNetWeights),
+    /// A row of the generated table (ConvNeXt, EfficientNet, MobileNetV3, ViT).
+    Table(&'static Entry),
+}
+
+impl PartialEq for Weights {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Weights {}
+
+impl Weights {
+    /// Every registered weights, ResNets first.
+    pub fn all() -> Vec<Weights> {
+        ResNetWeights::ALL
+            .into_iter()
+            .map(Weights::ResNet)
+            .chain(TORCHVISION.iter().map(Weights::Table))
+            .collect()
+    }
+
+    /// The default weights of an architecture (torchvision's `DEFAULT`).
+    ///
+    /// # Errors
+    /// [`WeightsError::UnknownWeights`] when no weights are registered for `arch`.
+    pub fn default_for(arch: &str) -> Result<Self> {
+        let arch = arch_of(arch);
+        if arch.starts_with("resnet") {
+            return ResNetWeights::default_for(&arch).map(Weights::ResNet);
+        }
+        TORCHVISION
+            .iter()
+            .find(|e| e.arch == arch && e.is_default)
+            .map(Weights::Table)
+            .ok_or_else(|| unknown(&arch))
+    }
+
+    /// Parses any registered name: an architecture (its default weights), timm's spelling
+    /// (`convnext_tiny.tv_in1k`, `vit_b_16.swag_e2e_in1k`), torchvision's
+    /// (`ConvNeXt_Tiny_Weights.IMAGENET1K_V1`, `ViT_B_16_Weights.DEFAULT`), or, for ResNets,
+    /// the forms [`ResNetWeights::parse`] takes.
+    ///
+    /// # Errors
+    /// [`WeightsError::UnknownWeights`] listing the registered names.
+    pub fn parse(name: &str) -> Result<Self> {
+        let trimmed = name.trim();
+        let arch = arch_of(trimmed);
+        if arch.starts_with("resnet") {
+            return ResNetWeights::parse(trimmed).map(Weights::ResNet);
+        }
+        // torchvision's enum spelling: `ConvNeXt_Tiny_Weights.IMAGENET1K_V1` / `.DEFAULT`.
+        if let Some((enum_part, member)) = trimmed.split_once('.')
+            && enum_part.to_ascii_lowercase().ends_with("_weights")
+        {
+            if member.eq_ignore_ascii_case("default") {
+                let arch = enum_part[..enum_part.len() - "_weights".len()].to_ascii_lowercase();
+                return Self::default_for(&arch);
+            }
+            return TORCHVISION
+                .iter()
+                .find(|e| e.enum_name.eq_ignore_ascii_case(trimmed))
+                .map(Weights::Table)
+                .ok_or_else(|| unknown(trimmed));
+        }
+        let tag = trimmed
+            .split_once('.')
+            .map(|(_, t)| t.to_ascii_lowercase());
+        match tag {
+            None => Self::default_for(&arch),
+            Some(tag) => TORCHVISION
+                .iter()
+                .find(|e| e.arch == arch && e.tag == tag)
+                .map(Weights::Table)
+                .ok_or_else(|| unknown(trimmed)),
+        }
+    }
+
+    /// torchvision's name: `ResNet50_Weights.IMAGENET1K_V2`, `ConvNeXt_Tiny_Weights.IMAGENET1K_V1`.
+    pub fn name(&self) -> String {
+        match self {
+            Weights::ResNet(w) => w.name(),
+            Weights::Table(e) => e.enum_name.to_string(),
+        }
+    }
+
+    /// timm's spelling: `resnet50.tv2_in1k`, `convnext_tiny.tv_in1k`.
+    pub fn timm_name(&self) -> String {
+        match self {
+            Weights::ResNet(w) => w.timm_name(),
+            Weights::Table(e) => format!("{}.{}", e.arch, e.tag),
+        }
+    }
+
+    /// The architecture: `convnext_tiny`.
+    pub fn arch(&self) -> &'static str {
+        match self {
+            Weights::ResNet(w) => w.arch(),
+            Weights::Table(e) => e.arch,
+        }
+    }
+
+    /// Download URL.
+    pub fn url(&self) -> &'static str {
+        match self {
+            Weights::ResNet(w) => w.url(),
+            Weights::Table(e) => e.url,
+        }
+    }
+
+    /// The file's name in the cache (the URL's last segment).
+    pub fn file_name(&self) -> &'static str {
+        let url = self.url();
+        url.rsplit('/').next().unwrap_or(url)
+    }
+
+    /// The first 8 hex digits of the file's SHA-256.
+    pub fn sha256_prefix(&self) -> &'static str {
+        match self {
+            Weights::ResNet(w) => w.sha256_prefix(),
+            Weights::Table(e) => e.sha256_prefix,
+        }
+    }
+
+    /// The checksum the download is verified against (SHA-256 prefix).
+    pub fn checksum(&self) -> Checksum {
+        match self {
+            Weights::ResNet(w) => w.checksum(),
+            Weights::Table(e) => Checksum::Sha256Prefix(e.sha256_prefix.to_string()),
+        }
+    }
+
+    /// Number of classes (1000: ImageNet-1k).
+    pub fn num_classes(&self) -> usize {
+        1000
+    }
+
+    /// Class names, in class-index order.
+    pub fn categories(&self) -> &'static [&'static str] {
+        imagenet_classes()
+    }
+
+    /// Documented ImageNet-1k top-1 accuracy (%).
+    pub fn top1(&self) -> f64 {
+        match self {
+            Weights::ResNet(w) => f64::from(w.top1()),
+            Weights::Table(e) => e.top1,
+        }
+    }
+
+    /// Documented ImageNet-1k top-5 accuracy (%).
+    pub fn top5(&self) -> f64 {
+        match self {
+            Weights::ResNet(w) => f64::from(w.top5()),
+            Weights::Table(e) => e.top5,
+        }
+    }
+
+    /// Parameters, as torchvision documents them.
+    pub fn num_params(&self) -> u64 {
+        match self {
+            Weights::ResNet(w) => w.num_params() as u64,
+            Weights::Table(e) => e.num_params,
+        }
+    }
+
+    /// The inference preprocessing of torchvision's `weights.transforms()`: resize, crop,
+    /// filter, mean and standard deviation.
+    pub fn preprocess(&self) -> Preprocess {
+        match self {
+            Weights::ResNet(w) => w.preprocess(),
+            Weights::Table(e) => Preprocess {
+                resize: e.resize,
+                interpolation: e.interpolation,
+                crop: e.crop,
+                mean: e.mean,
+                std: e.std,
+            },
+        }
+    }
+
+    /// The model configuration these weights fit (1000 classes; a ViT's image size).
+    pub fn config(&self) -> Result<AnyConfig> {
+        let mut config = AnyConfig::from_name(self.arch(), self.num_classes())?;
+        if let (AnyConfig::VisionTransformer(c), Weights::Table(e)) = (&mut config, self) {
+            c.image_size = e.image_size as usize;
+        }
+        Ok(config)
+    }
+
+    /// Downloads (or finds in `cache`) the verified file and loads it strictly.
+    ///
+    /// # Errors
+    /// Download, checksum and import errors.
+    pub fn load(&self, cache: &Cache, device: &Device) -> Result<(AnyModel, LoadReport)> {
+        let path = cache.fetch(
+            self.url(),
+            WEIGHTS_SUBDIR,
+            self.file_name(),
+            &self.checksum(),
+        )?;
+        self.load_file(&path, device)
+    }
+
+    /// Loads a file downloaded by hand, after checking it against the registry's checksum.
+    ///
+    /// # Errors
+    /// [`WeightsError::NotFound`], checksum and import errors.
+    pub fn load_from_file(
+        &self,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<(AnyModel, LoadReport)> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(WeightsError::NotFound {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
+        self.checksum().verify_file(path)?;
+        self.load_file(path, device)
+    }
+
+    fn load_file(&self, path: &Path, device: &Device) -> Result<(AnyModel, LoadReport)> {
+        let mut model = self.config()?.try_init(device)?;
+        let report = WeightsFile::open(path)?.load_into(&mut model, &LoadOptions::strict())?;
+        Ok((model, report))
+    }
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl std::str::FromStr for Weights {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+fn unknown(name: &str) -> crate::Error {
+    WeightsError::UnknownWeights {
+        name: name.to_string(),
+        known: Weights::all()
+            .iter()
+            .map(Weights::timm_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " (or an architecture name for its default, or torchvision's ConvNeXt_Tiny_Weights.IMAGENET1K_V1 form)",
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_parses_back_under_each_of_its_names() {
+        for w in Weights::all() {
+            assert_eq!(Weights::parse(&w.timm_name()).unwrap(), w);
+            assert_eq!(Weights::parse(&w.name()).unwrap(), w);
+            assert!(w.url().ends_with(".pth"));
+            assert!(w.file_name().contains(w.sha256_prefix()), "{w}");
+            assert!(w.config().is_ok(), "{w}");
+        }
+        // One default per architecture.
+        for &arch in crate::model::architectures() {
+            let w = Weights::default_for(arch).unwrap();
+            assert_eq!(w.arch(), arch);
+        }
+    }
+
+    #[test]
+    fn vit_swag_weights_build_for_their_image_size() {
+        let w = Weights::parse("vit_b_16.swag_e2e_in1k").unwrap();
+        match w.config().unwrap() {
+            AnyConfig::VisionTransformer(c) => assert_eq!(c.image_size, 384),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.preprocess().interpolation, Interpolation::Bicubic);
+        assert_eq!(
+            Weights::parse("ViT_B_16_Weights.DEFAULT").unwrap().timm_name(),
+            "vit_b_16.tv_in1k"
+        );
+    }
+}
