@@ -1,13 +1,15 @@
 """PyTorch side of the side-by-side benchmark (benches/train.rs runs it and prints both).
 
 Times, with the same shapes as the Burn benchmark, images/second (median of repeated timed runs,
-warm-up excluded):
-  finetune_step  full ResNet-18 (10-class head) forward + backward + SGD(momentum 0.9) step
-  frozen_step    the tutorial's fixed feature extractor: backbone requires_grad=False, model.train()
+warm-up excluded), for each torchvision architecture of --archs (10-class head):
+  finetune_step  the full model forward + backward + SGD(momentum 0.9) step
+  frozen_step    the tutorial's fixed feature extractor: backbone requires_grad=False, model.train(),
+                 a new last Linear (fc, classifier[-1], heads.head)
   eval_forward   model.eval() forward under torch.no_grad()
-at 32x32 (batch 128) and 224x224 (batch 32).
+at 32x32 (batch 128) and 224x224 (batch 32). Workloads are reported as "arch/name_size".
 
   python3 benches/pytorch_baseline.py [--device cpu|cuda] [--threads N] [--quick] [--json FILE]
+      [--archs resnet18,convnext_tiny] [--sizes 32,224]
 """
 import argparse
 import json
@@ -20,13 +22,23 @@ import torch.nn as nn
 import torchvision
 
 
-def make_model(device, frozen):
-    model = torchvision.models.resnet18(weights=None)
-    model.fc = nn.Linear(model.fc.in_features, 10)
+def replace_head(model):
+    """Puts a new 10-class last Linear in place (requires_grad=True), as the tutorial does."""
+    if hasattr(model, "fc"):
+        model.fc = nn.Linear(model.fc.in_features, 10)
+    elif hasattr(model, "heads"):
+        model.heads.head = nn.Linear(model.heads.head.in_features, 10)
+    else:
+        last = model.classifier[-1]
+        model.classifier[-1] = nn.Linear(last.in_features, 10)
+
+
+def make_model(arch, device, frozen):
+    model = torchvision.models.get_model(arch, weights=None, num_classes=10)
     if frozen:
         for p in model.parameters():
             p.requires_grad = False
-        model.fc = nn.Linear(model.fc.in_features, 10)
+        replace_head(model)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.001, momentum=0.9)
@@ -52,13 +64,13 @@ def time_runs(fn, device, warmup, runs, iters):
     return statistics.median(times)
 
 
-def bench(device, size, batch, warmup, runs, iters):
+def bench(arch, device, size, batch, warmup, runs, iters):
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = nn.CrossEntropyLoss()
     out = {}
     for name, frozen in [("finetune_step", False), ("frozen_step", True)]:
-        model, opt = make_model(device, frozen)
+        model, opt = make_model(arch, device, frozen)
         model.train()
 
         def step():
@@ -69,7 +81,7 @@ def bench(device, size, batch, warmup, runs, iters):
             loss.item()  # the training loop reads the loss every batch, as ours does
 
         out[name] = batch / time_runs(step, device, warmup, runs, iters)
-    model, _ = make_model(device, False)
+    model, _ = make_model(arch, device, False)
     model.eval()
 
     def forward():
@@ -86,6 +98,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--archs", default="resnet18")
+    ap.add_argument("--sizes", default="32,224")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -97,10 +111,13 @@ def main():
         "threads": torch.get_num_threads(),
         "workloads": {},
     }
-    for size, batch, iters in [(32, 128, 2), (224, 32, 1)]:
-        for name, ips in bench(device, size, batch, warmup, runs, iters).items():
-            results["workloads"][f"{name}_{size}"] = ips
-            print(f"{name}_{size}: {ips:.1f} img/s", file=sys.stderr)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for arch in args.archs.split(","):
+        for size in sizes:
+            batch, iters = (128, 2) if size <= 64 else (32, 1)
+            for name, ips in bench(arch, device, size, batch, warmup, runs, iters).items():
+                results["workloads"][f"{arch}/{name}_{size}"] = ips
+                print(f"{arch} {name}_{size}: {ips:.1f} img/s", file=sys.stderr)
     text = json.dumps(results, indent=2)
     if args.json:
         with open(args.json, "w") as f:

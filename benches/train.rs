@@ -3,17 +3,19 @@
 //! ```text
 //! cargo bench --bench train --features wgpu                      # flex (+ wgpu) and PyTorch
 //! cargo bench --bench train -- --devices flex --quick --no-pytorch
+//! cargo bench --bench train -- --devices flex --sizes 224 --archs convnext_tiny,vit_b_16
 //! cargo bench --bench train --features wgpu -- --devices wgpu --pytorch-device cuda   # on a GPU
 //! ```
 //!
-//! Workloads (ResNet-18 with a 10-class head, images/second, median of timed runs, warm-up
-//! excluded), at 32x32 (batch 128) and 224x224 (batch 32):
+//! Workloads (each `--archs` architecture with a 10-class head, ResNet-18 by default;
+//! images/second, median of timed runs, warm-up excluded), at 32x32 (batch 128) and 224x224
+//! (batch 32):
 //! - `finetune_step`: one epoch of [`Learner`] training over in-memory batches (forward,
 //!   backward, SGD momentum step, loss read back every batch), everything trainable;
 //! - `frozen_step`: the same with `freeze_backbone()` (the fixed feature extractor: the
 //!   backbone runs without autodiff);
-//! - `eval_forward`: inference forward through `VisionModel::for_inference()` (BatchNorm folded),
-//!   logits read back.
+//! - `eval_forward`: inference forward through `VisionModel::for_inference()` (a ResNet's
+//!   BatchNorm folded; the other families without autodiff), logits read back.
 //!
 //! The PyTorch side is `benches/pytorch_baseline.py` (same shapes and thread count), run once
 //! before and once after the Burn workloads, keeping PyTorch's better figure for each; the
@@ -37,10 +39,11 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use finetune::DeviceChoice;
 use finetune::kernels::{ConvImpl, set_conv_impl};
-use finetune::model::{ResNet, ResNetConfig};
+use finetune::model::{AnyModel, create_model};
 use finetune::train::{Learner, LearnerConfig, TensorSource};
 
 struct Args {
+    archs: Vec<String>,
     devices: Vec<DeviceChoice>,
     quick: bool,
     pytorch: bool,
@@ -54,10 +57,15 @@ struct Args {
     single_thread: bool,
 }
 
-/// Training and inference throughput of ResNet-18, side by side with PyTorch in the same run.
+/// Training and inference throughput of any registered architecture, side by side with PyTorch.
 #[derive(clap::Parser, Debug)]
 #[command(name = "train", allow_negative_numbers = true)]
 struct Cli {
+    /// Architectures, comma-separated, by their torchvision names (resnet18, convnext_tiny,
+    /// efficientnet_b0, mobilenet_v3_large, vit_b_16, ...)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = ["resnet18".to_string()])]
+    archs: Vec<String>,
+
     /// Devices to measure, comma-separated: flex, ndarray, wgpu [default: flex, and wgpu when
     /// built in]
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = cli::device)]
@@ -140,7 +148,14 @@ fn parse_args() -> Args {
             devices.push(DeviceChoice::Wgpu);
         }
     }
+    for arch in &cli.archs {
+        if let Err(e) = create_model(arch, 10, &Device::flex()) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
     Args {
+        archs: cli.archs,
         devices,
         quick: cli.quick,
         pytorch: !cli.no_pytorch,
@@ -164,8 +179,11 @@ fn batch_for(size: usize) -> usize {
     if size <= 64 { 128 } else { 32 }
 }
 
-fn model(device: &Device) -> ResNet {
-    ResNetConfig::resnet18(10).init(device)
+fn model(arch: &str, device: &Device) -> AnyModel {
+    match create_model(arch, 10, device) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn synthetic(n: usize, size: usize, device: &Device) -> TensorSource {
@@ -185,13 +203,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Training images/second through the Learner: epoch 1 is warm-up, the median of the others
 /// is reported.
-fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> f64 {
+fn train_throughput(arch: &str, device: &Device, size: usize, frozen: bool, quick: bool) -> f64 {
     let batch = batch_for(size);
     let batches = if size <= 64 { 8 } else { 2 };
     let epochs = if quick { 3 } else { 5 };
     let train = synthetic(batch * batches, size, device);
     let val = synthetic(batch, size, device);
-    let mut m = model(device);
+    let mut m = model(arch, device);
     if frozen {
         m = m.freeze_backbone();
     }
@@ -210,10 +228,10 @@ fn train_throughput(device: &Device, size: usize, frozen: bool, quick: bool) -> 
     }
 }
 
-fn eval_throughput(device: &Device, size: usize, quick: bool) -> f64 {
+fn eval_throughput(arch: &str, device: &Device, size: usize, quick: bool) -> f64 {
     let batch = batch_for(size);
     // The library's inference path: BatchNorm folded (and, on CPU, the host GEMM backbone).
-    let m = model(device).for_inference();
+    let m = model(arch, device).for_inference();
     let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Default, device);
     let runs = if quick { 3 } else { 7 };
     let mut times = Vec::new();
@@ -251,7 +269,7 @@ fn leak_check(device: &Device, epochs: usize) {
                 v.push((r.epoch, rss_mib()));
             }
         }))
-        .fit(model(device), &train, &val);
+        .fit(model("resnet18", device), &train, &val);
     if let Err(e) = result {
         eprintln!("leak check failed: {e}");
         return;
@@ -283,6 +301,16 @@ fn pytorch(args: &Args, threads: usize) -> Option<serde_json::Value> {
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .args(["--device", &args.pytorch_device])
+        .args(["--archs", &args.archs.join(",")])
+        .args([
+            "--sizes",
+            &args
+                .sizes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ])
         .args(["--threads", &threads.to_string()])
         .args(["--json", &out.display().to_string()]);
     if args.quick {
@@ -364,7 +392,7 @@ fn run(args: Args) {
     } else {
         None
     };
-    let mut rows: Vec<(String, String, f64)> = Vec::new();
+    let mut rows: Vec<(String, String, String, f64)> = Vec::new();
     for choice in &args.devices {
         let device = match choice.device() {
             Ok(d) => d,
@@ -373,18 +401,27 @@ fn run(args: Args) {
                 continue;
             }
         };
-        for &size in &args.sizes {
-            for name in ["finetune_step", "frozen_step", "eval_forward"] {
-                if !args.workloads.iter().any(|w| w == name) {
-                    continue;
+        for arch in &args.archs {
+            for &size in &args.sizes {
+                for name in ["finetune_step", "frozen_step", "eval_forward"] {
+                    if !args.workloads.iter().any(|w| w == name) {
+                        continue;
+                    }
+                    let value = match name {
+                        "finetune_step" => {
+                            train_throughput(arch, &device, size, false, args.quick)
+                        }
+                        "frozen_step" => train_throughput(arch, &device, size, true, args.quick),
+                        _ => eval_throughput(arch, &device, size, args.quick),
+                    };
+                    eprintln!("{choice} {arch} {name}_{size}: {value:.1} img/s");
+                    rows.push((
+                        arch.clone(),
+                        choice.to_string(),
+                        format!("{name}_{size}"),
+                        value,
+                    ));
                 }
-                let value = match name {
-                    "finetune_step" => train_throughput(&device, size, false, args.quick),
-                    "frozen_step" => train_throughput(&device, size, true, args.quick),
-                    _ => eval_throughput(&device, size, args.quick),
-                };
-                eprintln!("{choice} {name}_{size}: {value:.1} img/s");
-                rows.push((choice.to_string(), format!("{name}_{size}"), value));
             }
         }
         if args.leak_epochs > 0 {
@@ -401,25 +438,27 @@ fn run(args: Args) {
         .and_then(|t| t["framework"].as_str().map(str::to_string))
         .unwrap_or_else(|| "PyTorch".into());
     println!(
-        "\nResNet-18, 10 classes; batch 128 at 32x32, 32 at 224x224; {threads} threads; images/second"
+        "\n10-class heads; batch 128 at 32x32, 32 at 224x224; {threads} threads; images/second"
     );
     println!(
-        "{:<20} {:<8} {:>12} {:>18} {:>8}",
+        "{:<20} {:<20} {:<8} {:>12} {:>18} {:>8}",
+        "architecture",
         "workload",
         "device",
         "Burn",
         format!("{torch_label} ({})", args.pytorch_device),
         "ratio"
     );
-    println!("{}", "-".repeat(70));
+    println!("{}", "-".repeat(91));
     let mut json_rows = Vec::new();
-    for (device, workload, burn) in &rows {
+    for (arch, device, workload, burn) in &rows {
         let reference = torch
             .as_ref()
-            .and_then(|t| t["workloads"][workload.as_str()].as_f64());
+            .and_then(|t| t["workloads"][format!("{arch}/{workload}")].as_f64());
         let ratio = reference.map(|r| burn / r);
         println!(
-            "{:<20} {:<8} {:>12.1} {:>18} {:>8}",
+            "{:<20} {:<20} {:<8} {:>12.1} {:>18} {:>8}",
+            arch,
             workload,
             device,
             burn,
@@ -427,7 +466,7 @@ fn run(args: Args) {
             ratio.map(|r| format!("{r:.2}x")).unwrap_or("-".into()),
         );
         json_rows.push(serde_json::json!({
-            "workload": workload, "device": device, "burn": burn,
+            "arch": arch, "workload": workload, "device": device, "burn": burn,
             "pytorch": reference, "ratio": ratio,
         }));
     }

@@ -11,6 +11,7 @@ use finetune::Error;
 use finetune::download::{Cache, DownloadError};
 use finetune::model::{BlockKind, ResNet, ResNetConfig, Stem};
 use finetune::weights::{
+    Weights,
     Classifier, LoadOptions, Preprocess, ResNetWeights, WeightsError, WeightsFile, WeightsFormat,
     WeightsSource, keymap, open_image, read_input_tensor, read_safetensors_f32,
 };
@@ -739,15 +740,15 @@ fn sources_parse_auto_names_and_files() {
     use ResNetWeights::*;
     assert_eq!(
         WeightsSource::parse("auto", None).unwrap(),
-        WeightsSource::Registry(ResNet18ImageNet1kV1)
+        WeightsSource::Registry(Weights::ResNet(ResNet18ImageNet1kV1))
     );
     assert_eq!(
         WeightsSource::parse("auto", Some("resnet50")).unwrap(),
-        WeightsSource::Registry(ResNet50ImageNet1kV2)
+        WeightsSource::Registry(Weights::ResNet(ResNet50ImageNet1kV2))
     );
     assert_eq!(
         WeightsSource::parse("resnet34", Some("auto")).unwrap(),
-        WeightsSource::Registry(ResNet34ImageNet1kV1)
+        WeightsSource::Registry(Weights::ResNet(ResNet34ImageNet1kV1))
     );
     let file = fixture("basic.pth");
     assert_eq!(
@@ -830,7 +831,7 @@ fn the_predict_pipeline_on_a_file() {
     );
     // A registry entry, offline and not cached: the download error.
     let err = Classifier::load(
-        &WeightsSource::Registry(ResNetWeights::ResNet18ImageNet1kV1),
+        &WeightsSource::Registry(Weights::ResNet(ResNetWeights::ResNet18ImageNet1kV1)),
         None,
         None,
         &cache,
