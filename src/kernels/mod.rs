@@ -61,6 +61,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::Device;
 
+mod activation;
 mod conv;
 pub(crate) mod flex;
 mod gemm;
@@ -69,6 +70,7 @@ pub(crate) mod nhwc;
 mod norm;
 mod pool;
 
+pub use activation::{HostActivation, activation};
 pub use conv::{conv2d, conv2d_with};
 pub(crate) use geometry::{conv_output_size, pool_output_size};
 pub(crate) use norm::uses_batch_statistics;

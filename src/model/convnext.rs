@@ -9,14 +9,14 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Initializer, LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
 use super::freeze::{self, FreezeState};
 use super::input::check_image_input;
 use super::layers::{
-    ConvInit, ConvSpec, StochasticDepth, layer_norm, layer_norm_2d, linear, trunc_normal,
+    Activation, ConvInit, ConvSpec, StochasticDepth, layer_norm, layer_norm_2d, linear,
+    trunc_normal,
 };
 use super::stage::{StageSpec, Stages};
 use crate::data::Normalize;
@@ -217,7 +217,9 @@ impl CNBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = conv2d(&self.dwconv, x.clone()).permute([0, 2, 3, 1]);
         let y = self.norm.forward(y);
-        let y = self.pwconv2.forward(gelu(self.pwconv1.forward(y)));
+        let y = self
+            .pwconv2
+            .forward(Activation::GELU.forward(self.pwconv1.forward(y)));
         let y = y.permute([0, 3, 1, 2]) * self.layer_scale.val().unsqueeze::<4>();
         x + self.stochastic_depth.forward(y)
     }

@@ -604,9 +604,18 @@ impl VisionModel for EfficientNet {
         KeyMap::Modules(pairs)
     }
 
-    /// The model itself without autodiff (BatchNorm uses its running statistics there).
+    /// Without autodiff, every BatchNorm folded into its convolution (as torchvision's
+    /// `fuse_modules` would), activations in one host pass each on CPU.
     fn for_inference(&self) -> Eval<EfficientNet> {
-        Eval(self.valid())
+        let mut m = self.valid();
+        m.stem = self.stem.folded();
+        m.stages = self
+            .stages
+            .iter()
+            .map(|stage| stage.iter().map(InvertedResidual::folded).collect())
+            .collect();
+        m.head_conv = self.head_conv.folded();
+        Eval(m)
     }
 
     fn freeze_state(&self) -> &FreezeState {

@@ -19,7 +19,7 @@ use super::contract::InferenceModel;
 use super::{Block, ResNet};
 
 /// A convolution with its BatchNorm folded in (a biased convolution).
-fn fold(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
+pub(crate) fn fold(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
     let weight = conv.weight.val();
     let [out_ch, _, _, _] = weight.dims();
     let mean = bn.running_mean.value().without_autodiff();

@@ -8,11 +8,11 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, LayerNorm, Linear, PaddingConfig2d};
-use burn::tensor::activation::{gelu, hard_sigmoid, relu, sigmoid, silu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{batch_norm, batch_norm_relu, conv2d};
+use crate::kernels::{HostActivation, activation, batch_norm, batch_norm_relu, conv2d};
 use crate::weights::keymap::KeyPair;
 
 /// An activation function, by torchvision's module name.
@@ -40,11 +40,11 @@ impl Activation {
         match self {
             Activation::Identity => x,
             Activation::ReLU => relu(x),
-            Activation::SiLU => silu(x),
-            Activation::Hardswish => x.clone() * hard_sigmoid(x, 1.0 / 6.0, 0.5),
-            Activation::Hardsigmoid => hard_sigmoid(x, 1.0 / 6.0, 0.5),
-            Activation::Sigmoid => sigmoid(x),
-            Activation::GELU => gelu(x),
+            Activation::SiLU => activation(x, HostActivation::SiLU),
+            Activation::Hardswish => activation(x, HostActivation::Hardswish),
+            Activation::Hardsigmoid => activation(x, HostActivation::Hardsigmoid),
+            Activation::Sigmoid => activation(x, HostActivation::Sigmoid),
+            Activation::GELU => activation(x, HostActivation::Gelu),
         }
     }
 }
@@ -212,6 +212,10 @@ pub struct ConvNormAct {
     /// The activation after the BatchNorm.
     #[module(skip)]
     pub act: Activation,
+    /// Whether the BatchNorm is folded into the convolution (the inference form: `bn` is then
+    /// not applied).
+    #[module(skip)]
+    pub folded: bool,
 }
 
 impl ConvNormAct {
@@ -225,12 +229,27 @@ impl ConvNormAct {
             conv: spec.init(ConvInit::KaimingFanOut, device),
             bn: batch_norm_layer(spec.out_ch, eps, momentum, device),
             act,
+            folded: false,
+        }
+    }
+
+    /// The inference form: the BatchNorm (its running statistics) folded into the
+    /// convolution's weight and bias, without autodiff.
+    pub fn folded(&self) -> ConvNormAct {
+        ConvNormAct {
+            conv: super::fused::fold(&self.conv, &self.bn),
+            bn: self.bn.valid(),
+            act: self.act,
+            folded: true,
         }
     }
 
     /// `[B, C_in, H, W]` -> `[B, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = conv2d(&self.conv, x);
+        if self.folded {
+            return self.act.forward(x);
+        }
         match self.act {
             Activation::ReLU => batch_norm_relu(&self.bn, x),
             act => act.forward(batch_norm(&self.bn, x)),

@@ -57,6 +57,18 @@ impl InvertedResidual {
         }
     }
 
+    /// The inference form: every BatchNorm folded into its convolution.
+    pub(crate) fn folded(&self) -> InvertedResidual {
+        InvertedResidual {
+            expand: self.expand.as_ref().map(ConvNormAct::folded),
+            depthwise: self.depthwise.as_ref().map(ConvNormAct::folded),
+            se: self.se.as_ref().map(|se| se.valid()),
+            project: self.project.folded(),
+            stochastic_depth: self.stochastic_depth.valid(),
+            residual: self.residual,
+        }
+    }
+
     /// The torchvision names of its layers: `reference.block.i` in order.
     pub(crate) fn key_pairs(&self, ours: &str, reference: &str, out: &mut Vec<KeyPair>) {
         let mut i = 0;

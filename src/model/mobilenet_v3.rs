@@ -480,9 +480,14 @@ impl VisionModel for MobileNetV3 {
         KeyMap::Modules(pairs)
     }
 
-    /// The model itself without autodiff (BatchNorm uses its running statistics there).
+    /// Without autodiff, every BatchNorm folded into its convolution (as torchvision's
+    /// `fuse_modules` would), activations in one host pass each on CPU.
     fn for_inference(&self) -> Eval<MobileNetV3> {
-        Eval(self.valid())
+        let mut m = self.valid();
+        m.stem = self.stem.folded();
+        m.blocks = self.blocks.iter().map(InvertedResidual::folded).collect();
+        m.head_conv = self.head_conv.folded();
+        Eval(m)
     }
 
     fn freeze_state(&self) -> &FreezeState {

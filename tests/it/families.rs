@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use finetune::model::{
-    AnyConfig, AnyFeatures, AnyModel, ConvNeXtConfig, EfficientNetConfig, InvertedResidualSetting,
+    AnyConfig, AnyFeatures, AnyModel, ConvNeXtConfig, InferenceModel, EfficientNetConfig, InvertedResidualSetting,
     MobileNetV3Config, ModelConfig, VisionModel, VisionTransformerConfig, create_model,
 };
 use finetune::weights::keymap::KeyMap;
@@ -138,7 +138,14 @@ fn check_parity(name: &str, device: &Device) -> [f32; 3] {
         model.forward_pre_logits(input.clone()),
         tensor(io, "pre_logits", device),
     );
-    let logits = relative_error(model.forward(input), tensor(io, "logits", device));
+    let logits = relative_error(model.forward(input.clone()), tensor(io, "logits", device));
+    // The inference form (BatchNorm folded, host activations) gives the same logits.
+    let inference = model.for_inference();
+    let folded = relative_error(
+        InferenceModel::forward(&inference, input),
+        tensor(io, "logits", device),
+    );
+    assert!(folded < 1e-4, "{name}: inference form off by {folded}");
     [features, pre, logits]
 }
 

@@ -5,6 +5,8 @@
 //! apply (another device, dtype or shape, or a build without `flex`), and the dispatcher falls
 //! back to Burn's own operation.
 //!
+//! - `activation.rs`: SiLU, sigmoid, hard-swish, hard-sigmoid and exact GELU in one pass each
+//!   (vectorised `exp` / `erf`), with their backward pass ([`activation::FlexActivation`]).
 //! - `conv.rs`: training convolution, NCHW im2col + one GEMM per chunk of images, hand-written
 //!   backward pass ([`conv::FlexConv2d`]).
 //! - `norm.rs`: training-mode BatchNorm with fused ReLU and residual addition
@@ -13,6 +15,8 @@
 //! - `sgd.rs`: the fused SGD step of [`FusedSgd`](crate::train::FusedSgd) ([`sgd::FlexSgd`]).
 //! - `tensor.rs`: raw f32 access to flex tensors, shared by the others.
 
+#[cfg(feature = "flex")]
+pub(super) mod activation;
 #[cfg(feature = "flex")]
 pub(super) mod conv;
 #[cfg(feature = "flex")]
@@ -61,6 +65,29 @@ pub(super) fn conv2d(
         return Ok(conv::conv2d_host(x, weight, stride, padding));
     }
     let _ = (weight, stride, padding);
+    Err(x)
+}
+
+/// The element-wise activation `kind` of `x` on the flex device; `Err(x)` when it does not
+/// apply.
+#[allow(clippy::result_large_err)]
+pub(super) fn activation<const D: usize>(
+    x: Tensor<D>,
+    kind: super::activation::HostActivation,
+) -> Result<Tensor<D>, Tensor<D>> {
+    #[cfg(feature = "flex")]
+    if is_flex(&x.device()) && activation::supported(&x) {
+        use super::activation::HostActivation as H;
+        let kind = match kind {
+            H::SiLU => activation::Kind::SiLU,
+            H::Sigmoid => activation::Kind::Sigmoid,
+            H::Hardswish => activation::Kind::Hardswish,
+            H::Hardsigmoid => activation::Kind::Hardsigmoid,
+            H::Gelu => activation::Kind::Gelu,
+        };
+        return Ok(activation::activation_host(x, kind));
+    }
+    let _ = kind;
     Err(x)
 }
 
