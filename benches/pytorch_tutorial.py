@@ -3,7 +3,8 @@
 Mirrors `cargo run --release --example finetune -- --image-folder DIR --image-size 32 ...`:
 an image folder (class sub-folders) with 10% held out (half validation, half test), images
 decoded once into memory, train transform random horizontal flip + normalise (ImageNet
-mean/std), eval transform normalise, torchvision ResNet-18 with a new head, cross-entropy, SGD
+mean/std), eval transform normalise, a torchvision model (`--arch`, ResNet-18 by default) with a
+new last Linear, cross-entropy, SGD
 lr 0.001 momentum 0.9, StepLR(7, 0.1) per epoch, batch 128 (last partial batch dropped), best
 validation weights kept, then test accuracy. `--weights none` (random init) or `imagenet`
 (torchvision's download; needs the network or torch's cache).
@@ -63,6 +64,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mode", default="finetune", choices=["finetune", "feature_extractor"])
     ap.add_argument("--weights", default="none", choices=["none", "imagenet"])
+    ap.add_argument("--arch", default="resnet18", help="any torchvision classification model name")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,12 +76,18 @@ def main():
     perm = torch.randperm(len(x), generator=gen)
     held = round(len(x) * args.holdout)
     tr, va, te = perm[: len(x) - held], perm[len(x) - held : len(x) - held // 2], perm[len(x) - held // 2 :]
-    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if args.weights == "imagenet" else None
-    model = torchvision.models.resnet18(weights=weights)
+    weights = "DEFAULT" if args.weights == "imagenet" else None
+    model = torchvision.models.get_model(args.arch, weights=weights)
     if args.mode == "feature_extractor":
         for p in model.parameters():
             p.requires_grad = False
-    model.fc = nn.Linear(model.fc.in_features, len(classes))
+    # A new last Linear: fc (ResNet), heads.head (ViT), classifier[-1] (the others).
+    if hasattr(model, "fc"):
+        model.fc = nn.Linear(model.fc.in_features, len(classes))
+    elif hasattr(model, "heads"):
+        model.heads.head = nn.Linear(model.heads.head.in_features, len(classes))
+    else:
+        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, len(classes))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.1)

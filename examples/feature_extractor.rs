@@ -32,7 +32,7 @@ use finetune::recipe::{Mode, run_with_sink};
 
 use progress::ConsoleProgress;
 
-/// Trains a new head on a frozen ImageNet-pretrained ResNet, on CIFAR-10 or your own images
+/// Trains a new head on a frozen ImageNet-pretrained backbone (any --arch), on CIFAR-10 or your own images
 /// (PyTorch's transfer-learning tutorial, "ConvNet as fixed feature extractor").
 #[derive(clap::Parser, Debug)]
 #[command(name = "feature_extractor", allow_negative_numbers = true)]

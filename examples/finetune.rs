@@ -36,8 +36,9 @@ use finetune::model::VisionModel;
 use progress::ConsoleProgress;
 use tutorial::TutorialArgs;
 
-/// Fine-tunes an ImageNet-pretrained ResNet on CIFAR-10 or your own images (PyTorch's
-/// transfer-learning tutorial): a new head, every layer trained.
+/// Fine-tunes an ImageNet-pretrained backbone (ResNet, ConvNeXt, EfficientNet, MobileNetV3, ViT)
+/// on CIFAR-10 or your own images (PyTorch's transfer-learning tutorial): a new head, every
+/// layer trained.
 #[derive(clap::Parser, Debug)]
 #[command(name = "finetune", allow_negative_numbers = true)]
 struct Args {

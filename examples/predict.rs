@@ -32,7 +32,8 @@ use finetune::weights::{Classifier, LoadOptions, WeightsSource, read_input_tenso
 #[command(group(clap::ArgGroup::new("input").required(true).args(["images", "input_tensor"])))]
 struct Args {
     /// Weights: auto (the default weights of --arch; ResNet-18 when not given), a registry
-    /// name (resnet18, resnet50.v2, ResNet50_Weights.IMAGENET1K_V2, ...) downloaded into the
+    /// name (resnet18, resnet50.v2, convnext_tiny.tv_in1k, ResNet50_Weights.IMAGENET1K_V2,
+    /// ViT_B_16_Weights.DEFAULT, ...) downloaded into the
     /// cache (FINETUNE_CACHE, FINETUNE_OFFLINE=1), or a .pth / .safetensors file
     #[arg(long, value_name = "auto|NAME|FILE", default_value = "auto")]
     weights: OsString,
@@ -54,8 +55,9 @@ struct Args {
     #[arg(long)]
     json: bool,
 
-    /// Architecture of a weights file: auto (read from the file), resnet18, resnet34,
-    /// resnet50, resnet101 or resnet152 [default: auto]
+    /// Architecture of a weights file: auto (read from the file) or a torchvision name
+    /// (resnet50, convnext_tiny, efficientnet_b0, mobilenet_v3_large, vit_b_16, ...)
+    /// [default: auto]
     #[arg(long, value_name = "NAME", value_parser = cli::utf8())]
     arch: Option<String>,
 

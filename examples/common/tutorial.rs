@@ -66,8 +66,9 @@ pub struct TutorialArgs {
     #[arg(long, value_name = "KEY", value_parser = cli::utf8(), help_heading = "Model")]
     pub weights_key: Option<String>,
 
-    /// Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152 [default: the
-    /// weights' own; resnet18]
+    /// Architecture by its torchvision name: resnet18..resnet152, convnext_tiny..convnext_large,
+    /// efficientnet_b0..b7, efficientnet_v2_s/m/l, mobilenet_v3_small/large, vit_b_16,
+    /// vit_b_32, vit_l_16 [default: the weights' own; resnet18]
     #[arg(long, value_name = "NAME", value_parser = cli::utf8(), help_heading = "Model")]
     pub arch: Option<String>,
 
