@@ -1,9 +1,11 @@
-//! Classify images with pretrained ResNet weights, as torchvision's "Classify an image" recipe does
+//! Classify images with pretrained weights of any registered architecture (ResNet, ConvNeXt,
+//! EfficientNet, MobileNetV3, ViT), as torchvision's "Classify an image" recipe does
 //! (`weights.transforms()`, `model(batch).softmax(1)`, `weights.meta["categories"]`).
 //!
 //! ```text
 //! cargo run --release --example predict -- --weights auto --image a.jpg [--image b.png ...] [--top 5]
 //! cargo run --release --example predict -- --weights resnet50.v2 --image cat.jpg
+//! cargo run --release --example predict -- --weights convnext_tiny.tv_in1k --image cat.jpg
 //! cargo run --release --example predict -- --weights my-resnet.pth --image a.jpg     # arch read from the file
 //! cargo run --release --example predict -- --weights w.safetensors --input-tensor x.safetensors --json
 //! ```
@@ -26,7 +28,8 @@ use finetune::data::read_image;
 use finetune::download::Cache;
 use finetune::weights::{Classifier, LoadOptions, WeightsSource, read_input_tensor};
 
-/// Classifies images with pretrained ResNet weights (torchvision's "Classify an image" recipe).
+/// Classifies images with pretrained weights of any registered architecture (torchvision's
+/// "Classify an image" recipe).
 #[derive(clap::Parser, Debug)]
 #[command(name = "predict", allow_negative_numbers = true)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["images", "input_tensor"])))]

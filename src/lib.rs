@@ -1,23 +1,26 @@
 //! # finetune
 //!
 //! Transfer learning for computer vision in pure Rust, on [Burn](https://burn.dev): the workflow
-//! of PyTorch's "Transfer Learning for Computer Vision" tutorial with torchvision's ResNets.
+//! of PyTorch's "Transfer Learning for Computer Vision" tutorial with the backbones people
+//! fine-tune today: torchvision's ResNets, ConvNeXts, EfficientNets (V1 and V2), MobileNetV3s and
+//! Vision Transformers.
 //!
 //! - [`model`]: the model contract every architecture implements, [`VisionModel`] (timm's
 //!   `forward_features` / `forward_head` / `num_features` / `reset_classifier`, named stages,
 //!   freezing with an explicit [`BnPolicy`], save/load), models by timm/torchvision name
-//!   ([`create_model`], [`AnyModel`]), and the families: ResNet-18/34/50/101/152 with
-//!   torchvision's topology and parameter names.
-//! - [`weights`]: pretrained weights by name ([`weights::pretrained`]), torchvision's ResNets
-//!   ([`ResNet::pretrained`]), verified downloads, strict `.pth` / `.safetensors` import with
-//!   PyTorch parity, backbone-only loading.
+//!   ([`create_model`], [`AnyModel`]), and the families, each with torchvision's topology,
+//!   initialisation and parameter names: ResNet-18..152, ConvNeXt-T/S/B/L, EfficientNet-B0..B7 and
+//!   V2-S/M/L, MobileNetV3-Small/Large, ViT-B/16, B/32, L/16.
+//! - [`weights`]: pretrained weights by name ([`weights::pretrained`], [`weights::Weights`]: every
+//!   torchvision ImageNet weight of those architectures, with its preset), verified downloads,
+//!   strict `.pth` / `.safetensors` import with PyTorch parity, backbone-only loading.
 //! - [`data`]: CIFAR-10/100 from the official archives, image folders, seeded splits,
 //!   torchvision's transforms (pixel-exact with Pillow) and a reproducible multi-threaded loader.
 //! - [`train`]: the [`Learner`](train::Learner) (train and validation phases, best weights,
 //!   checkpoints and exact resume, schedules, early stopping), reporting through a
 //!   [`FitSink`](train::FitSink) the caller chooses; [`recipe`]: the tutorial's steps.
 //! - [`viz`]: image grids with captions and a small drawing canvas for pictures.
-//! - [`kernels`]: the convolution, BatchNorm and max-pooling entry points the models go through
+//! - [`kernels`]: the convolution, BatchNorm, max-pooling and activation entry points the models go through
 //!   and the CPU kernels behind them, with the strategy switch [`kernels::set_conv_impl`] (for
 //!   benchmarks and debugging).
 //!
@@ -62,9 +65,10 @@ pub use allocator::tune_allocator;
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{
-    AnyModel, BnPolicy, ResNet, ResNetConfig, Stage, VisionModel, architectures, create_model,
+    AnyModel, BnPolicy, ConvNeXt, EfficientNet, MobileNetV3, ResNet, ResNetConfig, Stage,
+    VisionModel, VisionTransformer, architectures, create_model,
 };
-pub use weights::{LoadOptions, ResNetWeights};
+pub use weights::{LoadOptions, ResNetWeights, Weights};
 
 /// The README's code examples, compiled (not run) as doctests.
 #[cfg(doctest)]

@@ -761,9 +761,15 @@ fn backbone_unchecked(
                 None => LoadOptions::strict(),
             };
             let (model, report) = AnyModel::from_weights_file(path, &options, device)?;
+            // The normalisation of the architecture's torchvision weights (EfficientNetV2-L's
+            // is 0.5 / 0.5), ImageNet's for a custom shape.
+            let normalize = Weights::for_config(&model.config()).map_or_else(Normalize::imagenet, |w| {
+                let p = w.preprocess();
+                Normalize::new(p.mean, p.std)
+            });
             Ok(Backbone {
                 model,
-                normalize: Some(Normalize::imagenet()),
+                normalize: Some(normalize),
                 description: format!("weights from {} ({report})", path.display()),
                 note: None,
             })

@@ -330,6 +330,13 @@ pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
             .tensors()
             .into_iter()
             .filter(|(k, _)| !k.ends_with(crate::weights::keymap::IGNORED_SUFFIX))
+            // torchvision's published ViT files use the MLP's version-1 names.
+            .map(|(k, s)| {
+                let k = k
+                    .replace(".mlp.linear_1.", ".mlp.0.")
+                    .replace(".mlp.linear_2.", ".mlp.3.");
+                (k, s)
+            })
             .collect();
         if ours == theirs {
             return Ok(config);

@@ -115,9 +115,10 @@ impl ConvNeXtConfig {
         self.dims[3]
     }
 
-    /// `(parameters, buffers)` from the topology alone.
+    /// `(parameters, buffers)` from the topology alone ([`validate`](Self::validate) bounds every
+    /// size first, so nothing overflows).
     fn count_values(&self) -> (u64, u64) {
-        let n = |v: usize| v as u64;
+        let n = |v: usize| v.min(1 << 24) as u64;
         let [d0, ..] = self.dims.map(n);
         let mut params = n(self.in_channels) * d0 * 16 + d0 + 2 * d0; // stem conv + LN
         for (i, (&depth, &dim)) in self.depths.iter().zip(&self.dims).enumerate() {
@@ -141,10 +142,14 @@ impl ConvNeXtConfig {
     /// [`Error::InvalidConfig`] naming the value out of range.
     pub fn validate(&self) -> Result<()> {
         check_num_classes(self.num_classes)?;
-        if self.in_channels == 0 || self.dims.contains(&0) || self.depths.contains(&0) {
+        if !(1..=1 << 14).contains(&self.in_channels)
+            || self.num_classes > 1 << 24
+            || self.dims.iter().any(|d| !(1..=1 << 16).contains(d))
+            || self.depths.iter().any(|d| !(1..=1 << 12).contains(d))
+        {
             return Err(Error::InvalidConfig(format!(
-                "ConvNeXt needs at least one input channel and every stage at least one block and one channel (in_channels {}, depths {:?}, dims {:?})",
-                self.in_channels, self.depths, self.dims
+                "ConvNeXt needs 1 to 16384 input channels, at most 2^24 classes, 1 to 4096 blocks and 1 to 65536 channels per stage (in_channels {}, num_classes {}, depths {:?}, dims {:?})",
+                self.in_channels, self.num_classes, self.depths, self.dims
             )));
         }
         if !(0.0..1.0).contains(&self.stochastic_depth_prob) {
@@ -154,10 +159,7 @@ impl ConvNeXtConfig {
             )));
         }
         let params = self.count_values().0;
-        if params > super::MAX_PARAMS
-            || self.dims.iter().any(|&d| d > 1 << 16)
-            || self.depths.iter().any(|&d| d > 1 << 12)
-        {
+        if params > super::MAX_PARAMS {
             return Err(Error::InvalidConfig(format!(
                 "the configuration describes {params} parameters (depths {:?}, dims {:?}), more than the {} this crate builds",
                 self.depths,

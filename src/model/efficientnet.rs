@@ -287,8 +287,27 @@ impl EfficientNetConfig {
     pub fn validate(&self) -> Result<()> {
         check_num_classes(self.num_classes)?;
         let bad = |what: String| Err(Error::InvalidConfig(what));
-        if self.setting.is_empty() || self.in_channels == 0 {
-            return bad("an EfficientNet needs at least one stage and one input channel".into());
+        if self.setting.is_empty()
+            || !(1..=1 << 14).contains(&self.in_channels)
+            || self.num_classes > 1 << 24
+            || self.setting.len() > 16
+            || self.last_channel.is_some_and(|c| !(1..=1 << 16).contains(&c))
+        {
+            return bad(format!(
+                "an EfficientNet needs 1 to 16 stages, 1 to 16384 input channels, at most 2^24 classes and a head of 1 to 65536 channels (stages {}, in_channels {}, num_classes {}, last_channel {:?})",
+                self.setting.len(),
+                self.in_channels,
+                self.num_classes,
+                self.last_channel
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0)
+            || !(0.0..=1.0).contains(&self.norm_momentum)
+        {
+            return bad(format!(
+                "BatchNorm needs a finite epsilon above 0 and a momentum in [0, 1] (norm_eps {}, norm_momentum {})",
+                self.norm_eps, self.norm_momentum
+            ));
         }
         for (i, s) in self.setting.iter().enumerate() {
             let sane = |v: usize| (1..=1 << 14).contains(&v);
@@ -296,11 +315,15 @@ impl EfficientNetConfig {
                 && sane(s.out_channels)
                 && sane(s.num_layers)
                 && (1..=15).contains(&s.kernel)
+                && s.kernel % 2 == 1
                 && (1..=8).contains(&s.stride)
                 && s.expand_ratio.is_finite()
                 && (1.0..=64.0).contains(&s.expand_ratio))
             {
-                return bad(format!("stage {} of the EfficientNet is out of range: {s:?}", i + 1));
+                return bad(format!(
+                    "stage {} of the EfficientNet is out of range (channels and layers 1 to 16384, an odd kernel up to 15, stride 1 to 8, expansion 1 to 64): {s:?}",
+                    i + 1
+                ));
             }
         }
         for p in [self.dropout, self.stochastic_depth_prob] {
@@ -507,13 +530,12 @@ impl VisionModel for EfficientNet {
     /// `stem`, `stage1` .. `stageN` (torchvision's `features.1` ..), `conv_head`,
     /// `classifier`.
     fn stages(&self) -> Stages {
-        const NAMES: [&str; 9] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
-            "stage9",
+        const NAMES: [&str; 16] = [
+            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8", "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
         ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         for (i, _) in self.stages.iter().enumerate() {
-            let name = NAMES.get(i).copied().unwrap_or("stage_n");
+            let name = NAMES.get(i).copied().unwrap_or("stage16+");
             specs.push(StageSpec {
                 name,
                 modules: vec![format!("stages.{i}")],

@@ -201,8 +201,23 @@ impl MobileNetV3Config {
     pub fn validate(&self) -> Result<()> {
         check_num_classes(self.num_classes)?;
         let bad = |what: String| Err(Error::InvalidConfig(what));
-        if self.setting.is_empty() || self.in_channels == 0 {
-            return bad("a MobileNetV3 needs at least one block and one input channel".into());
+        if self.setting.is_empty()
+            || self.setting.len() > 256
+            || !(1..=1 << 14).contains(&self.in_channels)
+            || self.num_classes > 1 << 24
+        {
+            return bad(format!(
+                "a MobileNetV3 needs 1 to 256 blocks, 1 to 16384 input channels and at most 2^24 classes (blocks {}, in_channels {}, num_classes {})",
+                self.setting.len(),
+                self.in_channels,
+                self.num_classes
+            ));
+        }
+        let stride_2 = self.setting.iter().filter(|s| s.stride > 1).count();
+        if stride_2 > 15 {
+            return bad(format!(
+                "a MobileNetV3 is grouped into a stage per stride-2 block, at most 16 stages: this one has {stride_2} stride-2 blocks"
+            ));
         }
         let sane = |v: usize| (1..=1 << 14).contains(&v);
         for (i, s) in self.setting.iter().enumerate() {
@@ -210,10 +225,14 @@ impl MobileNetV3Config {
                 && sane(s.expanded_channels)
                 && sane(s.out_channels)
                 && (1..=15).contains(&s.kernel)
+                && s.kernel % 2 == 1
                 && (1..=8).contains(&s.stride)
                 && (1..=8).contains(&s.dilation))
             {
-                return bad(format!("block {} of the MobileNetV3 is out of range: {s:?}", i + 1));
+                return bad(format!(
+                    "block {} of the MobileNetV3 is out of range (channels 1 to 16384, an odd kernel up to 15, stride and dilation 1 to 8): {s:?}",
+                    i + 1
+                ));
             }
         }
         if !sane(self.last_channel) || !(0.0..1.0).contains(&self.dropout) {
@@ -379,14 +398,14 @@ impl VisionModel for MobileNetV3 {
     /// `stem`, `stage1` .. (a new stage at every stride-2 block), `conv_head` (the head
     /// convolution and the classifier's first Linear), `classifier` (its last Linear).
     fn stages(&self) -> Stages {
-        const NAMES: [&str; 8] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
+        const NAMES: [&str; 16] = [
+            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8", "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
         ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         let mut current: Vec<String> = Vec::new();
         let flush = |current: &mut Vec<String>, specs: &mut Vec<StageSpec>| {
             if !current.is_empty() {
-                let name = NAMES.get(specs.len() - 1).copied().unwrap_or("stage_n");
+                let name = NAMES.get(specs.len() - 1).copied().unwrap_or("stage16+");
                 specs.push(StageSpec {
                     name,
                     modules: std::mem::take(current),

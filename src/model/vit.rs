@@ -113,8 +113,10 @@ impl VisionTransformerConfig {
         self.hidden_dim
     }
 
+    /// Values from the topology alone (saturating: [`validate`](Self::validate) bounds every
+    /// size before it is called).
     fn count_values(&self) -> u64 {
-        let n = |v: usize| v as u64;
+        let n = |v: usize| v.min(1 << 24) as u64;
         let (d, m, c) = (n(self.hidden_dim), n(self.mlp_dim), n(self.num_classes));
         let p = n(self.patch_size);
         let stem = n(self.in_channels) * d * p * p + d + d + n(self.seq_length()) * d;
@@ -131,6 +133,9 @@ impl VisionTransformerConfig {
         check_num_classes(self.num_classes)?;
         let sane = |v: usize| (1..=1 << 16).contains(&v);
         if !(sane(self.image_size)
+            && self.in_channels <= 1 << 14
+            && self.num_classes <= 1 << 24
+            && self.num_layers <= 1 << 12
             && sane(self.patch_size)
             && sane(self.num_layers)
             && sane(self.num_heads)
@@ -407,7 +412,7 @@ impl VisionModel for VisionTransformer {
         let n = self.layers.len();
         let mut specs = vec![StageSpec::new(
             "patch_embed",
-            &["conv_proj", "class_token", "pos_embedding"],
+            &["conv_proj", "class_token", "pos_embedding", "dropout"],
         )];
         for (g, name) in NAMES.iter().enumerate() {
             let (start, end) = (g * n / 4, (g + 1) * n / 4);
@@ -516,6 +521,16 @@ impl VisionModel for VisionTransformer {
             pairs.push(KeyPair::new(format!("{o}.ln_2"), format!("{r}.ln_2")));
             pairs.push(KeyPair::linear(format!("{o}.mlp_fc1"), format!("{r}.mlp.0")));
             pairs.push(KeyPair::linear(format!("{o}.mlp_fc2"), format!("{r}.mlp.3")));
+            // The names of torchvision's published ViT files (`MLPBlock` before version 2:
+            // torchvision renames them on load); only ever read, the names above are written.
+            pairs.push(KeyPair::linear(
+                format!("{o}.mlp_fc1"),
+                format!("{r}.mlp.linear_1"),
+            ));
+            pairs.push(KeyPair::linear(
+                format!("{o}.mlp_fc2"),
+                format!("{r}.mlp.linear_2"),
+            ));
         }
         pairs.push(KeyPair::new("ln", "encoder.ln"));
         pairs.push(KeyPair::linear("head", "heads.head"));

@@ -111,7 +111,7 @@ pub enum WeightsError {
 
     /// The file holds no state_dict of a registered family (none of
     /// [`ANCHORS`](super::keymap::ANCHORS)' key pairs, also not under `state_dict` or `model`).
-    #[error("'{}' holds no weights of a known architecture (no `conv1.weight` of a ResNet, `features.0.0.weight` of a ConvNeXt / EfficientNet / MobileNetV3, or `conv_proj.weight` of a ViT; top-level keys: {keys}): {RESAVE_HINT}", path.display())]
+    #[error("'{}' holds no weights of a known architecture (none of the key pairs that identify a torchvision ResNet, ConvNeXt, EfficientNet, MobileNetV3 or ViT state_dict, such as `conv1.weight` with `layer1.0.conv1.weight`; top-level keys: {keys}): {RESAVE_HINT}", path.display())]
     NotAModel {
         /// The file.
         path: PathBuf,

@@ -1,7 +1,8 @@
-//! Importing torchvision and timm ResNet weights: PyTorch `.pth` checkpoints (`torch.save` zip
-//! archives of a state_dict, as torchvision publishes them) and `.safetensors` files, read by
-//! burn-store's `PytorchStore` and `SafetensorsStore` with its `PyTorchToBurnAdapter`. Key
-//! names are mapped only by [`keymap`].
+//! Importing torchvision (and timm) weights of every registered family: PyTorch `.pth`
+//! checkpoints (`torch.save` zip archives of a state_dict, as torchvision publishes them) and
+//! `.safetensors` files, read by burn-store's `PytorchStore` and `SafetensorsStore` with its
+//! `PyTorchToBurnAdapter`. Key names are mapped by the model's [`KeyMap`](keymap::KeyMap)
+//! ([`VisionModel::key_map`]).
 //!
 //! A `.pth` is first checked against PyTorch's `torch.load(weights_only=True)` allow-list
 //! ([`pickle`]): a pickle naming any other global (a whole pickled `nn.Module`,
@@ -12,15 +13,17 @@
 //! candidates: pick one with [`LoadOptions::key`]. A wrapper prefix on every key (`module.` from
 //! `nn.DataParallel`/DDP, Lightning's `model.` under `state_dict`, `torch.compile`'s
 //! `_orig_mod.`, in `.safetensors` files too) is stripped when it is the only way the keys name
-//! a ResNet, and reported in [`LoadReport::stripped_prefix`]. A state_dict is recognised by its
-//! `conv1.weight` and `layer1.0.conv1.weight`. Every other entry of the file (`epoch`, an
+//! a model, and reported in [`LoadReport::stripped_prefix`]. A state_dict is recognised by one
+//! of [`keymap::ANCHORS`]' key pairs (a ResNet's `conv1.weight` and `layer1.0.conv1.weight`, a
+//! ViT's `conv_proj.weight` and its first encoder block, ...). Every other entry of the file (`epoch`, an
 //! optimizer's state, strings) is listed in [`LoadReport::other_entries`].
 //!
 //! Loading is strict by default, like PyTorch's `load_state_dict(strict=True)`: every tensor of
 //! the model must come from the file with the right shape, and the file may hold nothing else
 //! (`num_batches_tracked` is the one key ignored). [`LoadOptions::backbone_only`] is the
-//! transfer-learning case: everything but the `fc` head is loaded and the head is reported as
-//! left as initialised. A failed load leaves the model untouched.
+//! transfer-learning case: everything but the classifier head (the model's last stage: `fc`,
+//! `classifier.N`, `heads.head`) is loaded and the head is reported as left as it was. A failed
+//! load leaves the model untouched; a successful one keeps its parameters' ids and freeze state.
 //!
 //! ```no_run
 //! use burn::tensor::{Device, FloatDType, Tensor};
@@ -41,7 +44,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::module::{ModuleMapper, Param};
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::store::pytorch_reader::{PickleValue, PytorchError, PytorchReader};
 use burn::store::{
     ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter,
@@ -87,7 +90,8 @@ impl LoadOptions {
         Self::default()
     }
 
-    /// Everything but the `fc` head, which keeps its initialisation and is reported as skipped
+    /// Everything but the classifier head (the model's last stage), which keeps its values and is
+    /// reported as skipped
     /// (the file's head, of any size, is not used). Missing, unused or mis-shaped backbone
     /// tensors are still errors.
     pub fn backbone_only() -> Self {
@@ -402,13 +406,25 @@ impl WeightsFile {
             .map(|(family, ..)| *family)
     }
 
-    /// The architecture the file's tensor names and shapes describe: depth per stage, block
-    /// kind, stage widths, stem, input channels and number of classes (what an architecture of `auto` means in the examples).
+    /// The ResNet the file's tensor names and shapes describe: depth per stage, block kind,
+    /// stage widths, stem, input channels and number of classes. For any family, see
+    /// [`infer_architecture`](crate::model::infer_architecture) (what an architecture of `auto`
+    /// means in the examples).
+    ///
+    /// # Errors
+    /// [`WeightsError::UnknownArchitecture`] saying what does not fit, or naming the family the
+    /// file holds when it is not a ResNet.
     pub fn infer_config(&self) -> Result<ResNetConfig> {
         let fail = |reason: String| WeightsError::UnknownArchitecture {
             path: self.path.clone(),
             reason,
         };
+        if let Some(family) = self.family().filter(|f| *f != "resnet") {
+            return Err(fail(format!(
+                "it holds a {family}, not a ResNet: read it with AnyModel::from_weights_file (or --arch auto)"
+            ))
+            .into());
+        }
         let conv1 = self
             .shape("conv1.weight")
             .ok_or_else(|| fail("no conv1.weight".into()))?;
@@ -599,7 +615,7 @@ impl WeightsFile {
                 report.other_entries = self.selection.other_entries.clone();
                 // burn-store keeps a tensor's stored precision: an f16 or f64 file would give
                 // f16/f64 parameters, and the first forward pass with f32 inputs would panic.
-                let candidate = candidate.map(&mut DeviceFloatDType);
+                let candidate = adopt_ids(candidate.map(&mut DeviceFloatDType), model);
                 *model = apply_freeze(candidate, model.freeze_state().clone());
                 Ok(report)
             }
@@ -1069,6 +1085,30 @@ fn remapper_for(
         format: "PyTorch checkpoint",
         reason: clip(&format!("key prefix {prefix:?}: {e}")),
     })
+}
+
+/// `candidate` with the parameter ids of `model` (the same network, traversed in the same
+/// order): the loaded model keeps its parameters' identities, so an optimizer's state (keyed by
+/// id) still refers to them.
+fn adopt_ids<M: VisionModel>(candidate: M, model: &M) -> M {
+    struct Ids(Vec<ParamId>);
+    impl ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.id);
+        }
+    }
+    struct Adopt(std::vec::IntoIter<ParamId>);
+    impl ModuleMapper for Adopt {
+        fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if let Some(id) = self.0.next() {
+                param.id = id;
+            }
+            param
+        }
+    }
+    let mut ids = Ids(Vec::new());
+    model.visit(&mut ids);
+    candidate.map(&mut Adopt(ids.0.into_iter()))
 }
 
 /// Casts every loaded float tensor to its device's default float type (f32 unless configured

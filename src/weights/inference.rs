@@ -232,11 +232,9 @@ impl Classifier {
                 }
                 let mut model = config.try_init(device)?;
                 let report = file.load_into(&mut model, &strict)?;
-                // A file outside the registry gets its architecture's default preset.
-                let preprocess = config
-                    .arch_name()
-                    .and_then(|a| Weights::default_for(&a).ok())
-                    .map_or(Preprocess::IMAGENET, |w| w.preprocess());
+                // A file outside the registry gets the preset of its architecture's weights.
+                let preprocess =
+                    Weights::for_config(&config).map_or(Preprocess::IMAGENET, |w| w.preprocess());
                 Ok(Classifier {
                     class_names: class_names(model.num_classes()),
                     description: format!(

@@ -162,7 +162,8 @@ pub fn remapper() -> KeyRemapper {
 /// counter, which inference and fine-tuning with a fixed momentum never read.
 pub const IGNORED_SUFFIX: &str = "num_batches_tracked";
 
-/// torchvision's name for a key of this crate: `layer1.0.downsample.bn.gamma` ->
+/// torchvision's name for a key of a ResNet (what [`KeyMap::ResNet`] does; other families map
+/// through their model's [`KeyMap`]): `layer1.0.downsample.bn.gamma` ->
 /// `layer1.0.downsample.1.weight`. Returns the name and the shape torchvision stores (the
 /// `Linear` weight transposed).
 pub fn burn_to_torchvision(path: &str, shape: Vec<usize>) -> (String, Vec<usize>) {
@@ -184,7 +185,7 @@ pub fn burn_to_torchvision(path: &str, shape: Vec<usize>) -> (String, Vec<usize>
     (key, shape)
 }
 
-/// This crate's path for a torchvision/timm key, or `None` for the ignored
+/// This crate's path for a torchvision/timm ResNet key, or `None` for the ignored
 /// `num_batches_tracked`.
 pub fn torchvision_to_burn(key: &str) -> Option<String> {
     if key.ends_with(IGNORED_SUFFIX) {

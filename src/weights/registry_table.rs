@@ -109,6 +109,21 @@ impl Weights {
             .ok_or_else(|| unknown(&arch))
     }
 
+    /// The registered weights whose preprocessing fits a model of `config`: its architecture's
+    /// default weights, or, for a ViT built for another image size, that architecture's weights
+    /// made for it (SWAG's 384 / 512). `None` for a custom shape.
+    pub fn for_config(config: &AnyConfig) -> Option<Self> {
+        let arch = config.arch_name()?;
+        if let AnyConfig::VisionTransformer(c) = config
+            && let Some(e) = TORCHVISION
+                .iter()
+                .find(|e| e.arch == arch && e.image_size as usize == c.image_size && e.tag.starts_with("swag_e2e"))
+        {
+            return Some(Weights::Table(e));
+        }
+        Self::default_for(&arch).ok()
+    }
+
     /// Parses any registered name: an architecture (its default weights), timm's spelling
     /// (`convnext_tiny.tv_in1k`, `vit_b_16.swag_e2e_in1k`), torchvision's
     /// (`ConvNeXt_Tiny_Weights.IMAGENET1K_V1`, `ViT_B_16_Weights.DEFAULT`), or, for ResNets,

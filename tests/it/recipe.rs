@@ -92,3 +92,26 @@ fn an_architecture_that_differs_from_the_weights_is_an_error_never_ignored() {
     let report = run(&o).unwrap();
     assert_eq!(report.arch, "resnet18");
 }
+
+#[test]
+fn every_family_runs_both_recipes_on_the_sample() {
+    for arch in [
+        "convnext_tiny",
+        "efficientnet_b0",
+        "mobilenet_v3_small",
+        "vit_b_16",
+    ] {
+        for mode in [Mode::FineTune, Mode::FeatureExtractor] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut o = options(mode, dir.path(), 1);
+            o.arch = Some(arch.into());
+            o.train_limit = Some(32);
+            o.cache_features = mode == Mode::FeatureExtractor;
+            let report = run(&o).unwrap_or_else(|e| panic!("{arch} {mode:?}: {e}"));
+            assert_eq!(report.arch, arch);
+            assert_eq!(report.history.epochs.len(), 1, "{arch} {mode:?}");
+            assert!(report.history.epochs[0].train_loss.is_finite(), "{arch} {mode:?}");
+            assert!(dir.path().join("best_model.bpk").is_file(), "{arch} {mode:?}");
+        }
+    }
+}
