@@ -122,7 +122,7 @@ def main():
         speeds.append(seen / train_s)
         print(
             f"Epoch {epoch}/{args.epochs}  train loss {loss_sum / seen:.4f} acc {correct / seen:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f} | {time.time() - start:.1f} s, {seen / train_s:.0f} img/s"
+            f"val loss {val_loss:.4f} acc {val_acc:.4f} | {time.time() - start:.1f} s, {seen / train_s:.1f} img/s"
         )
         if val_acc > best_acc:
             best_acc, best = val_acc, copy.deepcopy(model.state_dict())
@@ -130,7 +130,7 @@ def main():
     test_loss, test_acc = evaluate(te)
     print(
         f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: best val acc {best_acc:.4f}, "
-        f"test acc {test_acc:.4f} (loss {test_loss:.4f}), median {statistics.median(speeds):.0f} train img/s, "
+        f"test acc {test_acc:.4f} (loss {test_loss:.4f}), median {statistics.median(speeds):.1f} train img/s, "
         f"total {time.time() - t0:.0f} s"
     )
 

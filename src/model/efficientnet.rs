@@ -587,10 +587,13 @@ impl VisionModel for EfficientNet {
         self.config.in_channels
     }
 
+    /// A new `nn.Linear` head with PyTorch's default initialisation, as the tutorial's
+    /// `model.classifier[-1] = nn.Linear(..)` (and timm's `reset_classifier`) gives; the
+    /// family's own head initialisation applies when the model is built.
     fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
         check_num_classes(num_classes)?;
         let device = self.device();
-        self.head = Self::new_head(self.num_features(), num_classes, &device);
+        self.head = super::layers::replacement_head(self.num_features(), num_classes, &device);
         self.config.num_classes = num_classes;
         let state = self.freeze.clone();
         Ok(freeze::apply_freeze(self, state))

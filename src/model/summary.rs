@@ -68,28 +68,37 @@ fn thousands(n: usize) -> String {
 }
 
 impl fmt::Display for ParamSummary {
+    /// One row per stage; the first column is as wide as the longest stage name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self
+            .stages
+            .iter()
+            .map(|(s, _)| s.len())
+            .chain([8])
+            .max()
+            .unwrap_or(8);
+        let rule = "-".repeat(w + 45);
         writeln!(f, "{}", self.arch)?;
         writeln!(
             f,
-            "{:<8} {:>14} {:>14} {:>14}",
+            "{:<w$} {:>14} {:>14} {:>14}",
             "stage", "params", "trainable", "frozen"
         )?;
-        writeln!(f, "{}", "-".repeat(53))?;
+        writeln!(f, "{rule}")?;
         for (stage, c) in &self.stages {
             writeln!(
                 f,
-                "{:<8} {:>14} {:>14} {:>14}",
+                "{:<w$} {:>14} {:>14} {:>14}",
                 stage,
                 thousands(c.total),
                 thousands(c.trainable),
                 thousands(c.frozen())
             )?;
         }
-        writeln!(f, "{}", "-".repeat(53))?;
+        writeln!(f, "{rule}")?;
         write!(
             f,
-            "{:<8} {:>14} {:>14} {:>14}",
+            "{:<w$} {:>14} {:>14} {:>14}",
             "total",
             thousands(self.total()),
             thousands(self.trainable()),

@@ -120,7 +120,7 @@ pub enum WeightsError {
     },
 
     /// The file's architecture is not the model's.
-    #[error("'{}' holds a {file_arch} but the model is a {model_arch}: build the model for the file's architecture (`--arch {file_arch_name}`), or let `AnyModel::from_weights_file` read it from the file", path.display())]
+    #[error("'{}' holds weights of {file_arch}, but the model is {model_arch}: build the model for the file's architecture (`--arch {file_arch_name}`), or let `AnyModel::from_weights_file` read it from the file", path.display())]
     WrongArchitecture {
         /// The file.
         path: PathBuf,
