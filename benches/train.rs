@@ -408,9 +408,7 @@ fn run(args: Args) {
                         continue;
                     }
                     let value = match name {
-                        "finetune_step" => {
-                            train_throughput(arch, &device, size, false, args.quick)
-                        }
+                        "finetune_step" => train_throughput(arch, &device, size, false, args.quick),
                         "frozen_step" => train_throughput(arch, &device, size, true, args.quick),
                         _ => eval_throughput(arch, &device, size, args.quick),
                     };

@@ -763,10 +763,11 @@ fn backbone_unchecked(
             let (model, report) = AnyModel::from_weights_file(path, &options, device)?;
             // The normalisation of the architecture's torchvision weights (EfficientNetV2-L's
             // is 0.5 / 0.5), ImageNet's for a custom shape.
-            let normalize = Weights::for_config(&model.config()).map_or_else(Normalize::imagenet, |w| {
-                let p = w.preprocess();
-                Normalize::new(p.mean, p.std)
-            });
+            let normalize =
+                Weights::for_config(&model.config()).map_or_else(Normalize::imagenet, |w| {
+                    let p = w.preprocess();
+                    Normalize::new(p.mean, p.std)
+                });
             Ok(Backbone {
                 model,
                 normalize: Some(normalize),

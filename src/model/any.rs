@@ -22,12 +22,12 @@ use super::config::ResNetConfig;
 use super::contract::{Eval, InferenceModel, ModelConfig, VisionModel};
 use super::convnext::{ConvNeXt, ConvNeXtConfig};
 use super::efficientnet::{EfficientNet, EfficientNetConfig};
-use super::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
-use super::vit::{VisionTransformer, VisionTransformerConfig};
 use super::freeze::FreezeState;
 use super::fused::FusedResNet;
+use super::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
 use super::resnet::ResNet;
 use super::stage::Stages;
+use super::vit::{VisionTransformer, VisionTransformerConfig};
 use crate::data::Normalize;
 use crate::error::{Error, Result};
 use crate::weights::keymap::KeyMap;
@@ -655,9 +655,7 @@ impl VisionModel for AnyModel {
         match self {
             AnyModel::ResNet(m) => AnyInference::ResNet(VisionModel::for_inference(m)),
             AnyModel::ConvNeXt(m) => AnyInference::ConvNeXt(VisionModel::for_inference(m)),
-            AnyModel::EfficientNet(m) => {
-                AnyInference::EfficientNet(VisionModel::for_inference(m))
-            }
+            AnyModel::EfficientNet(m) => AnyInference::EfficientNet(VisionModel::for_inference(m)),
             AnyModel::MobileNetV3(m) => AnyInference::MobileNetV3(VisionModel::for_inference(m)),
             AnyModel::VisionTransformer(m) => {
                 AnyInference::VisionTransformer(VisionModel::for_inference(m))

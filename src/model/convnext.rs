@@ -66,12 +66,8 @@ const VARIANTS: [(&str, [usize; 4], [usize; 4], f64); 4] = [
 
 impl ConvNeXtConfig {
     /// The registered architecture names.
-    pub const NAMES: [&'static str; 4] = [
-        VARIANTS[0].0,
-        VARIANTS[1].0,
-        VARIANTS[2].0,
-        VARIANTS[3].0,
-    ];
+    pub const NAMES: [&'static str; 4] =
+        [VARIANTS[0].0, VARIANTS[1].0, VARIANTS[2].0, VARIANTS[3].0];
 
     /// ConvNeXt-T: depths 3/3/9/3, dims 96..768, stochastic depth 0.1 (28.6M parameters).
     pub fn convnext_tiny(num_classes: usize) -> Self {

@@ -16,8 +16,7 @@ use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
 use super::freeze::{self, FreezeState};
 use super::input::check_image_input;
 use super::layers::{
-    Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear,
-    make_divisible,
+    Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear, make_divisible,
 };
 use super::mbconv::InvertedResidual;
 use super::stage::{StageSpec, Stages};
@@ -291,7 +290,9 @@ impl EfficientNetConfig {
             || !(1..=1 << 14).contains(&self.in_channels)
             || self.num_classes > 1 << 24
             || self.setting.len() > 16
-            || self.last_channel.is_some_and(|c| !(1..=1 << 16).contains(&c))
+            || self
+                .last_channel
+                .is_some_and(|c| !(1..=1 << 16).contains(&c))
         {
             return bad(format!(
                 "an EfficientNet needs 1 to 16 stages, 1 to 16384 input channels, at most 2^24 classes and a head of 1 to 65536 channels (stages {}, in_channels {}, num_classes {}, last_channel {:?})",
@@ -301,9 +302,8 @@ impl EfficientNetConfig {
                 self.last_channel
             ));
         }
-        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0)
-            || !(0.0..=1.0).contains(&self.norm_momentum)
-        {
+        let eps_ok = self.norm_eps.is_finite() && self.norm_eps > 0.0;
+        if !eps_ok || !(0.0..=1.0).contains(&self.norm_momentum) {
             return bad(format!(
                 "BatchNorm needs a finite epsilon above 0 and a momentum in [0, 1] (norm_eps {}, norm_momentum {})",
                 self.norm_eps, self.norm_momentum
@@ -328,7 +328,9 @@ impl EfficientNetConfig {
         }
         for p in [self.dropout, self.stochastic_depth_prob] {
             if !(0.0..1.0).contains(&p) {
-                return bad(format!("dropout and stochastic depth must be in [0, 1), not {p}"));
+                return bad(format!(
+                    "dropout and stochastic depth must be in [0, 1), not {p}"
+                ));
             }
         }
         let params = self.count_values().0;
@@ -402,7 +404,8 @@ impl EfficientNet {
                 let cna = |spec: ConvSpec, act| ConvNormAct::new(spec, norm, act, device);
                 let block = match s.block {
                     MBConvKind::MBConv => InvertedResidual {
-                        expand: (expanded != cin).then(|| cna(ConvSpec::new(cin, expanded, 1), silu)),
+                        expand: (expanded != cin)
+                            .then(|| cna(ConvSpec::new(cin, expanded, 1), silu)),
                         depthwise: Some(cna(
                             ConvSpec::new(expanded, expanded, s.kernel)
                                 .stride(stride)
@@ -531,7 +534,8 @@ impl VisionModel for EfficientNet {
     /// `classifier`.
     fn stages(&self) -> Stages {
         const NAMES: [&str; 16] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8", "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
+            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
+            "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
         ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         for (i, _) in self.stages.iter().enumerate() {

@@ -108,14 +108,7 @@ impl ConvSpec {
         ConvSpec { bias: true, ..self }
     }
 
-    /// A replacement classifier: `nn.Linear(features, classes)` with PyTorch's default
-/// initialisation (weight and bias uniform on `±1/sqrt(features)`, Burn's `LinearConfig`
-/// default), what a new head gets in PyTorch's tutorial and in timm's `reset_classifier`.
-pub(crate) fn replacement_head(features: usize, classes: usize, device: &Device) -> Linear {
-    burn::nn::LinearConfig::new(features, classes).init(device)
-}
-
-/// torchvision's `Conv2dNormActivation` padding: `(kernel - 1) / 2 * dilation`.
+    /// torchvision's `Conv2dNormActivation` padding: `(kernel - 1) / 2 * dilation`.
     fn padding(&self) -> usize {
         (self.kernel - 1) / 2 * self.dilation
     }

@@ -16,8 +16,7 @@ use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
 use super::freeze::{self, FreezeState};
 use super::input::check_image_input;
 use super::layers::{
-    Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear,
-    make_divisible,
+    Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear, make_divisible,
 };
 use super::mbconv::InvertedResidual;
 use super::stage::{StageSpec, Stages};
@@ -242,7 +241,9 @@ impl MobileNetV3Config {
             ));
         }
         if self.count_values().0 > super::MAX_PARAMS {
-            return bad("the configuration describes more parameters than this crate builds".into());
+            return bad(
+                "the configuration describes more parameters than this crate builds".into(),
+            );
         }
         Ok(())
     }
@@ -399,7 +400,8 @@ impl VisionModel for MobileNetV3 {
     /// convolution and the classifier's first Linear), `classifier` (its last Linear).
     fn stages(&self) -> Stages {
         const NAMES: [&str; 16] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8", "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
+            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
+            "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
         ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         let mut current: Vec<String> = Vec::new();

@@ -264,7 +264,7 @@ impl VisionModel for ResNet {
     /// without autodiff) use their running statistics and always pass.
     ///
     /// # Errors
-    /// [`Error::BatchNormSingleValue`] naming the first such layer in forward order (e.g.
+    /// [`Error::BatchNormSingleValue`](crate::Error::BatchNormSingleValue) naming the first such layer in forward order (e.g.
     /// `layer4.1.bn2` for one 32x32 image through an ImageNet-stem ResNet, whose last stage
     /// has 1x1 maps), with the fix: a larger batch or larger images.
     fn check_training_batch(&self, dims: [usize; 4]) -> Result<()> {

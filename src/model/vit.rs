@@ -147,7 +147,9 @@ impl VisionTransformerConfig {
                 "every size of the ViT must be at least 1: {self:?}"
             )));
         }
-        if self.image_size % self.patch_size != 0 || self.hidden_dim % self.num_heads != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size)
+            || !self.hidden_dim.is_multiple_of(self.num_heads)
+        {
             return Err(Error::InvalidConfig(format!(
                 "image_size {} must be a multiple of patch_size {}, and hidden_dim {} of num_heads {}",
                 self.image_size, self.patch_size, self.hidden_dim, self.num_heads
@@ -230,11 +232,7 @@ impl SelfAttention {
             + self.in_proj_bias.val().unsqueeze::<3>();
         // [B, N, 3, H, d/H] -> three [B, H, N, d/H]
         let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(0, i, 1)
-                .reshape([b, h, n, d / h])
-        };
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, n, d / h]);
         let out = attention(
             part(0),
             part(1),
@@ -420,10 +418,7 @@ impl VisionModel for VisionTransformer {
             if g == 3 {
                 modules.push("ln".into());
             }
-            specs.push(StageSpec {
-                name,
-                modules,
-            });
+            specs.push(StageSpec { name, modules });
         }
         specs.push(StageSpec::new("heads", &["head"]));
         Stages::new(specs)
@@ -522,8 +517,14 @@ impl VisionModel for VisionTransformer {
             let (o_out, r_out) = attn("out_proj");
             pairs.push(KeyPair::linear(o_out, r_out));
             pairs.push(KeyPair::new(format!("{o}.ln_2"), format!("{r}.ln_2")));
-            pairs.push(KeyPair::linear(format!("{o}.mlp_fc1"), format!("{r}.mlp.0")));
-            pairs.push(KeyPair::linear(format!("{o}.mlp_fc2"), format!("{r}.mlp.3")));
+            pairs.push(KeyPair::linear(
+                format!("{o}.mlp_fc1"),
+                format!("{r}.mlp.0"),
+            ));
+            pairs.push(KeyPair::linear(
+                format!("{o}.mlp_fc2"),
+                format!("{r}.mlp.3"),
+            ));
             // The names of torchvision's published ViT files (`MLPBlock` before version 2:
             // torchvision renames them on load); only ever read, the names above are written.
             pairs.push(KeyPair::linear(

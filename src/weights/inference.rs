@@ -17,7 +17,7 @@ use super::registry_table::Weights;
 use super::report::LoadReport;
 use crate::download::Cache;
 use crate::error::{Error, Result};
-use crate::model::{AnyConfig, ModelConfig, AnyModel, infer_architecture};
+use crate::model::{AnyConfig, AnyModel, ModelConfig, infer_architecture};
 
 /// Where weights come from: a registry entry or a local file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,11 @@ use crate::model::{is_batch_norm_path, regex_literal, under};
 /// find a state_dict inside a checkpoint and to name the architecture a file holds.
 pub const ANCHORS: &[(&str, &str, &str)] = &[
     ("resnet", "conv1.weight", "layer1.0.conv1.weight"),
-    ("convnext", "features.0.0.weight", "features.1.0.layer_scale"),
+    (
+        "convnext",
+        "features.0.0.weight",
+        "features.1.0.layer_scale",
+    ),
     (
         "efficientnet",
         "features.0.0.weight",

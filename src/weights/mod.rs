@@ -27,6 +27,6 @@ pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,
 };
 pub use preprocess::{Interpolation, Preprocess, open_image};
-pub use registry_table::{Entry as WeightsEntry, Weights};
 pub use registry::{ResNetWeights, imagenet_classes, pretrained, pretrained_in, pretrained_names};
+pub use registry_table::{Entry as WeightsEntry, Weights};
 pub use report::{LoadMismatch, LoadReport};

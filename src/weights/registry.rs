@@ -15,10 +15,10 @@ use burn::tensor::Device;
 use super::error::WeightsError;
 use super::import::{LoadOptions, WeightsFile};
 use super::preprocess::Preprocess;
+use super::registry_table::Weights;
 use super::report::LoadReport;
 use crate::download::{Cache, Checksum};
 use crate::error::Result;
-use super::registry_table::Weights;
 use crate::model::{AnyModel, ResNet, ResNetConfig};
 
 /// The 1000 ImageNet-1k class names, in class-index order (torchvision's).

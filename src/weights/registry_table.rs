@@ -8,9 +8,9 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-pub use super::preprocess::Interpolation;
 use super::error::WeightsError;
 use super::import::{LoadOptions, WeightsFile};
+pub use super::preprocess::Interpolation;
 use super::preprocess::Preprocess;
 use super::registry::{ResNetWeights, WEIGHTS_SUBDIR, imagenet_classes};
 use super::report::LoadReport;
@@ -115,9 +115,11 @@ impl Weights {
     pub fn for_config(config: &AnyConfig) -> Option<Self> {
         let arch = config.arch_name()?;
         if let AnyConfig::VisionTransformer(c) = config
-            && let Some(e) = TORCHVISION
-                .iter()
-                .find(|e| e.arch == arch && e.image_size as usize == c.image_size && e.tag.starts_with("swag_e2e"))
+            && let Some(e) = TORCHVISION.iter().find(|e| {
+                e.arch == arch
+                    && e.image_size as usize == c.image_size
+                    && e.tag.starts_with("swag_e2e")
+            })
         {
             return Some(Weights::Table(e));
         }
@@ -151,9 +153,7 @@ impl Weights {
                 .map(Weights::Table)
                 .ok_or_else(|| unknown(trimmed));
         }
-        let tag = trimmed
-            .split_once('.')
-            .map(|(_, t)| t.to_ascii_lowercase());
+        let tag = trimmed.split_once('.').map(|(_, t)| t.to_ascii_lowercase());
         match tag {
             None => Self::default_for(&arch),
             Some(tag) => TORCHVISION
@@ -372,7 +372,9 @@ mod tests {
         }
         assert_eq!(w.preprocess().interpolation, Interpolation::Bicubic);
         assert_eq!(
-            Weights::parse("ViT_B_16_Weights.DEFAULT").unwrap().timm_name(),
+            Weights::parse("ViT_B_16_Weights.DEFAULT")
+                .unwrap()
+                .timm_name(),
             "vit_b_16.tv_in1k"
         );
     }

@@ -30,7 +30,11 @@ fn exercised() -> Vec<&'static str> {
         .iter()
         .copied()
         .filter(|name| {
-            let family = name.split('_').next().unwrap_or(name).trim_end_matches(char::is_numeric);
+            let family = name
+                .split('_')
+                .next()
+                .unwrap_or(name)
+                .trim_end_matches(char::is_numeric);
             let first = seen.insert(family.to_string());
             first
                 || *name == "resnet50"

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use finetune::Error;
 use finetune::model::{
-    AnyConfig, AnyFeatures, AnyModel, ConvNeXtConfig, InferenceModel, EfficientNetConfig, InvertedResidualSetting,
-    MobileNetV3Config, ModelConfig, VisionModel, VisionTransformerConfig, create_model,
+    AnyConfig, AnyFeatures, AnyModel, ConvNeXtConfig, EfficientNetConfig, InferenceModel,
+    InvertedResidualSetting, MobileNetV3Config, ModelConfig, VisionModel, VisionTransformerConfig,
+    create_model,
 };
 use finetune::weights::keymap::KeyMap;
 use finetune::weights::{LoadOptions, WeightsError, read_safetensors_f32};
-use finetune::Error;
 
 use crate::common::cpu;
 
@@ -34,8 +35,14 @@ fn config_of(case: &serde_json::Value) -> AnyConfig {
     match case["family"].as_str().unwrap() {
         "convnext" => {
             let blocks = args["block_setting"].as_array().unwrap();
-            let depths: Vec<usize> = blocks.iter().map(|b| b["num_layers"].as_u64().unwrap() as usize).collect();
-            let dims: Vec<usize> = blocks.iter().map(|b| b["input_channels"].as_u64().unwrap() as usize).collect();
+            let depths: Vec<usize> = blocks
+                .iter()
+                .map(|b| b["num_layers"].as_u64().unwrap() as usize)
+                .collect();
+            let dims: Vec<usize> = blocks
+                .iter()
+                .map(|b| b["input_channels"].as_u64().unwrap() as usize)
+                .collect();
             ConvNeXtConfig::new(
                 depths.try_into().unwrap(),
                 dims.try_into().unwrap(),
@@ -109,7 +116,11 @@ fn parity_model(case: &serde_json::Value, weights: &str, device: &Device) -> Any
     let report = model
         .load_weights(fixture(weights), &LoadOptions::strict())
         .unwrap();
-    assert_eq!(report.applied.len(), model.tensor_paths().len(), "{weights}");
+    assert_eq!(
+        report.applied.len(),
+        model.tensor_paths().len(),
+        "{weights}"
+    );
     model
 }
 
@@ -129,9 +140,7 @@ fn check_parity(name: &str, device: &Device) -> [f32; 3] {
     model.check_input(input.dims()).unwrap();
     let features = match model.forward_features(input.clone()) {
         AnyFeatures::Maps(maps) => relative_error(maps, tensor::<4>(io, "features", device)),
-        AnyFeatures::Tokens(tokens) => {
-            relative_error(tokens, tensor::<3>(io, "features", device))
-        }
+        AnyFeatures::Tokens(tokens) => relative_error(tokens, tensor::<3>(io, "features", device)),
         other => panic!("{other:?}"),
     };
     let pre = relative_error(
@@ -251,7 +260,10 @@ fn another_familys_file_is_named_not_misloaded() {
         .try_init(&cpu())
         .unwrap();
     let err = other
-        .load_weights(fixture("efficientnet_test.safetensors"), &LoadOptions::strict())
+        .load_weights(
+            fixture("efficientnet_test.safetensors"),
+            &LoadOptions::strict(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("features.1.0.block.0.0.weight"), "{err}");

@@ -110,8 +110,14 @@ fn every_family_runs_both_recipes_on_the_sample() {
             let report = run(&o).unwrap_or_else(|e| panic!("{arch} {mode:?}: {e}"));
             assert_eq!(report.arch, arch);
             assert_eq!(report.history.epochs.len(), 1, "{arch} {mode:?}");
-            assert!(report.history.epochs[0].train_loss.is_finite(), "{arch} {mode:?}");
-            assert!(dir.path().join("best_model.bpk").is_file(), "{arch} {mode:?}");
+            assert!(
+                report.history.epochs[0].train_loss.is_finite(),
+                "{arch} {mode:?}"
+            );
+            assert!(
+                dir.path().join("best_model.bpk").is_file(),
+                "{arch} {mode:?}"
+            );
         }
     }
 }

@@ -11,9 +11,8 @@ use finetune::Error;
 use finetune::download::{Cache, DownloadError};
 use finetune::model::{BlockKind, ResNet, ResNetConfig, Stem};
 use finetune::weights::{
-    Weights,
-    Classifier, LoadOptions, Preprocess, ResNetWeights, WeightsError, WeightsFile, WeightsFormat,
-    WeightsSource, keymap, open_image, read_input_tensor, read_safetensors_f32,
+    Classifier, LoadOptions, Preprocess, ResNetWeights, Weights, WeightsError, WeightsFile,
+    WeightsFormat, WeightsSource, keymap, open_image, read_input_tensor, read_safetensors_f32,
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};

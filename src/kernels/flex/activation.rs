@@ -82,7 +82,8 @@ fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
-        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
     let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
@@ -305,9 +306,16 @@ mod tests {
         for i in -2000..=2000 {
             let x = i as f32 * 0.04;
             let (e, r) = (exp(x), x.exp());
-            assert!((e - r).abs() <= 3e-7 * r.abs().max(f32::MIN_POSITIVE), "exp({x}) {e} {r}");
+            assert!(
+                (e - r).abs() <= 3e-7 * r.abs().max(f32::MIN_POSITIVE),
+                "exp({x}) {e} {r}"
+            );
             let erf_ref = libm_erf(x as f64) as f32;
-            assert!((erf(x) - erf_ref).abs() < 5e-7, "erf({x}): {} vs {erf_ref}", erf(x));
+            assert!(
+                (erf(x) - erf_ref).abs() < 5e-7,
+                "erf({x}): {} vs {erf_ref}",
+                erf(x)
+            );
         }
         assert!(exp(-200.0) < 1e-37 && exp(200.0).is_finite());
     }
@@ -336,7 +344,10 @@ mod tests {
                 let f = |v: f64| apply(kind, v as f32) as f64;
                 let numeric = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
                 let d = derivative(kind, x) as f64;
-                assert!((numeric - d).abs() < 2e-3, "{kind:?} at {x}: {numeric} vs {d}");
+                assert!(
+                    (numeric - d).abs() < 2e-3,
+                    "{kind:?} at {x}: {numeric} vs {d}"
+                );
             }
         }
     }
