@@ -393,6 +393,105 @@ macro_rules! inherent_freezing {
 }
 pub(crate) use inherent_freezing;
 
+/// The [`VisionModel`] methods every family of this crate writes the same way, for a model with
+/// `config: $config` (`num_classes`, `in_channels`, `num_features()`), `freeze: FreezeState`
+/// and a `head: Linear` classifier: config, shape queries, device, freeze state, and
+/// `reset_classifier` with PyTorch's default `nn.Linear` head (what the tutorial's replacement
+/// head and timm's `reset_classifier` get; the family's own head init applies at construction).
+macro_rules! family_contract {
+    ($config:ty) => {
+        fn config(&self) -> $config {
+            self.config.clone()
+        }
+
+        fn num_features(&self) -> usize {
+            self.config.num_features()
+        }
+
+        fn num_classes(&self) -> usize {
+            self.config.num_classes
+        }
+
+        fn in_channels(&self) -> usize {
+            self.config.in_channels
+        }
+
+        fn reset_classifier(mut self, num_classes: usize) -> $crate::error::Result<Self> {
+            $crate::model::contract::check_num_classes(num_classes)?;
+            let device = self.device();
+            self.head =
+                $crate::model::layers::replacement_head(self.num_features(), num_classes, &device);
+            self.config.num_classes = num_classes;
+            let state = self.freeze.clone();
+            Ok($crate::model::freeze::apply_freeze(self, state))
+        }
+
+        fn device(&self) -> burn::tensor::Device {
+            self.head.weight.lazy_device()
+        }
+
+        fn freeze_state(&self) -> &$crate::model::FreezeState {
+            &self.freeze
+        }
+
+        fn set_freeze_state(&mut self, state: $crate::model::FreezeState) {
+            self.freeze = state;
+        }
+    };
+}
+pub(crate) use family_contract;
+
+/// The [`ModelConfig`] impl of a family of this crate whose config has inherent `validate`,
+/// `try_init`, `count_values() -> (parameters, buffers)` and `describe_shape`: `$family` is the
+/// tag saved in files, `$name` the family in messages, `$variant` its [`AnyConfig`] variant.
+macro_rules! family_config {
+    ($config:ty, $model:ty, $family:literal, $name:literal, $variant:ident) => {
+        impl $crate::model::contract::ModelConfig for $config {
+            type Model = $model;
+
+            fn family(&self) -> &'static str {
+                $family
+            }
+
+            fn from_saved(
+                family: &str,
+                config: serde_json::Value,
+            ) -> std::result::Result<Self, String> {
+                if family != $family {
+                    return Err(format!(
+                        "it holds a '{family}' model, not {}: load it with that family's type (or AnyModel)",
+                        $name
+                    ));
+                }
+                serde_json::from_value(config)
+                    .map_err(|e| format!("unreadable model description: {e}"))
+            }
+
+            fn validate(&self) -> $crate::error::Result<()> {
+                <$config>::validate(self)
+            }
+
+            fn num_stored_values(&self) -> u64 {
+                let (params, buffers) = self.count_values();
+                params.saturating_add(buffers)
+            }
+
+            fn try_init(&self, device: &burn::tensor::Device) -> $crate::error::Result<$model> {
+                <$config>::try_init(self, device)
+            }
+
+            fn describe(&self) -> String {
+                self.describe_shape()
+            }
+
+            fn as_any(&self) -> Option<$crate::model::AnyConfig> {
+                Some($crate::model::AnyConfig::$variant(self.clone()))
+            }
+        }
+    };
+}
+pub(crate) use family_config;
+
 /// The error for a zero class count, shared by every family.
 pub(crate) fn check_num_classes(num_classes: usize) -> Result<()> {
     if num_classes == 0 {

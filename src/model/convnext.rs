@@ -11,8 +11,8 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
 
-use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
-use super::freeze::{self, FreezeState};
+use super::contract::{Eval, VisionModel, check_num_classes};
+use super::freeze::FreezeState;
 use super::input::check_image_input;
 use super::layers::{
     Activation, ConvInit, ConvSpec, StochasticDepth, layer_norm, layer_norm_2d, linear,
@@ -338,9 +338,7 @@ impl VisionModel for ConvNeXt {
     type Features = Tensor<4>;
     type Inference = Eval<ConvNeXt>;
 
-    fn config(&self) -> ConvNeXtConfig {
-        self.config.clone()
-    }
+    super::contract::family_contract!(ConvNeXtConfig);
 
     fn arch(&self) -> String {
         self.config
@@ -388,34 +386,6 @@ impl VisionModel for ConvNeXt {
 
     fn forward_classifier(&self, pre_logits: Tensor<2>) -> Tensor<2> {
         self.head.forward(pre_logits)
-    }
-
-    fn num_features(&self) -> usize {
-        self.config.num_features()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.config.num_classes
-    }
-
-    fn in_channels(&self) -> usize {
-        self.config.in_channels
-    }
-
-    /// A new `nn.Linear` head with PyTorch's default initialisation, as the tutorial's
-    /// `model.classifier[-1] = nn.Linear(..)` (and timm's `reset_classifier`) gives; the
-    /// family's own head initialisation applies when the model is built.
-    fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
-        check_num_classes(num_classes)?;
-        let device = self.device();
-        self.head = super::layers::replacement_head(self.num_features(), num_classes, &device);
-        self.config.num_classes = num_classes;
-        let state = self.freeze.clone();
-        Ok(freeze::apply_freeze(self, state))
-    }
-
-    fn device(&self) -> Device {
-        self.head.weight.lazy_device()
     }
 
     /// RGB (or `in_channels`) images of at least 32x32: the stem divides by 4 and each
@@ -476,46 +446,13 @@ impl VisionModel for ConvNeXt {
     fn for_inference(&self) -> Eval<ConvNeXt> {
         Eval(self.valid())
     }
-
-    fn freeze_state(&self) -> &FreezeState {
-        &self.freeze
-    }
-
-    fn set_freeze_state(&mut self, state: FreezeState) {
-        self.freeze = state;
-    }
 }
 
-impl ModelConfig for ConvNeXtConfig {
-    type Model = ConvNeXt;
+super::contract::family_config!(ConvNeXtConfig, ConvNeXt, "convnext", "a ConvNeXt", ConvNeXt);
 
-    fn family(&self) -> &'static str {
-        "convnext"
-    }
-
-    fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
-        if family != "convnext" {
-            return Err(format!(
-                "it holds a '{family}' model, not a ConvNeXt: load it with that family's type (or AnyModel)"
-            ));
-        }
-        serde_json::from_value(config).map_err(|e| format!("unreadable model description: {e}"))
-    }
-
-    fn validate(&self) -> Result<()> {
-        ConvNeXtConfig::validate(self)
-    }
-
-    fn num_stored_values(&self) -> u64 {
-        let (p, b) = self.count_values();
-        p.saturating_add(b)
-    }
-
-    fn try_init(&self, device: &Device) -> Result<ConvNeXt> {
-        ConvNeXtConfig::try_init(self, device)
-    }
-
-    fn describe(&self) -> String {
+impl ConvNeXtConfig {
+    /// The architecture and its shape, for messages.
+    fn describe_shape(&self) -> String {
         format!(
             "{}: depths {:?}, dims {:?}, {} classes",
             self.arch_name().unwrap_or("convnext(custom)"),
@@ -523,9 +460,5 @@ impl ModelConfig for ConvNeXtConfig {
             self.dims,
             self.num_classes
         )
-    }
-
-    fn as_any(&self) -> Option<super::AnyConfig> {
-        Some(super::AnyConfig::ConvNeXt(self.clone()))
     }
 }

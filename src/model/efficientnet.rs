@@ -12,8 +12,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::block::{BatchNormInput, check_batch_norm_inputs, push_conv_bn};
-use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
-use super::freeze::{self, FreezeState};
+use super::contract::{Eval, VisionModel, check_num_classes};
+use super::freeze::FreezeState;
 use super::input::check_image_input;
 use super::layers::{
     Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear, make_divisible,
@@ -519,9 +519,7 @@ impl VisionModel for EfficientNet {
     type Features = Tensor<4>;
     type Inference = Eval<EfficientNet>;
 
-    fn config(&self) -> EfficientNetConfig {
-        self.config.clone()
-    }
+    super::contract::family_contract!(EfficientNetConfig);
 
     fn arch(&self) -> String {
         self.config
@@ -579,34 +577,6 @@ impl VisionModel for EfficientNet {
         self.head.forward(self.dropout.forward(pre_logits))
     }
 
-    fn num_features(&self) -> usize {
-        self.config.num_features()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.config.num_classes
-    }
-
-    fn in_channels(&self) -> usize {
-        self.config.in_channels
-    }
-
-    /// A new `nn.Linear` head with PyTorch's default initialisation, as the tutorial's
-    /// `model.classifier[-1] = nn.Linear(..)` (and timm's `reset_classifier`) gives; the
-    /// family's own head initialisation applies when the model is built.
-    fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
-        check_num_classes(num_classes)?;
-        let device = self.device();
-        self.head = super::layers::replacement_head(self.num_features(), num_classes, &device);
-        self.config.num_classes = num_classes;
-        let state = self.freeze.clone();
-        Ok(freeze::apply_freeze(self, state))
-    }
-
-    fn device(&self) -> Device {
-        self.head.weight.lazy_device()
-    }
-
     fn check_input(&self, dims: [usize; 4]) -> Result<()> {
         check_image_input(dims, self.config.in_channels, "features.0.0", 1, None)
     }
@@ -646,46 +616,19 @@ impl VisionModel for EfficientNet {
         m.head_conv = self.head_conv.folded();
         Eval(m)
     }
-
-    fn freeze_state(&self) -> &FreezeState {
-        &self.freeze
-    }
-
-    fn set_freeze_state(&mut self, state: FreezeState) {
-        self.freeze = state;
-    }
 }
 
-impl ModelConfig for EfficientNetConfig {
-    type Model = EfficientNet;
+super::contract::family_config!(
+    EfficientNetConfig,
+    EfficientNet,
+    "efficientnet",
+    "an EfficientNet",
+    EfficientNet
+);
 
-    fn family(&self) -> &'static str {
-        "efficientnet"
-    }
-
-    fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
-        if family != "efficientnet" {
-            return Err(format!(
-                "it holds a '{family}' model, not an EfficientNet: load it with that family's type (or AnyModel)"
-            ));
-        }
-        serde_json::from_value(config).map_err(|e| format!("unreadable model description: {e}"))
-    }
-
-    fn validate(&self) -> Result<()> {
-        EfficientNetConfig::validate(self)
-    }
-
-    fn num_stored_values(&self) -> u64 {
-        let (p, b) = self.count_values();
-        p.saturating_add(b)
-    }
-
-    fn try_init(&self, device: &Device) -> Result<EfficientNet> {
-        EfficientNetConfig::try_init(self, device)
-    }
-
-    fn describe(&self) -> String {
+impl EfficientNetConfig {
+    /// The architecture and its shape, for messages.
+    fn describe_shape(&self) -> String {
         format!(
             "{}: {} stages, {} features, {} classes",
             self.arch_name().unwrap_or("efficientnet(custom)"),
@@ -693,9 +636,5 @@ impl ModelConfig for EfficientNetConfig {
             self.num_features(),
             self.num_classes
         )
-    }
-
-    fn as_any(&self) -> Option<super::AnyConfig> {
-        Some(super::AnyConfig::EfficientNet(self.clone()))
     }
 }

@@ -12,8 +12,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::block::{BatchNormInput, check_batch_norm_inputs, push_conv_bn};
-use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
-use super::freeze::{self, FreezeState};
+use super::contract::{Eval, VisionModel, check_num_classes};
+use super::freeze::FreezeState;
 use super::input::check_image_input;
 use super::layers::{
     Activation, ConvNormAct, ConvSpec, SqueezeExcitation, StochasticDepth, linear, make_divisible,
@@ -385,9 +385,7 @@ impl VisionModel for MobileNetV3 {
     type Features = Tensor<4>;
     type Inference = Eval<MobileNetV3>;
 
-    fn config(&self) -> MobileNetV3Config {
-        self.config.clone()
-    }
+    super::contract::family_contract!(MobileNetV3Config);
 
     fn arch(&self) -> String {
         self.config
@@ -451,34 +449,6 @@ impl VisionModel for MobileNetV3 {
         self.head.forward(pre_logits)
     }
 
-    fn num_features(&self) -> usize {
-        self.config.num_features()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.config.num_classes
-    }
-
-    fn in_channels(&self) -> usize {
-        self.config.in_channels
-    }
-
-    /// A new `nn.Linear` head with PyTorch's default initialisation, as the tutorial's
-    /// `model.classifier[-1] = nn.Linear(..)` (and timm's `reset_classifier`) gives; the
-    /// family's own head initialisation applies when the model is built.
-    fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
-        check_num_classes(num_classes)?;
-        let device = self.device();
-        self.head = super::layers::replacement_head(self.num_features(), num_classes, &device);
-        self.config.num_classes = num_classes;
-        let state = self.freeze.clone();
-        Ok(freeze::apply_freeze(self, state))
-    }
-
-    fn device(&self) -> Device {
-        self.head.weight.lazy_device()
-    }
-
     fn check_input(&self, dims: [usize; 4]) -> Result<()> {
         check_image_input(dims, self.config.in_channels, "features.0.0", 1, None)
     }
@@ -513,46 +483,19 @@ impl VisionModel for MobileNetV3 {
         m.head_conv = self.head_conv.folded();
         Eval(m)
     }
-
-    fn freeze_state(&self) -> &FreezeState {
-        &self.freeze
-    }
-
-    fn set_freeze_state(&mut self, state: FreezeState) {
-        self.freeze = state;
-    }
 }
 
-impl ModelConfig for MobileNetV3Config {
-    type Model = MobileNetV3;
+super::contract::family_config!(
+    MobileNetV3Config,
+    MobileNetV3,
+    "mobilenet_v3",
+    "a MobileNetV3",
+    MobileNetV3
+);
 
-    fn family(&self) -> &'static str {
-        "mobilenet_v3"
-    }
-
-    fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
-        if family != "mobilenet_v3" {
-            return Err(format!(
-                "it holds a '{family}' model, not a MobileNetV3: load it with that family's type (or AnyModel)"
-            ));
-        }
-        serde_json::from_value(config).map_err(|e| format!("unreadable model description: {e}"))
-    }
-
-    fn validate(&self) -> Result<()> {
-        MobileNetV3Config::validate(self)
-    }
-
-    fn num_stored_values(&self) -> u64 {
-        let (p, b) = self.count_values();
-        p.saturating_add(b)
-    }
-
-    fn try_init(&self, device: &Device) -> Result<MobileNetV3> {
-        MobileNetV3Config::try_init(self, device)
-    }
-
-    fn describe(&self) -> String {
+impl MobileNetV3Config {
+    /// The architecture and its shape, for messages.
+    fn describe_shape(&self) -> String {
         format!(
             "{}: {} blocks, {} features, {} classes",
             self.arch_name().unwrap_or("mobilenet_v3(custom)"),
@@ -560,9 +503,5 @@ impl ModelConfig for MobileNetV3Config {
             self.num_features(),
             self.num_classes
         )
-    }
-
-    fn as_any(&self) -> Option<super::AnyConfig> {
-        Some(super::AnyConfig::MobileNetV3(self.clone()))
     }
 }

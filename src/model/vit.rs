@@ -17,8 +17,8 @@ use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
-use super::contract::{Eval, ModelConfig, VisionModel, check_num_classes};
-use super::freeze::{self, FreezeState};
+use super::contract::{Eval, VisionModel, check_num_classes};
+use super::freeze::FreezeState;
 use super::input::check_image_input;
 use super::layers::{Activation, ConvInit, ConvSpec, layer_norm, linear};
 use super::stage::{StageSpec, Stages};
@@ -115,14 +115,16 @@ impl VisionTransformerConfig {
 
     /// Values from the topology alone (saturating: [`validate`](Self::validate) bounds every
     /// size before it is called).
-    fn count_values(&self) -> u64 {
+    fn count_values(&self) -> (u64, u64) {
         let n = |v: usize| v.min(1 << 24) as u64;
         let (d, m, c) = (n(self.hidden_dim), n(self.mlp_dim), n(self.num_classes));
         let p = n(self.patch_size);
         let stem = n(self.in_channels) * d * p * p + d + d + n(self.seq_length()) * d;
         let block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * m + m) + (m * d + d);
-        stem.saturating_add(block.saturating_mul(n(self.num_layers)))
-            .saturating_add(2 * d + d * c + c)
+        let params = stem
+            .saturating_add(block.saturating_mul(n(self.num_layers)))
+            .saturating_add(2 * d + d * c + c);
+        (params, 0)
     }
 
     /// Checks every size before anything is allocated.
@@ -161,10 +163,10 @@ impl VisionTransformerConfig {
                 self.dropout
             )));
         }
-        if self.count_values() > super::MAX_PARAMS {
+        if self.count_values().0 > super::MAX_PARAMS {
             return Err(Error::InvalidConfig(format!(
                 "the configuration describes {} parameters, more than the {} this crate builds",
-                self.count_values(),
+                self.count_values().0,
                 super::MAX_PARAMS
             )));
         }
@@ -395,9 +397,7 @@ impl VisionModel for VisionTransformer {
     type Features = Tensor<3>;
     type Inference = Eval<VisionTransformer>;
 
-    fn config(&self) -> VisionTransformerConfig {
-        self.config.clone()
-    }
+    super::contract::family_contract!(VisionTransformerConfig);
 
     fn arch(&self) -> String {
         self.config.arch_name().unwrap_or("vit(custom)").to_string()
@@ -450,34 +450,6 @@ impl VisionModel for VisionTransformer {
 
     fn forward_classifier(&self, pre_logits: Tensor<2>) -> Tensor<2> {
         self.head.forward(pre_logits)
-    }
-
-    fn num_features(&self) -> usize {
-        self.config.num_features()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.config.num_classes
-    }
-
-    fn in_channels(&self) -> usize {
-        self.config.in_channels
-    }
-
-    /// A new `nn.Linear` head with PyTorch's default initialisation, as the tutorial's
-    /// `model.classifier[-1] = nn.Linear(..)` (and timm's `reset_classifier`) gives; the
-    /// family's own head initialisation applies when the model is built.
-    fn reset_classifier(mut self, num_classes: usize) -> Result<Self> {
-        check_num_classes(num_classes)?;
-        let device = self.device();
-        self.head = super::layers::replacement_head(self.num_features(), num_classes, &device);
-        self.config.num_classes = num_classes;
-        let state = self.freeze.clone();
-        Ok(freeze::apply_freeze(self, state))
-    }
-
-    fn device(&self) -> Device {
-        self.head.weight.lazy_device()
     }
 
     /// Images whose sides are multiples of the patch size (any such size: the position
@@ -545,45 +517,19 @@ impl VisionModel for VisionTransformer {
     fn for_inference(&self) -> Eval<VisionTransformer> {
         Eval(self.valid())
     }
-
-    fn freeze_state(&self) -> &FreezeState {
-        &self.freeze
-    }
-
-    fn set_freeze_state(&mut self, state: FreezeState) {
-        self.freeze = state;
-    }
 }
 
-impl ModelConfig for VisionTransformerConfig {
-    type Model = VisionTransformer;
+super::contract::family_config!(
+    VisionTransformerConfig,
+    VisionTransformer,
+    "vit",
+    "a ViT",
+    VisionTransformer
+);
 
-    fn family(&self) -> &'static str {
-        "vit"
-    }
-
-    fn from_saved(family: &str, config: serde_json::Value) -> std::result::Result<Self, String> {
-        if family != "vit" {
-            return Err(format!(
-                "it holds a '{family}' model, not a ViT: load it with that family's type (or AnyModel)"
-            ));
-        }
-        serde_json::from_value(config).map_err(|e| format!("unreadable model description: {e}"))
-    }
-
-    fn validate(&self) -> Result<()> {
-        VisionTransformerConfig::validate(self)
-    }
-
-    fn num_stored_values(&self) -> u64 {
-        self.count_values()
-    }
-
-    fn try_init(&self, device: &Device) -> Result<VisionTransformer> {
-        VisionTransformerConfig::try_init(self, device)
-    }
-
-    fn describe(&self) -> String {
+impl VisionTransformerConfig {
+    /// The architecture and its shape, for messages.
+    fn describe_shape(&self) -> String {
         format!(
             "{}: {} layers, width {}, patch {}, image {}, {} classes",
             self.arch_name().unwrap_or("vit(custom)"),
@@ -593,9 +539,5 @@ impl ModelConfig for VisionTransformerConfig {
             self.image_size,
             self.num_classes
         )
-    }
-
-    fn as_any(&self) -> Option<super::AnyConfig> {
-        Some(super::AnyConfig::VisionTransformer(self.clone()))
     }
 }
