@@ -231,6 +231,12 @@ impl AnyConfig {
         Ok(self)
     }
 
+    /// The same network for images of `in_channels` channels (the stem's input).
+    pub fn with_in_channels(mut self, in_channels: usize) -> Self {
+        config_dispatch!(&mut self, c => c.in_channels = in_channels);
+        self
+    }
+
     /// The number of classes of the head.
     pub fn num_classes(&self) -> usize {
         config_dispatch!(self, c => c.num_classes)
@@ -309,6 +315,15 @@ pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
             continue;
         }
         let mut config = AnyConfig::from_name(arch, classes.max(1))?;
+        // The stem's input channels (1 for grayscale weights).
+        let stem = if family == "vit" {
+            "conv_proj.weight"
+        } else {
+            "features.0.0.weight"
+        };
+        if let Some(&[_, channels, ..]) = file.shape(stem) {
+            config = config.with_in_channels(channels);
+        }
         if let (AnyConfig::VisionTransformer(c), Some(&[_, seq, _])) =
             (&mut config, file.shape("encoder.pos_embedding"))
         {

@@ -103,7 +103,6 @@ impl ConvNeXtConfig {
             .iter()
             .find(|(_, depths, dims, _)| *depths == self.depths && *dims == self.dims)
             .map(|v| v.0)
-            .filter(|_| self.in_channels == 3)
     }
 
     /// Size of the pre-logits embedding: the last stage's channels.

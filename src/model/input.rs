@@ -65,14 +65,14 @@ pub(crate) fn check_image_input(
     }
     if h < min_side || w < min_side {
         return Err(Error::InputShape(format!(
-            "{h}x{w} images are too small for this model: its downsampling needs at least {min_side}x{min_side}; resize the images (--image-size)"
+            "{h}x{w} images are too small for this model: its downsampling needs at least {min_side}x{min_side}; resize the images to at least that (the examples' --image-size or --upsample)"
         )));
     }
     if let Some(m) = multiple
         && (h % m != 0 || w % m != 0)
     {
         return Err(Error::InputShape(format!(
-            "{h}x{w} images do not divide into {m}x{m} patches: resize them to a multiple of {m} (--image-size)"
+            "{h}x{w} images do not divide into {m}x{m} patches: resize them to a multiple of {m} (the examples' --image-size or --upsample)"
         )));
     }
     Ok(())

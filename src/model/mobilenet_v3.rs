@@ -139,11 +139,8 @@ impl MobileNetV3Config {
     /// The registered name of this shape, if it is one.
     pub fn arch_name(&self) -> Option<&'static str> {
         Self::NAMES.into_iter().find(|name| {
-            Self::from_name(name, self.num_classes).is_some_and(|c| {
-                c.setting == self.setting
-                    && c.last_channel == self.last_channel
-                    && self.in_channels == 3
-            })
+            Self::from_name(name, self.num_classes)
+                .is_some_and(|c| c.setting == self.setting && c.last_channel == self.last_channel)
         })
     }
 

@@ -93,7 +93,6 @@ impl VisionTransformerConfig {
                         self.hidden_dim,
                         self.mlp_dim,
                     )
-                    && self.in_channels == 3
             })
             .map(|v| v.0)
     }
@@ -133,28 +132,34 @@ impl VisionTransformerConfig {
     /// [`Error::InvalidConfig`] naming the value out of range.
     pub fn validate(&self) -> Result<()> {
         check_num_classes(self.num_classes)?;
-        let sane = |v: usize| (1..=1 << 16).contains(&v);
-        if !(sane(self.image_size)
-            && self.in_channels <= 1 << 14
-            && self.num_classes <= 1 << 24
-            && self.num_layers <= 1 << 12
-            && sane(self.patch_size)
-            && sane(self.num_layers)
-            && sane(self.num_heads)
-            && sane(self.hidden_dim)
-            && sane(self.mlp_dim)
-            && self.in_channels > 0)
+        let bounded = [
+            ("image_size", self.image_size, 1 << 16),
+            ("patch_size", self.patch_size, 1 << 16),
+            ("num_layers", self.num_layers, 1 << 12),
+            ("num_heads", self.num_heads, 1 << 16),
+            ("hidden_dim", self.hidden_dim, 1 << 16),
+            ("mlp_dim", self.mlp_dim, 1 << 18),
+            ("in_channels", self.in_channels, 1 << 14),
+            ("num_classes", self.num_classes, 1 << 24),
+        ];
+        if let Some((name, value, max)) = bounded
+            .into_iter()
+            .find(|&(_, v, max)| !(1..=max).contains(&v))
         {
             return Err(Error::InvalidConfig(format!(
-                "every size of the ViT must be at least 1: {self:?}"
+                "the ViT's {name} is {value}: it must be between 1 and {max}"
             )));
         }
-        if !self.image_size.is_multiple_of(self.patch_size)
-            || !self.hidden_dim.is_multiple_of(self.num_heads)
-        {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::InvalidConfig(format!(
-                "image_size {} must be a multiple of patch_size {}, and hidden_dim {} of num_heads {}",
-                self.image_size, self.patch_size, self.hidden_dim, self.num_heads
+                "the ViT's image_size {} must be a multiple of its patch_size {}",
+                self.image_size, self.patch_size
+            )));
+        }
+        if !self.hidden_dim.is_multiple_of(self.num_heads) {
+            return Err(Error::InvalidConfig(format!(
+                "the ViT's hidden_dim {} must be a multiple of its num_heads {}",
+                self.hidden_dim, self.num_heads
             )));
         }
         if !(0.0..1.0).contains(&self.dropout) {

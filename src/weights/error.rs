@@ -88,7 +88,7 @@ pub enum WeightsError {
     },
 
     /// `LoadOptions::key` names no state_dict of the file.
-    #[error("'{}' has no ResNet state_dict under '{key}'; candidates: {candidates} (`LoadOptions::key`)", path.display())]
+    #[error("'{}' has no state_dict under '{key}'; candidates: {candidates} (`LoadOptions::key`)", path.display())]
     UnknownKey {
         /// The file.
         path: PathBuf,
@@ -154,7 +154,7 @@ pub enum WeightsError {
     },
 
     /// The architecture could not be read from the file's tensor names and shapes.
-    #[error("cannot infer the architecture of '{}': {reason}; build the model from its configuration (`ResNetConfig::from_name(\"resnet18\", ..)`, ...) and load the file into it (`VisionModel::load_weights`)", path.display())]
+    #[error("cannot infer the architecture of '{}': {reason}; give the architecture (`--arch`, `create_model`), or build the model from its configuration and load the file into it (`VisionModel::load_weights`)", path.display())]
     UnknownArchitecture {
         /// The file.
         path: PathBuf,

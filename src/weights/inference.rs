@@ -233,8 +233,7 @@ impl Classifier {
                 let mut model = config.try_init(device)?;
                 let report = file.load_into(&mut model, &strict)?;
                 // A file outside the registry gets the preset of its architecture's weights.
-                let preprocess =
-                    Weights::for_config(&config).map_or(Preprocess::IMAGENET, |w| w.preprocess());
+                let preprocess = Weights::preset_for(&config);
                 Ok(Classifier {
                     class_names: class_names(model.num_classes()),
                     description: format!(

@@ -126,6 +126,22 @@ impl Weights {
         Self::default_for(&arch).ok()
     }
 
+    /// The preprocessing for a model of `config`: [`for_config`](Self::for_config)'s preset,
+    /// with a ViT's crop set to its image size when no registered weights are made for it
+    /// (the resize scaled alike), ImageNet's preset for a custom shape.
+    pub fn preset_for(config: &AnyConfig) -> Preprocess {
+        let mut preset = Self::for_config(config).map_or(Preprocess::IMAGENET, |w| w.preprocess());
+        if let AnyConfig::VisionTransformer(c) = config
+            && c.image_size as u32 != preset.crop
+        {
+            let size = c.image_size as u32;
+            preset.resize =
+                (u64::from(size) * u64::from(preset.resize) / u64::from(preset.crop.max(1))) as u32;
+            preset.crop = size;
+        }
+        preset
+    }
+
     /// Parses any registered name: an architecture (its default weights), timm's spelling
     /// (`convnext_tiny.tv_in1k`, `vit_b_16.swag_e2e_in1k`), torchvision's
     /// (`ConvNeXt_Tiny_Weights.IMAGENET1K_V1`, `ViT_B_16_Weights.DEFAULT`), or, for ResNets,

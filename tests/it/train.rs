@@ -265,8 +265,9 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
     let device = cpu();
     let (train, val) = sources(&device);
     let dir = tempfile::tempdir().unwrap();
-    // A learning rate too small to change predictions: validation accuracy never improves
-    // after the first epoch.
+    // A learning rate too small to change predictions, and a frozen backbone whose BatchNorm
+    // keeps its running statistics (a trainable one's would drift and could move the
+    // predictions): validation accuracy never improves after the first epoch.
     let outcome = Learner::new(
         config(10)
             .with_lr(1e-12)
@@ -274,7 +275,7 @@ fn early_stopping_and_refusing_to_overwrite_a_run() {
             .with_early_stopping_patience(Some(2)),
     )
     .run_dir(dir.path())
-    .fit(tiny_model(), &train, &val)
+    .fit(tiny_model().freeze_backbone(), &train, &val)
     .unwrap();
     assert!(outcome.stopped_early);
     assert_eq!(outcome.history.epochs.len(), 3);
