@@ -305,10 +305,11 @@ pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
         "mobilenet_v3" => "classifier.3.weight",
         _ => "heads.head.weight",
     };
-    let classes = file
-        .shape(head)
-        .and_then(|s| s.first().copied())
-        .ok_or_else(|| unknown(format!("no {head} (a headless file: build the model yourself and load it with LoadOptions::backbone_only())")))?;
+    // A headless file (timm's `num_classes=0`) is matched without its head, with ImageNet's
+    // 1000 classes.
+    let classes = file.shape(head).and_then(|s| s.first().copied());
+    let headless = classes.is_none();
+    let classes = classes.unwrap_or(1000);
     let device = Device::flex();
     for arch in architectures() {
         if family_of(arch) != Some(family) {
@@ -336,9 +337,15 @@ pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
             continue;
         };
         let key_map = model.key_map();
+        let head_modules = model
+            .stages()
+            .head()
+            .map(|h| h.modules.clone())
+            .unwrap_or_default();
         let ours: BTreeMap<String, Vec<usize>> = model
             .tensor_paths()
             .into_iter()
+            .filter(|(p, _)| !(headless && head_modules.iter().any(|h| super::under(p, h))))
             .map(|(p, s)| key_map.to_reference(&p, s))
             .collect();
         let theirs: BTreeMap<String, Vec<usize>> = file
@@ -364,7 +371,9 @@ pub fn infer_architecture(file: &WeightsFile) -> Result<AnyConfig> {
 
 impl AnyModel {
     /// Builds the model a weights file describes ([`infer_architecture`]) and loads it with
-    /// `options`.
+    /// `options`; a headless file (no classifier tensors) loads backbone only, its head left as
+    /// initialised for 1000 classes (replace it with
+    /// [`reset_classifier`](VisionModel::reset_classifier)).
     ///
     /// # Errors
     /// As [`infer_architecture`] and [`WeightsFile::open_with`] / [`VisionModel::load_state_dict`].
@@ -376,7 +385,15 @@ impl AnyModel {
         let mut file = WeightsFile::open_with(path, options)?;
         let config = infer_architecture(&file)?;
         let mut model = config.try_init(device)?;
-        let report = file.load_into(&mut model, options)?;
+        let options = if file.has_head(&model) {
+            options.clone()
+        } else {
+            match options.state_dict_key() {
+                Some(key) => LoadOptions::backbone_only().key(key),
+                None => LoadOptions::backbone_only(),
+            }
+        };
+        let report = file.load_into(&mut model, &options)?;
         Ok((model, report))
     }
 }

@@ -397,6 +397,22 @@ impl WeightsFile {
         self.tensors.get(key).map(Vec::as_slice)
     }
 
+    /// Whether the file holds `model`'s classifier head (a headless file, timm's
+    /// `num_classes=0`, loads with [`LoadOptions::backbone_only`]).
+    pub fn has_head<M: VisionModel>(&self, model: &M) -> bool {
+        let key_map = model.key_map();
+        let head = model
+            .stages()
+            .head()
+            .map(|h| h.modules.clone())
+            .unwrap_or_default();
+        model
+            .tensor_paths()
+            .into_iter()
+            .filter(|(p, _)| head.iter().any(|h| under(p, h)))
+            .all(|(p, s)| self.shape(&key_map.to_reference(&p, s).0).is_some())
+    }
+
     /// The family whose state_dict the file holds (`resnet`, `convnext`, `efficientnet`,
     /// `mobilenet_v3`, `vit`), recognised by [`keymap::ANCHORS`].
     pub fn family(&self) -> Option<&'static str> {
@@ -480,11 +496,15 @@ impl WeightsFile {
             ))
             .into());
         }
-        let fc = self
-            .shape("fc.weight")
-            .ok_or_else(|| fail("no fc.weight (a headless file: build the model yourself and use LoadOptions::backbone_only())".into()))?;
-        let [num_classes, features] = *fc else {
-            return Err(fail(format!("fc.weight has shape {fc:?}, expected 2 dims")).into());
+        // A headless file (timm's `num_classes=0`): ImageNet's 1000 classes, whose head the
+        // file then lacks ([`has_head`](Self::has_head)).
+        let widest = widths[3] * block.expansion();
+        let [num_classes, features] = match self.shape("fc.weight") {
+            None => [1000, widest],
+            Some(&[n, f]) => [n, f],
+            Some(fc) => {
+                return Err(fail(format!("fc.weight has shape {fc:?}, expected 2 dims")).into());
+            }
         };
         let config = ResNetConfig::new(layers, block, num_classes)
             .with_stem(stem)

@@ -948,15 +948,19 @@ fn a_headless_file_loads_only_as_backbone() {
         expected("basic_features"),
     );
     assert!(diff <= TOLERANCE, "{diff}");
+    // Its architecture is still read from it: strictly the head is missing, and
+    // `AnyModel::from_weights_file` (what `--arch auto` and the recipe use) loads the backbone.
     let err = ResNet::from_weights_file(&path, &cpu()).unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Weights(WeightsError::UnknownArchitecture { .. })
-        ),
+        matches!(err, Error::Weights(WeightsError::Mismatch { .. })),
         "{err}"
     );
-    assert!(err.to_string().contains("backbone_only"), "{err}");
+    let (any, report) =
+        finetune::AnyModel::from_weights_file(&path, &LoadOptions::strict(), &cpu()).unwrap();
+    assert_eq!(report.skipped, vec!["fc.bias", "fc.weight"]);
+    assert_eq!(any.num_classes(), 1000);
+    let diff = max_abs_diff(any.forward_pre_logits(input()), expected("basic_features"));
+    assert!(diff <= TOLERANCE, "{diff}");
 }
 
 // --- Checkpoint containers and the `weights_only` pickle allow-list (issue 13) -------------
