@@ -11,7 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::block::{BatchNormInput, check_batch_norm_inputs, push_conv_bn};
+use super::block::{BatchNormInput, check_batch_norm_inputs};
 use super::contract::{Eval, VisionModel, check_num_classes};
 use super::freeze::FreezeState;
 use super::input::check_image_input;
@@ -493,18 +493,19 @@ impl EfficientNet {
     /// Every BatchNorm's input for images `[B, C, H, W]`, in forward order, named as
     /// torchvision names the layer.
     pub fn batch_norm_inputs(&self, images: [usize; 4]) -> Vec<BatchNormInput> {
-        let mut out = Vec::new();
-        let s = &self.stem;
-        let mut x = push_conv_bn(&mut out, "features.0.1".into(), (&s.conv, &s.bn), images);
-        for (i, stage) in self.stages.iter().enumerate() {
-            for (j, block) in stage.iter().enumerate() {
-                x = block.batch_norm_inputs(&format!("features.{}.{j}", i + 1), x, &mut out);
-            }
-        }
-        let h = &self.head_conv;
-        let name = format!("features.{}.1", self.stages.len() + 1);
-        push_conv_bn(&mut out, name, (&h.conv, &h.bn), x);
-        out
+        let blocks = self.stages.iter().enumerate().flat_map(|(i, stage)| {
+            stage
+                .iter()
+                .enumerate()
+                .map(move |(j, block)| (format!("features.{}.{j}", i + 1), block))
+        });
+        super::mbconv::batch_norm_inputs(
+            &self.stem,
+            blocks,
+            &self.head_conv,
+            self.stages.len() + 1,
+            images,
+        )
     }
 }
 
@@ -528,13 +529,12 @@ impl VisionModel for EfficientNet {
     /// `stem`, `stage1` .. `stageN` (torchvision's `features.1` ..), `conv_head`,
     /// `classifier`.
     fn stages(&self) -> Stages {
-        const NAMES: [&str; 16] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
-            "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
-        ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         for (i, _) in self.stages.iter().enumerate() {
-            let name = NAMES.get(i).copied().unwrap_or("stage16+");
+            let name = super::stage::STAGE_NAMES
+                .get(i)
+                .copied()
+                .unwrap_or("stage16+");
             specs.push(StageSpec {
                 name,
                 modules: vec![format!("stages.{i}")],

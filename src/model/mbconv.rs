@@ -122,3 +122,28 @@ impl InvertedResidual {
         x
     }
 }
+
+/// Every BatchNorm's input, in forward order, of a network laid out as torchvision's
+/// EfficientNet and MobileNetV3 are: a `stem` (`features.0`), inverted residual `blocks` with
+/// their reference names, and a `head_conv` (`features.{head_index}`), for images `[B, C, H, W]`.
+pub(crate) fn batch_norm_inputs<'a>(
+    stem: &ConvNormAct,
+    blocks: impl Iterator<Item = (String, &'a InvertedResidual)>,
+    head_conv: &ConvNormAct,
+    head_index: usize,
+    images: [usize; 4],
+) -> Vec<BatchNormInput> {
+    let mut out = Vec::new();
+    let mut x = push_conv_bn(
+        &mut out,
+        "features.0.1".into(),
+        (&stem.conv, &stem.bn),
+        images,
+    );
+    for (reference, block) in blocks {
+        x = block.batch_norm_inputs(&reference, x, &mut out);
+    }
+    let name = format!("features.{head_index}.1");
+    push_conv_bn(&mut out, name, (&head_conv.conv, &head_conv.bn), x);
+    out
+}

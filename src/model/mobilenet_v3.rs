@@ -11,7 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::block::{BatchNormInput, check_batch_norm_inputs, push_conv_bn};
+use super::block::{BatchNormInput, check_batch_norm_inputs};
 use super::contract::{Eval, VisionModel, check_num_classes};
 use super::freeze::FreezeState;
 use super::input::check_image_input;
@@ -361,16 +361,18 @@ impl MobileNetV3 {
     /// Every BatchNorm's input for images `[B, C, H, W]`, in forward order, named as
     /// torchvision names the layer.
     pub fn batch_norm_inputs(&self, images: [usize; 4]) -> Vec<BatchNormInput> {
-        let mut out = Vec::new();
-        let s = &self.stem;
-        let mut x = push_conv_bn(&mut out, "features.0.1".into(), (&s.conv, &s.bn), images);
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.batch_norm_inputs(&format!("features.{}", i + 1), x, &mut out);
-        }
-        let h = &self.head_conv;
-        let name = format!("features.{}.1", self.blocks.len() + 1);
-        push_conv_bn(&mut out, name, (&h.conv, &h.bn), x);
-        out
+        let blocks = self
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| (format!("features.{}", i + 1), block));
+        super::mbconv::batch_norm_inputs(
+            &self.stem,
+            blocks,
+            &self.head_conv,
+            self.blocks.len() + 1,
+            images,
+        )
     }
 }
 
@@ -394,15 +396,14 @@ impl VisionModel for MobileNetV3 {
     /// `stem`, `stage1` .. (a new stage at every stride-2 block), `conv_head` (the head
     /// convolution and the classifier's first Linear), `classifier` (its last Linear).
     fn stages(&self) -> Stages {
-        const NAMES: [&str; 16] = [
-            "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8",
-            "stage9", "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
-        ];
         let mut specs = vec![StageSpec::new("stem", &["stem"])];
         let mut current: Vec<String> = Vec::new();
         let flush = |current: &mut Vec<String>, specs: &mut Vec<StageSpec>| {
             if !current.is_empty() {
-                let name = NAMES.get(specs.len() - 1).copied().unwrap_or("stage16+");
+                let name = super::stage::STAGE_NAMES
+                    .get(specs.len() - 1)
+                    .copied()
+                    .unwrap_or("stage16+");
                 specs.push(StageSpec {
                     name,
                     modules: std::mem::take(current),

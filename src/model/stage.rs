@@ -102,6 +102,13 @@ impl StageSpec {
 
 /// Whether the dotted `path` is `module` or lies inside it (`layer1.0.conv1.weight` is under
 /// `layer1` and `layer1.0`, not under `layer`).
+/// Names of numbered stages (`stage1` ..), for families whose stage count follows their
+/// configuration (EfficientNet, MobileNetV3); configurations are bounded to this many.
+pub(crate) const STAGE_NAMES: [&str; 16] = [
+    "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "stage8", "stage9",
+    "stage10", "stage11", "stage12", "stage13", "stage14", "stage15", "stage16",
+];
+
 pub(crate) fn under(path: &str, module: &str) -> bool {
     path.strip_prefix(module)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
