@@ -7,7 +7,9 @@
 //! `feature_extractor` example uses).
 //!
 //! Without a network (or with `FINETUNE_OFFLINE=1`) it runs on the bundled 1,000-image
-//! CIFAR-10 sample from random initialisation, saying so.
+//! CIFAR-10 sample from the bundled `finetune_mini.rotation` backbone (pretrained by the crate
+//! without labels, on rotation prediction, over CIFAR-10 images outside the sample), saying so;
+//! `--weights none` starts from random initialisation.
 //!
 //! ```text
 //! cargo run --release --example finetune                  # CIFAR-10 (or the bundled sample)
@@ -79,10 +81,19 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
         data.description,
         data.classes.len()
     );
+    // The epochs, batch size and learning rate not given: the tutorial's for CIFAR-10's size,
+    // more steps of smaller batches on a small dataset such as the sample.
+    let hyper = recipe::Hyperparameters::for_train_size(n_train).with(
+        args.epochs,
+        args.batch_size,
+        args.lr,
+    );
 
     // 2. Model: a backbone pretrained on ImageNet, by its timm/torchvision name (`--arch`;
     //    resnet18 by default: `finetune::weights::pretrained(arch)`), or the weights named by
-    //    `--weights`. Without a network: random initialisation, and a note saying why.
+    //    `--weights`. Without a network: the small backbone the crate ships, pretrained
+    //    without labels (or, for an `--arch` asked for, its random initialisation), and a
+    //    note saying why.
     let backbone = recipe::load_backbone(
         &args.weights,
         args.arch.as_deref(),
@@ -113,15 +124,15 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
     let loaders = data.loaders(
         train_pipeline,
         eval_pipeline,
-        LoaderConfig::train(args.batch_size, args.seed).with_workers(workers),
+        LoaderConfig::train(hyper.batch_size, args.seed).with_workers(workers),
         &device,
     )?;
 
-    // 5. Optimizer and schedule: SGD (lr 0.001, momentum 0.9) and StepLR, the learning rate
-    //    divided by 10 every 7 epochs.
+    // 5. Optimizer and schedule: SGD (lr 0.001 on CIFAR-10, momentum 0.9) and StepLR, the
+    //    learning rate divided by 10 every 7 epochs.
     let config = LearnerConfig::default()
-        .with_epochs(args.epochs)
-        .with_lr(args.lr)
+        .with_epochs(hyper.epochs)
+        .with_lr(hyper.lr)
         .with_seed(args.seed)
         .with_optimizer(OptimizerConfig::sgd(0.9))
         .with_schedule(Schedule::Step {
@@ -139,8 +150,10 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
         .clone()
         .unwrap_or_else(|| recipe::default_run_dir(Mode::FineTune));
     println!(
-        "fine-tuning on {} | run dir {}",
+        "fine-tuning on {} | {}{} | run dir {}",
         args.device.resolve(),
+        hyper.describe(),
+        recipe::small_data_note(n_train, args.epochs, args.batch_size, args.lr),
         run_dir.display()
     );
     let outcome = Learner::new(config)

@@ -6,9 +6,10 @@
 //!    when CIFAR-10 can be neither found nor downloaded) — split with a seed into train /
 //!    validation / test ([`Splits`]; the CIFAR test set is split 50/50 into validation and
 //!    test);
-//! 2. [`load_backbone`]: torchvision's ImageNet ResNet by name, a weights file, or random
-//!    initialisation (also the fallback when the weights can be neither found nor
-//!    downloaded) ([`Backbone`]);
+//! 2. [`load_backbone`]: a backbone with torchvision's ImageNet weights by name, a weights
+//!    file, or random initialisation ([`Backbone`]); when the default ImageNet weights can be
+//!    neither found nor downloaded, the small backbone the crate ships, pretrained without
+//!    labels (`finetune_mini.rotation`);
 //! 3. a new head for the data's classes ([`VisionModel::reset_classifier`]), and for the fixed
 //!    feature extractor a frozen backbone;
 //! 4. [`Splits::loaders`]: the train and eval pipelines in batch loaders;
@@ -73,8 +74,10 @@ pub enum DataChoice {
 /// Which weights the backbone starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WeightsChoice {
-    /// The architecture's torchvision ImageNet weights, downloaded and cached; random
-    /// initialisation when they can be neither found nor downloaded.
+    /// The architecture's torchvision ImageNet weights, downloaded and cached. When they can
+    /// be neither found nor downloaded: the bundled `finetune_mini.rotation` backbone if no
+    /// architecture was asked for (ResNet-18's weights were the default), random
+    /// initialisation of the asked-for architecture otherwise.
     Auto,
     /// These registry weights (an error when unavailable).
     Named(Weights),
@@ -97,12 +100,15 @@ pub struct TutorialOptions {
     /// registry name), ResNet-18 for `Auto` and `None` weights. Given together with weights of
     /// another architecture, it is an error (never silently ignored).
     pub arch: Option<String>,
-    /// Epochs (tutorial: 25; our default 5).
-    pub epochs: usize,
-    /// Batch size.
-    pub batch_size: usize,
-    /// Learning rate (SGD, momentum 0.9, StepLR 7/0.1 per epoch).
-    pub lr: f64,
+    /// Epochs (tutorial: 25). `None`: [`Hyperparameters::for_train_size`]'s (5; 15 on a
+    /// small dataset such as the bundled sample).
+    pub epochs: Option<usize>,
+    /// Batch size. `None`: [`Hyperparameters::for_train_size`]'s (128; 32 on a small
+    /// dataset).
+    pub batch_size: Option<usize>,
+    /// Learning rate (SGD, momentum 0.9, StepLR 7/0.1 per epoch). `None`:
+    /// [`Hyperparameters::for_train_size`]'s (0.001; 0.01 on a small dataset).
+    pub lr: Option<f64>,
     /// Use at most this many training images.
     pub train_limit: Option<usize>,
     /// Use at most this many validation (and test) images.
@@ -139,16 +145,18 @@ pub struct TutorialOptions {
 
 impl TutorialOptions {
     /// The tutorial's settings for `mode`: CIFAR-10 (auto), ImageNet ResNet-18 weights (auto),
-    /// 5 epochs, batch 128, SGD lr 0.001 momentum 0.9, StepLR 7/0.1, seed 42, 32x32 images.
+    /// SGD with momentum 0.9 and StepLR 7/0.1, epochs, batch size and learning rate chosen by
+    /// the data's size ([`Hyperparameters::for_train_size`]: 5 epochs, batch 128, lr 0.001 on
+    /// CIFAR-10), seed 42, 32x32 images.
     pub fn new(mode: Mode) -> Self {
         TutorialOptions {
             mode,
             data: DataChoice::Auto,
             weights: WeightsChoice::Auto,
             arch: None,
-            epochs: 5,
-            batch_size: 128,
-            lr: 0.001,
+            epochs: None,
+            batch_size: None,
+            lr: None,
             train_limit: None,
             val_limit: None,
             device: DeviceChoice::Auto,
@@ -175,13 +183,19 @@ impl TutorialOptions {
         }
     }
 
-    /// The tutorial's optimizer and schedule: SGD with [`lr`](Self::lr) and momentum 0.9,
-    /// StepLR(step 7, gamma 0.1) stepped per epoch, [`epochs`](Self::epochs) epochs,
+    /// The epochs, batch size and learning rate of a run on `train_images` training images:
+    /// those set here, [`Hyperparameters::for_train_size`]'s for the others.
+    pub fn hyperparameters(&self, train_images: usize) -> Hyperparameters {
+        Hyperparameters::for_train_size(train_images).with(self.epochs, self.batch_size, self.lr)
+    }
+
+    /// The tutorial's optimizer and schedule: SGD with `hyper`'s learning rate and momentum
+    /// 0.9, StepLR(step 7, gamma 0.1) stepped per epoch, `hyper`'s epochs,
     /// [`seed`](Self::seed).
-    pub fn learner_config(&self) -> LearnerConfig {
+    pub fn learner_config(&self, hyper: &Hyperparameters) -> LearnerConfig {
         LearnerConfig::default()
-            .with_epochs(self.epochs)
-            .with_lr(self.lr)
+            .with_epochs(hyper.epochs)
+            .with_lr(hyper.lr)
             .with_seed(self.seed)
             .with_optimizer(OptimizerConfig::sgd(0.9))
             .with_schedule(Schedule::Step {
@@ -189,6 +203,67 @@ impl TutorialOptions {
                 gamma: 0.1,
             })
             .with_schedule_unit(ScheduleUnit::Epoch)
+    }
+}
+
+/// A run's epochs, batch size and learning rate. The tutorial trains 25 epochs with batches of
+/// 4 at lr 0.001 on 244 images; on CIFAR-10's 45,000 training images this crate's default is 5
+/// epochs of batch 128 at the same rate ([`TUTORIAL`](Self::TUTORIAL)). On a small dataset
+/// (fewer than [`SMALL_DATA_MAX_IMAGES`](Self::SMALL_DATA_MAX_IMAGES) training images, such
+/// as the bundled sample's 800) that would be 7 optimizer steps an epoch, too few for any
+/// model to learn anything; there [`SMALL_DATA`](Self::SMALL_DATA) takes batches of 32 at
+/// the tutorial's rate scaled linearly with the batch (0.001 x 32/4, rounded to 0.01; Goyal
+/// et al., 2017) for 15 epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Hyperparameters {
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Learning rate (SGD, momentum 0.9).
+    pub lr: f64,
+}
+
+impl Hyperparameters {
+    /// CIFAR-10-sized data: 5 epochs, batch 128, lr 0.001.
+    pub const TUTORIAL: Self = Hyperparameters {
+        epochs: 5,
+        batch_size: 128,
+        lr: 0.001,
+    };
+    /// Small data: 15 epochs, batch 32, lr 0.01.
+    pub const SMALL_DATA: Self = Hyperparameters {
+        epochs: 15,
+        batch_size: 32,
+        lr: 0.01,
+    };
+    /// Training sets with fewer images than this get [`SMALL_DATA`](Self::SMALL_DATA).
+    pub const SMALL_DATA_MAX_IMAGES: usize = 4000;
+
+    /// The defaults for `train_images` training images.
+    pub fn for_train_size(train_images: usize) -> Self {
+        if train_images < Self::SMALL_DATA_MAX_IMAGES {
+            Self::SMALL_DATA
+        } else {
+            Self::TUTORIAL
+        }
+    }
+
+    /// These, with the values given replacing the defaults.
+    pub fn with(self, epochs: Option<usize>, batch_size: Option<usize>, lr: Option<f64>) -> Self {
+        Hyperparameters {
+            epochs: epochs.unwrap_or(self.epochs),
+            batch_size: batch_size.unwrap_or(self.batch_size),
+            lr: lr.unwrap_or(self.lr),
+        }
+    }
+
+    /// `5 epochs, batch 128, lr 0.001`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} epochs, batch {}, lr {}",
+            self.epochs, self.batch_size, self.lr
+        )
     }
 }
 
@@ -642,7 +717,8 @@ pub struct Backbone {
     /// The starting weights, in words (`ResNet18_Weights.IMAGENET1K_V1`, `random
     /// initialisation`, ...).
     pub description: String,
-    /// Why training starts from random initialisation when [`WeightsChoice::Auto`]'s weights
+    /// Why training starts from other weights (the bundled backbone, or random
+    /// initialisation) when [`WeightsChoice::Auto`]'s weights
     /// could be neither found nor downloaded (one line for the user).
     pub note: Option<String>,
 }
@@ -659,8 +735,11 @@ impl Backbone {
 ///
 /// - [`WeightsChoice::Auto`]: the architecture's default torchvision ImageNet weights
 ///   ([`Weights::default_for`], then [`Weights::load`]: downloaded once and
-///   cached); random initialisation when they can be neither found nor downloaded (offline,
-///   `FINETUNE_OFFLINE=1`), saying why in [`Backbone::note`].
+///   cached). When they can be neither found nor downloaded (offline, `FINETUNE_OFFLINE=1`):
+///   with `arch: None`, the bundled `finetune_mini.rotation` backbone
+///   ([`FINETUNE_MINI_ROTATION`](crate::weights::FINETUNE_MINI_ROTATION), pretrained without
+///   labels); with an architecture named, its random initialisation. [`Backbone::note`] says
+///   which and why.
 /// - [`WeightsChoice::Named`]: these registry weights ([`Weights::load`]).
 /// - [`WeightsChoice::File`]: a `.pth` / `.safetensors` state_dict, loaded strictly, its
 ///   architecture read from the file; `key` picks one state_dict of a checkpoint holding
@@ -749,6 +828,19 @@ fn backbone_unchecked(
             let weights = Weights::parse(name)?;
             match pretrained(weights) {
                 Ok(found) => Ok(found),
+                // The default architecture offline: the backbone shipped in the crate, so
+                // that the run still starts from pretrained weights (an architecture asked for
+                // by name is never swapped for another one).
+                Err(e) if arch.is_none() => {
+                    let bundled = Weights::Bundled(&crate::weights::FINETUNE_MINI_ROTATION);
+                    let mut backbone = pretrained(bundled)?;
+                    backbone.note = Some(format!(
+                        "ImageNet weights could not be found or downloaded ({}); starting from the bundled {} backbone instead, pretrained without labels on rotation prediction (weights `none` for random initialisation)",
+                        first_line(&e.to_string()),
+                        bundled.timm_name()
+                    ));
+                    Ok(backbone)
+                }
                 Err(e) => random(Some(format!(
                     "ImageNet weights could not be found or downloaded ({}); starting from random initialisation",
                     first_line(&e.to_string())
@@ -865,7 +957,8 @@ fn run_reporting(
     let data = load_data(&opts.data, &opts.data_options())?.limit(opts.train_limit, opts.val_limit);
     data.notes.iter().for_each(|note| say(note));
     // Sizes against the batch size before any weights are loaded (or downloaded).
-    check_sizes(data.sizes(), opts.batch_size)?;
+    let hyper = opts.hyperparameters(data.sizes()[0]);
+    check_sizes(data.sizes(), hyper.batch_size)?;
     // 2. The backbone (random initialisation when `Auto`'s weights are unavailable).
     let backbone = load_backbone(
         &opts.weights,
@@ -882,19 +975,19 @@ fn run_reporting(
         model = model.with_bn_policy(bn_policy).freeze_backbone();
     }
     // 4. The loaders (cached features need a training transform without random flips).
-    let loaders = tutorial_loaders(opts, &data, normalize, &device)?;
+    let loaders = tutorial_loaders(opts, hyper.batch_size, &data, normalize, &device)?;
     let run_dir = opts
         .out
         .clone()
         .unwrap_or_else(|| default_run_dir(opts.mode));
     say(&describe_run(
-        opts, bn_policy, &arch, &data, &weights, &run_dir,
+        opts, bn_policy, &arch, &data, &weights, &hyper, &run_dir,
     ));
     if opts.cache_features {
         say("caching features: the training transform has no random flip");
     }
     // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
-    let mut learner = Learner::new(opts.learner_config());
+    let mut learner = Learner::new(opts.learner_config(&hyper));
     if let Some(sink) = sink {
         learner = learner.sink(sink.clone());
     }
@@ -943,6 +1036,7 @@ fn run_reporting(
 /// flip when caching features) in loaders over `data`'s splits.
 fn tutorial_loaders(
     opts: &TutorialOptions,
+    batch_size: usize,
     data: &Splits,
     normalize: Normalize,
     device: &Device,
@@ -961,7 +1055,7 @@ fn tutorial_loaders(
     data.loaders(
         train_pipeline,
         eval_pipeline,
-        LoaderConfig::train(opts.batch_size, opts.seed).with_workers(workers),
+        LoaderConfig::train(batch_size, opts.seed).with_workers(workers),
         device,
     )
 }
@@ -973,11 +1067,12 @@ fn describe_run(
     arch: &str,
     data: &Splits,
     weights: &str,
+    hyper: &Hyperparameters,
     run_dir: &Path,
 ) -> String {
     let [n_train, n_val, n_test] = data.sizes();
     format!(
-        "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | run dir {}",
+        "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | {}{} | run dir {}",
         match opts.mode {
             Mode::FineTune => "fine-tuning".to_string(),
             Mode::FeatureExtractor => format!(
@@ -996,8 +1091,25 @@ fn describe_run(
             Some(s) => format!("{s}x{s}"),
             None => "native size".into(),
         },
+        hyper.describe(),
+        small_data_note(n_train, opts.epochs, opts.batch_size, opts.lr),
         run_dir.display()
     )
+}
+
+/// Why a run on few images uses other defaults, when it does (` (small dataset: ...)`).
+pub fn small_data_note(
+    train_images: usize,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    lr: Option<f64>,
+) -> &'static str {
+    let defaulted = epochs.is_none() || batch_size.is_none() || lr.is_none();
+    if defaulted && train_images < Hyperparameters::SMALL_DATA_MAX_IMAGES {
+        " (the small-dataset defaults: fewer than 4000 training images)"
+    } else {
+        ""
+    }
 }
 
 /// The median training speed over the run's epochs, images per second.

@@ -51,7 +51,8 @@ pub struct TutorialArgs {
     pub holdout: f64,
 
     /// Starting weights: auto (the architecture's ImageNet weights, downloaded and cached;
-    /// random initialisation when unavailable), none (random initialisation), a registry name
+    /// the bundled finetune_mini.rotation backbone when unavailable, or random initialisation
+    /// of an --arch asked for), none (random initialisation), a registry name
     /// such as resnet50.v2, or a .pth / .safetensors file
     #[arg(
         long,
@@ -72,17 +73,18 @@ pub struct TutorialArgs {
     #[arg(long, value_name = "NAME", value_parser = cli::utf8(), help_heading = "Model")]
     pub arch: Option<String>,
 
-    /// Epochs
-    #[arg(long, value_name = "N", default_value_t = defaults().epochs, help_heading = "Training")]
-    pub epochs: usize,
+    /// Epochs [default: 5; 15 with fewer than 4000 training images, as the bundled sample]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub epochs: Option<usize>,
 
-    /// Images per batch
-    #[arg(long, value_name = "N", default_value_t = defaults().batch_size, help_heading = "Training")]
-    pub batch_size: usize,
+    /// Images per batch [default: 128; 32 with fewer than 4000 training images]
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub batch_size: Option<usize>,
 
-    /// Learning rate (SGD with momentum 0.9; StepLR divides it by 10 every 7 epochs)
-    #[arg(long, value_name = "X", default_value_t = defaults().lr, help_heading = "Training")]
-    pub lr: f64,
+    /// Learning rate (SGD with momentum 0.9; StepLR divides it by 10 every 7 epochs) [default:
+    /// 0.001; 0.01 with fewer than 4000 training images]
+    #[arg(long, value_name = "X", help_heading = "Training")]
+    pub lr: Option<f64>,
 
     /// Seed of the split, the order and the augmentation
     #[arg(long, value_name = "N", default_value_t = defaults().seed, help_heading = "Training")]

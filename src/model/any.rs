@@ -42,6 +42,7 @@ pub fn architectures() -> &'static [&'static str] {
         "resnet50",
         "resnet101",
         "resnet152",
+        "finetune_mini",
         "convnext_tiny",
         "convnext_small",
         "convnext_base",
@@ -196,12 +197,7 @@ impl AnyConfig {
     /// The registered architecture name (`resnet50`), or `None` for a custom shape.
     pub fn arch_name(&self) -> Option<String> {
         match self {
-            AnyConfig::ResNet(c) => {
-                let standard = c.widths == [64, 128, 256, 512]
-                    && c.stem == super::config::Stem::ImageNet
-                    && c.in_channels == 3;
-                c.arch_name().filter(|_| standard).map(str::to_string)
-            }
+            AnyConfig::ResNet(c) => c.arch_name().map(str::to_string),
             AnyConfig::ConvNeXt(c) => c.arch_name().map(str::to_string),
             AnyConfig::EfficientNet(c) => c.arch_name().map(str::to_string),
             AnyConfig::MobileNetV3(c) => c.arch_name().map(str::to_string),

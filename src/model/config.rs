@@ -42,6 +42,9 @@ pub enum Stem {
     Cifar,
 }
 
+/// The stage widths of [`ResNetConfig::finetune_mini`].
+pub const FINETUNE_MINI_WIDTHS: [usize; 4] = [16, 32, 64, 128];
+
 /// The largest model [`ResNetConfig::validate`] accepts: 2^31 parameters (8 GiB of `f32`),
 /// 35x ResNet-152.
 pub const MAX_PARAMS: u64 = 1 << 31;
@@ -98,8 +101,17 @@ impl ResNetConfig {
         Self::new([3, 8, 36, 3], BlockKind::Bottleneck, num_classes)
     }
 
+    /// `finetune_mini`: ResNet-18's topology (BasicBlock, [2, 2, 2, 2]) at a quarter of its
+    /// widths (16/32/64/128) with the CIFAR stem, 0.7 M parameters: the small backbone the
+    /// crate ships pretrained ([`FINETUNE_MINI_WIDTHS`]; weights `finetune_mini.rotation`).
+    pub fn finetune_mini(num_classes: usize) -> Self {
+        Self::resnet18(num_classes)
+            .with_widths(FINETUNE_MINI_WIDTHS)
+            .with_stem(Stem::Cifar)
+    }
+
     /// Builds a configuration from an architecture name (`resnet18`, `resnet34`, `resnet50`,
-    /// `resnet101`, `resnet152`).
+    /// `resnet101`, `resnet152`, `finetune_mini`).
     pub fn from_name(name: &str, num_classes: usize) -> Result<Self> {
         match name.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "resnet18" => Ok(Self::resnet18(num_classes)),
@@ -107,20 +119,30 @@ impl ResNetConfig {
             "resnet50" => Ok(Self::resnet50(num_classes)),
             "resnet101" => Ok(Self::resnet101(num_classes)),
             "resnet152" => Ok(Self::resnet152(num_classes)),
+            "finetunemini" => Ok(Self::finetune_mini(num_classes)),
             other => Err(Error::InvalidConfig(format!(
-                "unknown architecture '{other}': expected one of resnet18, resnet34, resnet50, resnet101, resnet152"
+                "unknown architecture '{other}': expected one of resnet18, resnet34, resnet50, resnet101, resnet152, finetune_mini"
             ))),
         }
     }
 
-    /// The canonical name of this architecture when it is a standard depth (`resnet18`, ...).
+    /// The registered architecture name of this shape (`resnet18`, ..., `finetune_mini`), or
+    /// `None` for a custom shape (other widths, stem or input channels).
     pub fn arch_name(&self) -> Option<&'static str> {
-        match (self.layers, self.block) {
-            ([2, 2, 2, 2], BlockKind::Basic) => Some("resnet18"),
-            ([3, 4, 6, 3], BlockKind::Basic) => Some("resnet34"),
-            ([3, 4, 6, 3], BlockKind::Bottleneck) => Some("resnet50"),
-            ([3, 4, 23, 3], BlockKind::Bottleneck) => Some("resnet101"),
-            ([3, 8, 36, 3], BlockKind::Bottleneck) => Some("resnet152"),
+        if self.in_channels != 3 {
+            return None;
+        }
+        let depth = match (self.layers, self.block) {
+            ([2, 2, 2, 2], BlockKind::Basic) => "resnet18",
+            ([3, 4, 6, 3], BlockKind::Basic) => "resnet34",
+            ([3, 4, 6, 3], BlockKind::Bottleneck) => "resnet50",
+            ([3, 4, 23, 3], BlockKind::Bottleneck) => "resnet101",
+            ([3, 8, 36, 3], BlockKind::Bottleneck) => "resnet152",
+            _ => return None,
+        };
+        match (self.widths, self.stem) {
+            ([64, 128, 256, 512], Stem::ImageNet) => Some(depth),
+            (FINETUNE_MINI_WIDTHS, Stem::Cifar) if depth == "resnet18" => Some("finetune_mini"),
             _ => None,
         }
     }

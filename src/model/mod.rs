@@ -28,7 +28,7 @@ pub(crate) use any::arch_of;
 pub use any::infer_architecture;
 pub use any::{AnyConfig, AnyFeatures, AnyInference, AnyModel, architectures, create_model};
 pub use block::{BatchNormInput, Block, Downsample};
-pub use config::{BlockKind, MAX_PARAMS, ResNetConfig, Stem};
+pub use config::{BlockKind, FINETUNE_MINI_WIDTHS, MAX_PARAMS, ResNetConfig, Stem};
 pub use contract::{Eval, InferenceModel, ModelConfig, VisionModel};
 pub use convnext::{CNBlock, ConvNeXt, ConvNeXtConfig, ConvNeXtDownsample, ConvNeXtStage};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, MBConvKind, MBConvSetting};

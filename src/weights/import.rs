@@ -1155,12 +1155,9 @@ impl ModuleMapper for DeviceFloatDType {
 
 /// `resnet34`, or `ResNet (Basic [2, 2, 2, 2], widths [4, 8, 8, 16])` for custom shapes.
 pub fn describe(config: &ResNetConfig) -> String {
-    let standard = config.widths == [64, 128, 256, 512]
-        && config.stem == Stem::ImageNet
-        && config.in_channels == 3;
     match config.arch_name() {
-        Some(name) if standard => name.to_string(),
-        _ => format!(
+        Some(name) => name.to_string(),
+        None => format!(
             "ResNet ({:?} {:?}, widths {:?}, {:?} stem, {} input channels)",
             config.block, config.layers, config.widths, config.stem, config.in_channels
         ),

@@ -127,12 +127,27 @@ impl KeyMap {
     /// (`stages.0.blocks.1.norm.gamma` -> `features.1.1.block.2.weight`); a path the map does
     /// not cover keeps its name.
     pub fn to_reference(&self, path: &str, shape: Vec<usize>) -> (String, Vec<usize>) {
+        let (name, transposed) = self.reference_layout(path);
+        let shape = if transposed && shape.len() == 2 {
+            vec![shape[1], shape[0]]
+        } else {
+            shape
+        };
+        (name, shape)
+    }
+
+    /// The reference name of one of this crate's tensor paths, and whether the reference
+    /// stores it transposed (a `Linear` weight, `[out, in]` in PyTorch, `[in, out]` here).
+    pub(crate) fn reference_layout(&self, path: &str) -> (String, bool) {
         let pairs = match self {
-            KeyMap::ResNet => return burn_to_torchvision(path, shape),
+            KeyMap::ResNet => {
+                let (name, _) = burn_to_torchvision(path, Vec::new());
+                return (name, path == "fc.weight");
+            }
             KeyMap::Modules(pairs) => pairs,
         };
         let Some(pair) = pairs.iter().find(|p| under(path, &p.ours)) else {
-            return (path.to_string(), shape);
+            return (path.to_string(), false);
         };
         let rest = &path[pair.ours.len()..];
         let rest = match rest {
@@ -140,12 +155,10 @@ impl KeyMap {
             ".beta" => ".bias",
             other => other,
         };
-        let shape = if pair.linear && rest == ".weight" && shape.len() == 2 {
-            vec![shape[1], shape[0]]
-        } else {
-            shape
-        };
-        (format!("{}{rest}", pair.reference), shape)
+        (
+            format!("{}{rest}", pair.reference),
+            pair.linear && rest == ".weight",
+        )
     }
 }
 

@@ -10,7 +10,9 @@
 //! [`VisionModel::load_weights`]: crate::VisionModel::load_weights
 //! [`VisionModel::load_backbone`]: crate::VisionModel::load_backbone
 
+mod bundled;
 pub mod error;
+mod export;
 pub mod import;
 pub mod inference;
 pub mod keymap;
@@ -21,7 +23,9 @@ mod registry_table;
 pub mod report;
 mod table;
 
+pub use bundled::{BUNDLED, BundledWeights, FINETUNE_MINI_ROTATION, ROTATION_CLASSES};
 pub use error::WeightsError;
+pub use export::{Export, export_pytorch, save_safetensors};
 pub use import::{LoadOptions, WeightsFile, WeightsFormat};
 pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,

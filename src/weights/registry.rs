@@ -281,11 +281,21 @@ impl ResNetWeights {
         let arch = ResNetConfig::from_name(arch, 1000)?
             .arch_name()
             .unwrap_or("resnet18");
-        Ok(Self::ALL
+        Self::ALL
             .into_iter()
             .rev()
             .find(|w| w.arch() == arch)
-            .unwrap_or(ResNetWeights::ResNet18ImageNet1kV1))
+            .ok_or_else(|| {
+                WeightsError::UnknownWeights {
+                    name: arch.to_string(),
+                    known: Self::ALL
+                        .iter()
+                        .map(|w| w.short_name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into()
+            })
     }
 
     /// Parses `resnet18` (the architecture's default weights), `resnet50.v1`, `resnet50_v2`,

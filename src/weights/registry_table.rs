@@ -8,6 +8,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use super::bundled::{BUNDLED, BundledWeights};
 use super::error::WeightsError;
 use super::import::{LoadOptions, WeightsFile};
 pub use super::preprocess::Interpolation;
@@ -73,6 +74,8 @@ pub enum Weights {
     ResNet(ResNetWeights),
     /// A row of the generated table (ConvNeXt, EfficientNet, MobileNetV3, ViT).
     Table(&'static Entry),
+    /// Weights shipped in the crate's package (`finetune_mini.rotation`).
+    Bundled(&'static BundledWeights),
 }
 
 impl PartialEq for Weights {
@@ -84,13 +87,27 @@ impl PartialEq for Weights {
 impl Eq for Weights {}
 
 impl Weights {
-    /// Every registered weights, ResNets first.
+    /// Every registered weights, ResNets first, the bundled ones last.
     pub fn all() -> Vec<Weights> {
         ResNetWeights::ALL
             .into_iter()
             .map(Weights::ResNet)
             .chain(TORCHVISION.iter().map(Weights::Table))
+            .chain(BUNDLED.iter().map(Weights::Bundled))
             .collect()
+    }
+
+    /// The registered weights other than the ResNets' (which [`ResNetWeights::parse`] reads).
+    fn others() -> impl Iterator<Item = Weights> {
+        TORCHVISION
+            .iter()
+            .map(Weights::Table)
+            .chain(BUNDLED.iter().map(Weights::Bundled))
+    }
+
+    /// Whether these weights ship with the crate (no download).
+    pub fn is_bundled(&self) -> bool {
+        matches!(self, Weights::Bundled(_))
     }
 
     /// The default weights of an architecture (torchvision's `DEFAULT`).
@@ -102,10 +119,11 @@ impl Weights {
         if arch.starts_with("resnet") {
             return ResNetWeights::default_for(&arch).map(Weights::ResNet);
         }
-        TORCHVISION
-            .iter()
-            .find(|e| e.arch == arch && e.is_default)
-            .map(Weights::Table)
+        Self::others()
+            .find(|w| match w {
+                Weights::Table(e) => e.arch == arch && e.is_default,
+                _ => w.arch() == arch,
+            })
             .ok_or_else(|| unknown(&arch))
     }
 
@@ -163,19 +181,15 @@ impl Weights {
                 let arch = enum_part[..enum_part.len() - "_weights".len()].to_ascii_lowercase();
                 return Self::default_for(&arch);
             }
-            return TORCHVISION
-                .iter()
-                .find(|e| e.enum_name.eq_ignore_ascii_case(trimmed))
-                .map(Weights::Table)
+            return Self::others()
+                .find(|w| w.name().eq_ignore_ascii_case(trimmed))
                 .ok_or_else(|| unknown(trimmed));
         }
         let tag = trimmed.split_once('.').map(|(_, t)| t.to_ascii_lowercase());
         match tag {
             None => Self::default_for(&arch),
-            Some(tag) => TORCHVISION
-                .iter()
-                .find(|e| e.arch == arch && e.tag == tag)
-                .map(Weights::Table)
+            Some(tag) => Self::others()
+                .find(|w| w.timm_name() == format!("{arch}.{tag}"))
                 .ok_or_else(|| unknown(trimmed)),
         }
     }
@@ -185,6 +199,7 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.name(),
             Weights::Table(e) => e.enum_name.to_string(),
+            Weights::Bundled(b) => b.enum_name.to_string(),
         }
     }
 
@@ -193,6 +208,7 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.timm_name(),
             Weights::Table(e) => format!("{}.{}", e.arch, e.tag),
+            Weights::Bundled(b) => format!("{}.{}", b.arch, b.tag),
         }
     }
 
@@ -201,18 +217,21 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.arch(),
             Weights::Table(e) => e.arch,
+            Weights::Bundled(b) => b.arch,
         }
     }
 
-    /// Download URL.
+    /// Download URL; for bundled weights, the file's path relative to the crate's root
+    /// (`data/weights/...`; [`BundledWeights::path`] is the full path).
     pub fn url(&self) -> &'static str {
         match self {
             Weights::ResNet(w) => w.url(),
             Weights::Table(e) => e.url,
+            Weights::Bundled(b) => b.file,
         }
     }
 
-    /// The file's name in the cache (the URL's last segment).
+    /// The file's name in the cache (the URL's last segment; a bundled file's name).
     pub fn file_name(&self) -> &'static str {
         let url = self.url();
         url.rsplit('/').next().unwrap_or(url)
@@ -223,6 +242,7 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.sha256_prefix(),
             Weights::Table(e) => e.sha256_prefix,
+            Weights::Bundled(b) => b.sha256.get(..8).unwrap_or(b.sha256),
         }
     }
 
@@ -231,32 +251,43 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.checksum(),
             Weights::Table(e) => Checksum::Sha256Prefix(e.sha256_prefix.to_string()),
+            // The whole digest: a prefix of 64 digits.
+            Weights::Bundled(b) => Checksum::Sha256Prefix(b.sha256.to_string()),
         }
     }
 
-    /// Number of classes (1000: ImageNet-1k).
+    /// Number of classes of the head (1000 for ImageNet-1k; 4 rotations for
+    /// `finetune_mini.rotation`).
     pub fn num_classes(&self) -> usize {
-        1000
+        self.categories().len()
     }
 
     /// Class names, in class-index order.
     pub fn categories(&self) -> &'static [&'static str] {
-        imagenet_classes()
+        match self {
+            Weights::Bundled(b) => b.categories,
+            _ => imagenet_classes(),
+        }
     }
 
-    /// Documented ImageNet-1k top-1 accuracy (%).
+    /// Documented top-1 accuracy (%): ImageNet-1k validation; for bundled weights, their
+    /// pretraining task's held-out images.
     pub fn top1(&self) -> f64 {
         match self {
             Weights::ResNet(w) => f64::from(w.top1()),
             Weights::Table(e) => e.top1,
+            Weights::Bundled(b) => b.top1,
         }
     }
 
-    /// Documented ImageNet-1k top-5 accuracy (%).
+    /// Documented top-5 accuracy (%), as [`top1`](Self::top1) (100 for a head of at most 5
+    /// classes).
     pub fn top5(&self) -> f64 {
         match self {
             Weights::ResNet(w) => f64::from(w.top5()),
             Weights::Table(e) => e.top5,
+            Weights::Bundled(b) if b.categories.len() <= 5 => 100.0,
+            Weights::Bundled(b) => b.top1,
         }
     }
 
@@ -265,6 +296,7 @@ impl Weights {
         match self {
             Weights::ResNet(w) => w.num_params() as u64,
             Weights::Table(e) => e.num_params,
+            Weights::Bundled(b) => b.num_params,
         }
     }
 
@@ -280,10 +312,11 @@ impl Weights {
                 mean: e.mean,
                 std: e.std,
             },
+            Weights::Bundled(b) => b.preprocess,
         }
     }
 
-    /// The model configuration these weights fit (1000 classes; a ViT's image size).
+    /// The model configuration these weights fit (their head's classes; a ViT's image size).
     pub fn config(&self) -> Result<AnyConfig> {
         let mut config = AnyConfig::from_name(self.arch(), self.num_classes())?;
         if let (AnyConfig::VisionTransformer(c), Weights::Table(e)) = (&mut config, self) {
@@ -292,11 +325,15 @@ impl Weights {
         Ok(config)
     }
 
-    /// Downloads (or finds in `cache`) the verified file and loads it strictly.
+    /// Downloads (or finds in `cache`) the verified file and loads it strictly; bundled weights
+    /// are read from the crate's package (checksum verified, `cache` unused).
     ///
     /// # Errors
     /// Download, checksum and import errors.
     pub fn load(&self, cache: &Cache, device: &Device) -> Result<(AnyModel, LoadReport)> {
+        if let Weights::Bundled(b) = self {
+            return self.load_from_file(b.path(), device);
+        }
         let path = cache.fetch(
             self.url(),
             WEIGHTS_SUBDIR,
@@ -368,7 +405,7 @@ mod tests {
         for w in Weights::all() {
             assert_eq!(Weights::parse(&w.timm_name()).unwrap(), w);
             assert_eq!(Weights::parse(&w.name()).unwrap(), w);
-            assert!(w.url().ends_with(".pth"));
+            assert!(w.url().ends_with(".pth") || w.is_bundled(), "{w}");
             assert!(w.file_name().contains(w.sha256_prefix()), "{w}");
             assert!(w.config().is_ok(), "{w}");
         }

@@ -177,6 +177,47 @@ fn inference_and_inspection_examples_fail_cleanly_on_bad_flags_and_inputs() {
         ],
         tmp.path(),
     );
+    // Pretraining: no images, or images that are not the bundled sample's source (whose
+    // exclusion it checks image by image before training).
+    let folder = two_image_folder(tmp.path());
+    let out = tmp.path().join("rotation-run");
+    let out = out.to_str().unwrap();
+    let messages = run_cases(
+        "pretrain_rotation",
+        &[
+            os(&["--no-such-flag"]),
+            os(&["--images", "/nonexistent/finetune-test", "--out", out]),
+            os(&[
+                "--images",
+                folder.to_str().unwrap(),
+                "--exclude-first",
+                "0",
+                "--out",
+                out,
+            ]),
+        ],
+        tmp.path(),
+    );
+    let missing_model = tmp.path().join("missing.bpk");
+    run_cases(
+        "export",
+        &[
+            os(&["--no-such-flag"]),
+            os(&[
+                "--model",
+                missing_model.to_str().unwrap(),
+                "--out",
+                "m.safetensors",
+            ]),
+            os(&["--model", missing_model.to_str().unwrap(), "--out", "m.pt"]),
+        ],
+        tmp.path(),
+    );
+    assert!(
+        messages[2].contains("bundled sample image") && messages[2].contains("--exclude-first"),
+        "{}",
+        messages[2]
+    );
 }
 
 #[cfg(unix)]
@@ -254,7 +295,7 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
         .copied()
         .chain(["cache-features", "bn"])
         .collect();
-    let examples: [(&str, &[&str]); 5] = [
+    let examples: [(&str, &[&str]); 7] = [
         ("finetune", &tutorial),
         ("feature_extractor", &feature_extractor),
         (
@@ -297,6 +338,23 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
                 "epoch",
             ],
         ),
+        (
+            "pretrain_rotation",
+            &[
+                "images",
+                "exclude-first",
+                "limit",
+                "val-images",
+                "epochs",
+                "lr",
+                "batch-size",
+                "seed",
+                "out",
+                "resume",
+                "weights-out",
+            ],
+        ),
+        ("export", &["model", "out"]),
     ];
     let tmp = tempfile::tempdir().unwrap();
     for (name, flags) in examples {
@@ -312,6 +370,7 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
             let line = help
                 .lines()
                 .map(str::trim)
+                .filter(|l| !l.starts_with("Usage:"))
                 .find(|l| l.split([' ', ',']).any(|w| w == format!("--{flag}")))
                 .unwrap_or_else(|| panic!("{name}: --{flag} missing from the help:\n{help}"));
             let described = line
@@ -332,11 +391,52 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
         .expect("run the example");
     let help = String::from_utf8_lossy(&help.stdout);
     for default in [
-        "[default: 5]",
-        "[default: 128]",
-        "[default: 0.001]",
+        "[default: 5; 15 with fewer than 4000 training images",
+        "[default: 128; 32 with fewer than 4000",
+        "[default: 0.001; 0.01 with fewer than 4000",
         "[default: auto]",
     ] {
         assert!(help.contains(default), "{default} missing:\n{help}");
+    }
+}
+
+/// Offline, the tutorial examples start from the backbone the crate ships (saying so), and
+/// `--weights none` from random initialisation.
+#[test]
+fn offline_the_examples_start_from_the_bundled_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(format!("{name}-{}", extra.len()));
+        let output = Command::new(example(name))
+            .args(["--epochs", "1", "--train-limit", "64", "--val-limit", "32"])
+            .args(["--batch-size", "32", "--out"])
+            .arg(&out)
+            .args(extra)
+            .current_dir(tmp.path())
+            .env("FINETUNE_OFFLINE", "1")
+            .env("FINETUNE_CACHE", tmp.path().join("cache"))
+            .output()
+            .expect("run the example");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{name} {extra:?}: {output:?}");
+        stdout
+    };
+    for name in ["finetune", "feature_extractor"] {
+        let stdout = run(name, &[]);
+        assert!(
+            stdout.contains("starting from the bundled finetune_mini.rotation backbone"),
+            "{name}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("finetune_mini")
+                && stdout.contains("FinetuneMini_Weights.ROTATION_CIFAR10"),
+            "{name}:\n{stdout}"
+        );
+        let stdout = run(name, &["--weights", "none"]);
+        assert!(!stdout.contains("finetune_mini"), "{name}:\n{stdout}");
+        assert!(
+            stdout.contains("random initialisation"),
+            "{name}:\n{stdout}"
+        );
     }
 }

@@ -1206,7 +1206,7 @@ fn tutorial_on(root: &Path, out: &Path) -> finetune::recipe::TutorialOptions {
     o.weights = WeightsChoice::None;
     o.device = finetune::DeviceChoice::Flex;
     o.out = Some(out.to_path_buf());
-    o.epochs = 1;
+    o.epochs = Some(1);
     o.image_size = 8;
     o.workers = Some(1);
     o
@@ -1250,7 +1250,9 @@ fn the_recipe_refuses_folders_too_small_to_split_and_batches_larger_than_the_dat
     // 24 images, batch 128, last partial batch dropped: the cause and the fix, not "empty".
     let few = tmp.path().join("fewer_than_batch");
     class_folders(&few, &["airplane", "bird", "cat"], 8);
-    let err = finetune::recipe::run(&tutorial_on(&few, &out)).unwrap_err();
+    let mut batch_128 = tutorial_on(&few, &out);
+    batch_128.batch_size = Some(128);
+    let err = finetune::recipe::run(&batch_128).unwrap_err();
     assert!(
         matches!(
             err,

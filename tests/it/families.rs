@@ -291,3 +291,99 @@ fn a_backbone_loads_into_a_new_head() {
         assert!(!moved.is_empty(), "{name}: nothing loaded");
     }
 }
+
+/// Every tensor of a safetensors file: name -> (dtype, shape, bytes).
+fn state_dict_of(path: &std::path::Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype = format!("{:?}", view.dtype());
+            (name, (dtype, view.shape().to_vec(), view.data().to_vec()))
+        })
+        .collect()
+}
+
+/// `weights::save_safetensors` writes back exactly the state_dict torchvision wrote: the same
+/// keys (BatchNorm's `num_batches_tracked` included), shapes, dtypes and `f32` values, for
+/// every family (the parity fixtures) and both ResNet block kinds.
+#[test]
+fn every_family_exports_torchvisions_own_state_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    let mut files: Vec<(String, AnyModel, PathBuf)> = CASES
+        .iter()
+        .filter(|name| **name != "vit_test_interp")
+        .map(|name| {
+            let case = &cases["cases"][*name];
+            let weights = case["weights"].as_str().unwrap();
+            let model = parity_model(case, weights, &cpu());
+            (name.to_string(), model, fixture(weights))
+        })
+        .collect();
+    for name in ["basic", "bottleneck"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/weights")
+            .join(format!("{name}.safetensors"));
+        let (model, _) =
+            AnyModel::from_weights_file(&path, &LoadOptions::strict(), &cpu()).unwrap();
+        files.push((name.to_string(), model, path));
+    }
+    for (name, model, original) in files {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        finetune::weights::save_safetensors(&model, &out, [("arch", name.as_str())]).unwrap();
+        let ours = state_dict_of(&out);
+        let theirs = state_dict_of(&original);
+        let keys = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&ours), keys(&theirs), "{name}: keys");
+        for (key, (dtype, shape, bytes)) in &theirs {
+            let (d, s, b) = &ours[key];
+            assert_eq!((d, s), (dtype, shape), "{name}: {key}");
+            if dtype == "F32" {
+                assert!(b == bytes, "{name}: {key} values differ");
+            }
+        }
+        // And it loads back strictly.
+        let (back, report) = AnyModel::from_weights_file(&out, &LoadOptions::strict(), &cpu())
+            .unwrap_or_else(|e| {
+                // Custom shapes of the non-ResNet families are not inferred: load into
+                // the same configuration instead.
+                let mut m = model.config().try_init(&cpu()).unwrap();
+                let r = m
+                    .load_weights(&out, &LoadOptions::strict())
+                    .unwrap_or_else(|e2| panic!("{name}: {e} / {e2}"));
+                (m, r)
+            });
+        assert_eq!(report.applied.len(), back.tensor_paths().len(), "{name}");
+    }
+}
+
+/// `weights::export_pytorch`: the state_dict and, beside it, what rebuilds the network in
+/// PyTorch.
+#[test]
+fn an_export_says_how_to_rebuild_the_network_in_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = create_model("mobilenet_v3_small", 7, &cpu()).unwrap();
+    let out = dir.path().join("m.safetensors");
+    let export = finetune::weights::export_pytorch(&model, &out).unwrap();
+    assert_eq!(export.description, dir.path().join("m.json"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export.description).unwrap()).unwrap();
+    assert_eq!(json["arch"], "mobilenet_v3_small");
+    assert_eq!(json["num_classes"], 7);
+    assert_eq!(
+        json["torchvision"],
+        r#"torchvision.models.get_model("mobilenet_v3_small", num_classes=7)"#
+    );
+    assert_eq!(json["family"], "mobilenet_v3");
+    assert!(state_dict_of(&out).contains_key("features.0.1.num_batches_tracked"));
+    // The crate's own small backbone has no torchvision constructor.
+    let mini = create_model("finetune_mini", 3, &cpu()).unwrap();
+    let export =
+        finetune::weights::export_pytorch(&mini, dir.path().join("mini.safetensors")).unwrap();
+    assert_eq!(export.arch.as_deref(), Some("finetune_mini"));
+    assert_eq!(export.torchvision, None);
+    let err = finetune::weights::export_pytorch(&mini, dir.path().join("mini.pt")).unwrap_err();
+    assert!(err.to_string().contains(".safetensors"), "{err}");
+}

@@ -3,6 +3,7 @@
 mod alloc;
 mod architectures;
 mod batchnorm;
+mod bundled;
 mod cli;
 mod common;
 mod data;

@@ -9,8 +9,8 @@ fn options(mode: Mode, out: &std::path::Path, epochs: usize) -> TutorialOptions 
     o.data = DataChoice::Sample;
     o.weights = WeightsChoice::None;
     o.device = DeviceChoice::Flex;
-    o.epochs = epochs;
-    o.batch_size = 16;
+    o.epochs = Some(epochs);
+    o.batch_size = Some(16);
     o.train_limit = Some(48);
     o.val_limit = Some(16);
     o.workers = Some(1);
@@ -87,10 +87,14 @@ fn an_architecture_that_differs_from_the_weights_is_an_error_never_ignored() {
     assert!(err.contains("not a resnet50"), "{err}");
     assert!(!dir.path().join("checkpoint").exists());
 
-    // Unset, the weights' own architecture is used and reported.
+    // Unset, the weights' own architecture is used and reported (a ResNet-18 topology of
+    // narrower widths: not a `resnet18`, whose weights would not fit it).
     o.arch = None;
     let report = run(&o).unwrap();
-    assert_eq!(report.arch, "resnet18");
+    assert_eq!(report.arch, "resnet(custom)");
+    o.arch = Some("resnet18".into());
+    let err = run(&o).unwrap_err().to_string();
+    assert!(err.contains("not a resnet18"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,189 @@
+//! Writing a model's weights as a PyTorch-compatible state_dict in a `.safetensors` file: the
+//! reference implementation's key names (torchvision's, through the model's
+//! [`KeyMap`](super::keymap::KeyMap)) and tensor layouts (`Linear` weights `[out, in]`), with
+//! the BatchNorm step counters (`num_batches_tracked`) PyTorch's strict `load_state_dict`
+//! expects. The reverse of [`WeightsFile`](super::WeightsFile)'s import: a file written here
+//! imports strictly into the same architecture, here or in torchvision.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::store::ModuleSnapshot;
+use burn::store::burn_pack::DType;
+
+use super::keymap::IGNORED_SUFFIX;
+use crate::error::{Error, Result};
+use crate::model::VisionModel;
+
+/// Saves `model`'s parameters and BatchNorm statistics to `path` as a safetensors state_dict
+/// with the reference implementation's names and layouts (`layer1.0.bn1.weight`,
+/// `fc.weight` as `[num_classes, num_features]`), `f32`, plus an `int64` `num_batches_tracked`
+/// of 0 per BatchNorm (PyTorch's strict loading wants the key; nothing reads its value when
+/// the momentum is fixed). `metadata` is stored in the file's header (`__metadata__`), e.g. the
+/// architecture name. The file is written atomically: a failed write leaves any previous
+/// file at `path` as it was, and a symlink at `path` is replaced, never written through.
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use finetune::model::create_model;
+/// use finetune::weights::save_safetensors;
+/// let model = create_model("resnet18", 10, &Device::flex())?;
+/// save_safetensors(&model, "resnet18-finetuned.safetensors", [("arch", "resnet18")])?;
+/// // Python: torchvision.models.resnet18(num_classes=10).load_state_dict(
+/// //     safetensors.torch.load_file("resnet18-finetuned.safetensors"))
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written; [`Error::InvalidConfig`] for a tensor that is
+/// not `f32` (a model converted to another float type: convert it back first).
+pub fn save_safetensors<'a, M: VisionModel>(
+    model: &M,
+    path: impl AsRef<Path>,
+    metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let key_map = model.key_map();
+    // name -> (dtype, shape, little-endian bytes), sorted as safetensors stores them.
+    let mut tensors: BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for tensor in model.collect(None, None, true) {
+        let ours = tensor.name.clone();
+        let shape: Vec<usize> = tensor.shape.iter().copied().collect();
+        if tensor.dtype != DType::F32 {
+            return Err(Error::InvalidConfig(format!(
+                "{ours} is {:?}, not f32: convert the model to f32 before saving it as a state_dict",
+                tensor.dtype
+            )));
+        }
+        let bytes = tensor
+            .to_bytes()
+            .map_err(|e| Error::InvalidConfig(format!("reading {ours}: {e}")))?;
+        let (name, transposed) = key_map.reference_layout(&ours);
+        let (shape, bytes) = if transposed && shape.len() == 2 {
+            (
+                vec![shape[1], shape[0]],
+                transpose_f32(&bytes, shape[0], shape[1]),
+            )
+        } else {
+            (shape, bytes.to_vec())
+        };
+        if let Some(module) = name.strip_suffix(".running_mean") {
+            tensors.insert(
+                format!("{module}.{IGNORED_SUFFIX}"),
+                (
+                    safetensors::Dtype::I64,
+                    Vec::new(),
+                    0i64.to_le_bytes().to_vec(),
+                ),
+            );
+        }
+        tensors.insert(name, (safetensors::Dtype::F32, shape, bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, (dtype, shape, bytes))| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+    }
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io("writing", path, e))
+}
+
+/// A row-major `rows x cols` `f32` matrix (little-endian bytes) transposed.
+fn transpose_f32(bytes: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0u8; bytes.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let from = (r * cols + c) * 4;
+            let to = (c * rows + r) * 4;
+            out[to..to + 4].copy_from_slice(&bytes[from..from + 4]);
+        }
+    }
+    out
+}
+
+/// What [`export_pytorch`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Export {
+    /// The state_dict (`.safetensors`).
+    pub state_dict: std::path::PathBuf,
+    /// Its description beside it (the same path with `.json`).
+    pub description: std::path::PathBuf,
+    /// The architecture name (`resnet18`), or `None` for a custom shape.
+    pub arch: Option<String>,
+    /// The Python line that builds the network to load the state_dict into (torchvision's
+    /// `get_model`), when torchvision has the architecture.
+    pub torchvision: Option<String>,
+}
+
+/// Exports `model` for PyTorch: [`save_safetensors`] to `out` (which must end in
+/// `.safetensors`), and beside it `out` with `.json`, describing how to rebuild the network —
+/// `arch` (torchvision's name), `num_classes`, `in_channels`, `torchvision` (the
+/// `torchvision.models.get_model(...)` call; `null` for `finetune_mini` and custom shapes),
+/// `normalize` (mean and standard deviation the model expects), `family` and `config` (this
+/// crate's configuration, as saved models store it). Both files are written atomically.
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use finetune::model::{AnyModel, VisionModel};
+/// let model = AnyModel::load("runs/finetune/best_model.bpk", &Device::flex())?;
+/// let export = finetune::weights::export_pytorch(&model, "model.safetensors")?;
+/// println!("{}", export.torchvision.unwrap_or_default()); // torchvision.models.get_model("resnet18", num_classes=10)
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `out` does not end in `.safetensors`; as [`save_safetensors`].
+pub fn export_pytorch<M: VisionModel>(model: &M, out: impl AsRef<Path>) -> Result<Export> {
+    use crate::model::ModelConfig;
+    let out = out.as_ref();
+    if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Err(Error::InvalidConfig(format!(
+            "{} must end in .safetensors (the state_dict format written)",
+            out.display()
+        )));
+    }
+    let config = model.config();
+    let any = config.as_any();
+    let arch = any.as_ref().and_then(crate::model::AnyConfig::arch_name);
+    let torchvision = arch.as_ref().filter(|a| *a != "finetune_mini").map(|a| {
+        format!(
+            "torchvision.models.get_model({a:?}, num_classes={})",
+            model.num_classes()
+        )
+    });
+    let normalize = model.normalization();
+    let label = arch.clone().unwrap_or_else(|| config.describe());
+    let description = serde_json::json!({
+        "arch": arch,
+        "num_classes": model.num_classes(),
+        "in_channels": model.in_channels(),
+        "torchvision": torchvision,
+        "normalize": {"mean": normalize.mean, "std": normalize.std},
+        "family": config.family(),
+        "config": config.to_saved().ok(),
+    });
+    let text = serde_json::to_string_pretty(&description)
+        .map_err(|e| Error::InvalidConfig(format!("describing the model: {e}")))?;
+    save_safetensors(model, out, [("arch", label.as_str())])?;
+    let json = out.with_extension("json");
+    crate::fsutil::write_atomic(&json, format!("{text}\n").as_bytes())
+        .map_err(|e| Error::io("writing", &json, e))?;
+    Ok(Export {
+        state_dict: out.to_path_buf(),
+        description: json,
+        arch,
+        torchvision,
+    })
+}
