@@ -40,6 +40,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use finetune::data::functional::rot90;
 use finetune::data::rng::SeededRng;
 use finetune::data::{
     Cifar10, ImageDataset, ImageFolder, ImageFolderOptions, ImageLoader, LoaderConfig, Normalize,
@@ -388,13 +389,10 @@ fn rotations(
     let (mut images, mut labels) = (Vec::with_capacity(indices.len() * 4), Vec::new());
     for &i in indices {
         let image: RgbImage = data.item(i).ok_or("image index out of range")?.image;
-        // `torch.rot90(x, k, dims=[H, W])` turns counter-clockwise; image's rotate90 turns
-        // clockwise, so 90 degrees counter-clockwise is its rotate270.
-        images.push(image.clone());
-        images.push(image::imageops::rotate270(&image));
-        images.push(image::imageops::rotate180(&image));
-        images.push(image::imageops::rotate90(&image));
-        labels.extend(0..4);
+        for k in 0..4 {
+            images.push(rot90(&image, k));
+            labels.push(k as usize);
+        }
     }
     Ok(ImageDataset::from_images(
         images,

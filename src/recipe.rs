@@ -1105,7 +1105,7 @@ pub fn small_data_note(
     lr: Option<f64>,
 ) -> &'static str {
     let defaulted = epochs.is_none() || batch_size.is_none() || lr.is_none();
-    if defaulted && train_images < Hyperparameters::SMALL_DATA_MAX_IMAGES {
+    if defaulted && Hyperparameters::for_train_size(train_images) == Hyperparameters::SMALL_DATA {
         " (the small-dataset defaults: fewer than 4000 training images)"
     } else {
         ""

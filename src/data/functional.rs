@@ -269,6 +269,19 @@ pub fn center_crop(img: &RgbImage, height: u32, width: u32) -> RgbImage {
     crop(img, top, left, height, width)
 }
 
+/// The image turned by `k` quarter turns counter-clockwise (`torch.rot90(x, k, dims=[-2, -1])`
+/// on a CHW tensor; `k` is taken modulo 4): the rotations of Gidaris et al.'s rotation
+/// prediction, label `k` for `90 * k` degrees.
+pub fn rot90(img: &RgbImage, k: u32) -> RgbImage {
+    // `image`'s rotations turn clockwise.
+    match k % 4 {
+        0 => img.clone(),
+        1 => image::imageops::rotate270(img),
+        2 => image::imageops::rotate180(img),
+        _ => image::imageops::rotate90(img),
+    }
+}
+
 /// Mirrors the image left to right, in place.
 pub fn hflip(img: &mut RgbImage) {
     let w = img.width() as usize;

@@ -3,6 +3,7 @@
 //! the bundled sample's images apart, images it never saw in pretraining.
 
 use burn::tensor::{Tensor, TensorData};
+use finetune::data::functional::rot90;
 use finetune::data::{Cifar10, Normalize};
 use finetune::download::Cache;
 use finetune::model::{AnyModel, InferenceModel, VisionModel};
@@ -83,17 +84,11 @@ fn rotated_sample(n: usize) -> (Vec<f32>, Vec<usize>) {
     let (mut values, mut labels) = (Vec::new(), Vec::new());
     for i in 0..n {
         let image = test.item(i * test.len() / n).unwrap().image;
-        let turned = [
-            image.clone(),
-            image::imageops::rotate270(&image),
-            image::imageops::rotate180(&image),
-            image::imageops::rotate90(&image),
-        ];
-        for (k, t) in turned.iter().enumerate() {
+        for k in 0..4 {
             let mut chw = vec![0.0; 3 * 32 * 32];
-            finetune::data::to_chw(t, &lut, &mut chw);
+            finetune::data::to_chw(&rot90(&image, k), &lut, &mut chw);
             values.extend(chw);
-            labels.push(k);
+            labels.push(k as usize);
         }
     }
     (values, labels)
@@ -138,4 +133,20 @@ fn named_bundled_weights_start_the_recipe_with_their_own_normalisation() {
         .unwrap()
         .freeze_backbone();
     assert_eq!(model.param_summary().trainable(), 128 * 10 + 10);
+}
+
+/// `rot90` turns as `torch.rot90(x, k, dims=[H, W])`: [[a, b], [c, d]] -> [[b, d], [a, c]].
+#[test]
+fn rot90_turns_counter_clockwise_as_torch() {
+    let px = |v: u8| image::Rgb([v, v, v]);
+    let mut img = image::RgbImage::new(2, 2);
+    for (x, y, v) in [(0, 0, 1), (1, 0, 2), (0, 1, 3), (1, 1, 4)] {
+        img.put_pixel(x, y, px(v));
+    }
+    let at = |i: &image::RgbImage| [i[(0, 0)][0], i[(1, 0)][0], i[(0, 1)][0], i[(1, 1)][0]];
+    assert_eq!(at(&rot90(&img, 0)), [1, 2, 3, 4]);
+    assert_eq!(at(&rot90(&img, 1)), [2, 4, 1, 3]);
+    assert_eq!(at(&rot90(&img, 2)), [4, 3, 2, 1]);
+    assert_eq!(at(&rot90(&img, 3)), [3, 1, 4, 2]);
+    assert_eq!(at(&rot90(&img, 5)), at(&rot90(&img, 1)));
 }
