@@ -5,7 +5,9 @@
 //! while their affine parameters stay fixed (`BnPolicy::TrainMode`, `--bn train-mode`); no
 //! gradient flows through the backbone. `--bn frozen` holds BatchNorm in eval mode (the frozen
 //! backbone then runs once per batch on the inference path), and `--cache-features` (frozen
-//! BatchNorm) computes its features once. The run's first line names the policy.
+//! BatchNorm) computes its features once. On fewer than 4,000 training images (the bundled
+//! sample) the defaults are frozen BatchNorm and lr 0.1 for the head
+//! (`recipe::Hyperparameters::SMALL_DATA_HEAD`). The run's first line names the policy.
 //!
 //! The steps are those of `examples/finetune.rs`, composed by `finetune::recipe::run`.
 //!
@@ -46,7 +48,8 @@ struct Args {
 
     /// The frozen backbone's BatchNorm: train-mode (the tutorial: batch statistics, running
     /// statistics updated, affine fixed), frozen (eval mode, all fixed) or trainable (fastai's
-    /// train_bn) [default: train-mode; frozen with --cache-features]
+    /// train_bn) [default: train-mode; frozen with --cache-features or fewer than 4000 training
+    /// images]
     #[arg(long, value_name = "POLICY", value_parser = bn_policy, help_heading = "Feature extractor")]
     bn: Option<BnPolicy>,
 }

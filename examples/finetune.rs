@@ -14,7 +14,7 @@
 //! ```text
 //! cargo run --release --example finetune                  # CIFAR-10 (or the bundled sample)
 //! cargo run --release --example finetune -- --data-dir ~/data/cifar-10-batches-bin --epochs 5
-//! cargo run --release --example finetune -- --image-folder hymenoptera_data --upsample 224
+//! cargo run --release --example finetune -- --image-folder hymenoptera_data  # RandomResizedCrop(224)
 //! cargo run --release --example finetune -- --help
 //! ```
 
@@ -30,7 +30,7 @@ mod tutorial;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use finetune::data::{LoaderConfig, Pipeline, default_workers};
+use finetune::data::{LoaderConfig, default_workers};
 use finetune::recipe::{self, Mode};
 use finetune::train::{Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate};
 
@@ -111,19 +111,17 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
     let model = backbone.model.reset_classifier(data.classes.len())?;
 
     // 4. Pipelines and loaders: images normalised with the statistics the weights were
-    //    trained with (the data's own for random weights), randomly flipped for training;
-    //    training batches shuffled with the seed, validation and test in order.
+    //    trained with (the data's own for random weights); for image folders the tutorial's
+    //    RandomResizedCrop + flip for training and Resize + CenterCrop for evaluation, for
+    //    CIFAR's 32x32 images a random flip; training batches shuffled with the seed,
+    //    validation and test in order.
     let normalize = backbone.normalize.unwrap_or(data.normalize);
-    let mut train_pipeline = Pipeline::train(normalize);
-    let mut eval_pipeline = Pipeline::eval(normalize);
-    if let Some(size) = args.upsample {
-        train_pipeline = train_pipeline.upsample(size);
-        eval_pipeline = eval_pipeline.upsample(size);
-    }
+    let pipelines = recipe::tutorial_pipelines(&data, normalize, args.upsample, false)?;
+    println!("transforms: {}", pipelines.description);
     let workers = args.workers.unwrap_or_else(default_workers);
     let loaders = data.loaders(
-        train_pipeline,
-        eval_pipeline,
+        pipelines.train,
+        pipelines.eval,
         LoaderConfig::train(hyper.batch_size, args.seed).with_workers(workers),
         &device,
     )?;

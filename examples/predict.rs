@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finetune::DeviceChoice;
-use finetune::data::read_image;
+use finetune::data::{Interpolation, read_image};
 use finetune::download::Cache;
 use finetune::weights::{Classifier, LoadOptions, WeightsSource, read_input_tensor};
 
@@ -54,7 +54,8 @@ struct Args {
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = cli::positive::<usize>)]
     top: usize,
 
-    /// Print JSON (with --input-tensor: {"logits": [[...]], "features": [[...]]})
+    /// Print JSON (images: [{"image", "top": [{"class", "name", "probability"}], "logits"}];
+    /// with --input-tensor: {"logits": [[...]], "features": [[...]]})
     #[arg(long)]
     json: bool,
 
@@ -76,6 +77,23 @@ struct Args {
     /// Device: auto (wgpu when built in and a GPU is present, else flex), flex, ndarray or wgpu
     #[arg(long, value_parser = cli::device, default_value = "auto")]
     device: DeviceChoice,
+
+    /// Resize the shorter side to N pixels before the center crop [default: the weights'
+    /// preset; for a file, that of its architecture's torchvision weights]
+    #[arg(long, value_name = "N", value_parser = cli::positive::<u32>, help_heading = "Preprocessing")]
+    resize: Option<u32>,
+
+    /// Side of the center crop, pixels [default: the weights' preset]
+    #[arg(long, value_name = "N", value_parser = cli::positive::<u32>, help_heading = "Preprocessing")]
+    crop: Option<u32>,
+
+    /// Resampling filter of the resize: bilinear or bicubic [default: the weights' preset]
+    #[arg(long, value_name = "MODE", value_parser = interpolation, help_heading = "Preprocessing")]
+    interpolation: Option<Interpolation>,
+}
+
+fn interpolation(value: &str) -> Result<Interpolation, String> {
+    Interpolation::parse(value).ok_or_else(|| "expected bilinear or bicubic".into())
 }
 
 /// The library options its errors name, and their flags.
@@ -102,6 +120,10 @@ fn run(args: Args) -> finetune::Result<()> {
         &cache,
         &device,
     )?;
+    let mut classifier = classifier;
+    classifier.preprocess = classifier
+        .preprocess
+        .with(args.resize, args.crop, args.interpolation);
     eprintln!("weights: {}", classifier.description);
     eprintln!("loaded: {}", classifier.report);
 
@@ -125,18 +147,28 @@ fn run(args: Args) -> finetune::Result<()> {
         .iter()
         .map(|p| read_image(p).map(image::DynamicImage::ImageRgb8))
         .collect::<Result<Vec<_>, _>>()?;
-    let predictions = classifier.classify(&images, args.top)?;
+    let p = classifier.preprocess;
+    eprintln!(
+        "preprocessing: resize {} ({}), center crop {}, mean {:?}, std {:?}",
+        p.resize, p.interpolation, p.crop, p.mean, p.std
+    );
+    let logits = classifier.logits(&images)?;
+    let classes = logits.dims()[1];
+    let values = logits.to_data().try_to_vec::<f32>().unwrap_or_default();
+    let predictions = classifier.top_k(logits, args.top);
     if args.json {
         let out: Vec<_> = args
             .images
             .iter()
             .zip(&predictions)
-            .map(|(path, top)| {
+            .zip(values.chunks(classes.max(1)))
+            .map(|((path, top), logits)| {
                 serde_json::json!({
                     "image": path.display().to_string(),
                     "top": top.iter().map(|p| serde_json::json!({
                         "class": p.class, "name": p.name, "probability": p.probability
                     })).collect::<Vec<_>>(),
+                    "logits": logits,
                 })
             })
             .collect();

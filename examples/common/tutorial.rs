@@ -42,7 +42,9 @@ pub struct TutorialArgs {
     #[arg(long, conflicts_with_all = ["data_dir", "image_folder"], help_heading = "Data")]
     pub sample: bool,
 
-    /// Image folders: resize images to NxN pixels at load
+    /// Image folders: the NxN crops the network sees (the tutorial's transforms: training
+    /// RandomResizedCrop(N) + flip, evaluation Resize(N*8/7) + CenterCrop(N); images are held
+    /// with their shorter side at N*8/7)
     #[arg(long, value_name = "N", default_value_t = defaults().image_size, help_heading = "Data")]
     pub image_size: u32,
 
@@ -82,7 +84,7 @@ pub struct TutorialArgs {
     pub batch_size: Option<usize>,
 
     /// Learning rate (SGD with momentum 0.9; StepLR divides it by 10 every 7 epochs) [default:
-    /// 0.001; 0.01 with fewer than 4000 training images]
+    /// 0.001; with fewer than 4000 training images 0.01, or 0.1 for the feature extractor's head]
     #[arg(long, value_name = "X", help_heading = "Training")]
     pub lr: Option<f64>,
 
@@ -98,7 +100,8 @@ pub struct TutorialArgs {
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub val_limit: Option<usize>,
 
-    /// Resize images to NxN pixels (224 matches ImageNet weights) [default: native size]
+    /// CIFAR and the sample: resize the 32x32 images to NxN pixels (224 matches ImageNet
+    /// weights) [default: native size; image folders take --image-size]
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub upsample: Option<u32>,
 

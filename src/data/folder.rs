@@ -30,7 +30,7 @@ use image::RgbImage;
 
 use super::dataset::{ImageDataset, ImageItem};
 use super::error::DataError;
-use super::functional::resize;
+use super::functional::{resize, shorter_side_size};
 use super::image_file::{Failure, read_rgb};
 
 /// File extensions (case-insensitive) read as images: torchvision's `IMG_EXTENSIONS`.
@@ -43,6 +43,11 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
 pub struct ImageFolderOptions {
     /// Resize every image to `(width, height)` at load (bilinear, like Pillow).
     pub resize: Option<(u32, u32)>,
+    /// Resize every image at load so that its shorter side is this many pixels, keeping the
+    /// aspect ratio (torchvision's `Resize(int)`, bilinear): images keep their shapes, for
+    /// transforms that crop them ([`RandomResizedCrop`](super::RandomResizedCrop),
+    /// [`CenterCrop`](super::CenterCrop)). Ignored when [`resize`](Self::resize) is set.
+    pub resize_shorter: Option<u32>,
     /// Skip files that cannot be decoded (listed by [`ImageFolder::skipped`]) instead of failing.
     pub skip_invalid: bool,
     /// Decoding threads (default: the number of cores).
@@ -59,6 +64,13 @@ impl ImageFolderOptions {
     /// Resize every image to `width x height` at load.
     pub fn resize_to(mut self, width: u32, height: u32) -> Self {
         self.resize = Some((width, height));
+        self
+    }
+
+    /// Resize every image at load so that its shorter side is `size` (aspect ratio kept).
+    pub fn resize_shorter(mut self, size: u32) -> Self {
+        self.resize = None;
+        self.resize_shorter = Some(size);
         self
     }
 
@@ -156,6 +168,14 @@ impl ImageFolder {
         options: ImageFolderOptions,
     ) -> Result<Self, DataError> {
         let root = root.as_ref();
+        if options.resize.is_none() && options.resize_shorter == Some(0) {
+            return Err(DataError::Transform {
+                transform: "Resize",
+                reason: "ImageFolderOptions resizes the shorter side to 0 pixels: give a size of \
+                         at least 1 (ImageFolderOptions::resize_shorter)"
+                    .into(),
+            });
+        }
         if let Some((w, h)) = options.resize
             && (w == 0 || h == 0)
         {
@@ -456,11 +476,28 @@ fn collect_images(
     Ok(())
 }
 
-fn decode_one(path: &Path, resize_to: Option<(u32, u32)>) -> Result<RgbImage, Failure> {
+/// The most elongated image [`ImageFolderOptions::resize_shorter`] resizes (long side over
+/// short side).
+const MAX_ASPECT: u64 = 64;
+
+fn decode_one(path: &Path, options: &ImageFolderOptions) -> Result<RgbImage, Failure> {
     let img = read_rgb(path)?;
-    Ok(match resize_to {
-        Some((w, h)) => resize(&img, w, h),
-        None => img,
+    Ok(match (options.resize, options.resize_shorter) {
+        (Some((w, h)), _) => resize(&img, w, h),
+        (None, Some(size)) => {
+            let (w, h) = shorter_side_size(img.width(), img.height(), size);
+            // A sliver (1x5000 pixels) would become gigabytes at the shorter side's size.
+            if u64::from(w.max(h)) > u64::from(size) * MAX_ASPECT {
+                return Err(Failure::Decode(format!(
+                    "a {}x{} image is too elongated to resize its shorter side to {size} pixels \
+                     (more than {MAX_ASPECT}:1); crop it, or remove it from the folder",
+                    img.width(),
+                    img.height()
+                )));
+            }
+            resize(&img, w.max(1), h.max(1))
+        }
+        (None, None) => img,
     })
 }
 
@@ -488,7 +525,7 @@ fn decode_all(
                     if i >= files.len() || first_error.load(Ordering::Relaxed) < i {
                         break;
                     }
-                    let r = decode_one(&files[i].0, options.resize);
+                    let r = decode_one(&files[i].0, options);
                     if let Err(f) = &r
                         && (!options.skip_invalid || matches!(f, Failure::Io(_)))
                     {

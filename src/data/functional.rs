@@ -2,16 +2,82 @@
 //! on PIL images (Pillow's `Image.resize(BILINEAR)`, `ImageEnhance`, HSV conversion), so that a
 //! pipeline written here gives the same pixels as its torchvision counterpart.
 //!
-//! Resizing follows Pillow's `Resample.c` (Pillow 13): separable triangle filter whose support
-//! widens with the reduction factor (antialiasing when shrinking), coefficients in 22-bit fixed
+//! Resizing follows Pillow's `Resample.c` (Pillow 13): a separable triangle (bilinear) or Keys
+//! cubic (bicubic, `a = -0.5`) filter whose support widens with the reduction factor
+//! (antialiasing when shrinking), coefficients in 22-bit fixed
 //! point, two passes each rounded to `u8` — horizontal first, unless the height shrinks by more
 //! than twice as many pixels as the width (Pillow 13's rule; Pillow 12 and older always start
 //! horizontally, which can change such downscales by one level on a few pixels).
 
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
 
 /// Fixed-point precision of Pillow's 8-bit resampling.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// The resampling filter of a resize (torchvision's `InterpolationMode`, as Pillow implements
+/// it: `Resample.c`'s filters, their support widened by the reduction factor when shrinking —
+/// torchvision's antialiasing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Interpolation {
+    /// `InterpolationMode.BILINEAR`: the triangle filter, support 1.
+    #[default]
+    Bilinear,
+    /// `InterpolationMode.BICUBIC`: Keys' cubic convolution with `a = -0.5`, support 2
+    /// (EfficientNet B0-B7 and V2-L, ViT's SWAG weights, timm's recipes).
+    Bicubic,
+}
+
+impl Interpolation {
+    /// torchvision's name (`bilinear`, `bicubic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+
+    /// Parses torchvision's name, in any letter case.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "bilinear" => Some(Interpolation::Bilinear),
+            "bicubic" => Some(Interpolation::Bicubic),
+            _ => None,
+        }
+    }
+
+    /// Support of the filter at scale 1, in input pixels.
+    fn support(self) -> f64 {
+        match self {
+            Interpolation::Bilinear => 1.0,
+            Interpolation::Bicubic => 2.0,
+        }
+    }
+
+    /// Pillow's `bilinear_filter` / `bicubic_filter`.
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Interpolation::Bilinear => (1.0 - x).max(0.0),
+            Interpolation::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Interpolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Resampling coefficients for one axis.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,11 +92,11 @@ struct AxisPlan {
 }
 
 impl AxisPlan {
-    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter.
-    fn new(in_size: usize, out_size: usize) -> Self {
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `filter`.
+    fn new(in_size: usize, out_size: usize, filter: Interpolation) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
-        let support = filterscale; // bilinear support 1.0, scaled
+        let support = filter.support() * filterscale;
         let taps = support.ceil() as usize * 2 + 1;
         let mut start = Vec::with_capacity(out_size);
         let mut len = Vec::with_capacity(out_size);
@@ -45,8 +111,7 @@ impl AxisPlan {
             let n = xmax.saturating_sub(xmin).min(taps);
             let mut ww = 0.0;
             for (x, kx) in k.iter_mut().enumerate().take(n) {
-                let t = ((x + xmin) as f64 - center + 0.5) * ss;
-                let w = (1.0 - t.abs()).max(0.0);
+                let w = filter.weight(((x + xmin) as f64 - center + 0.5) * ss);
                 *kx = w;
                 ww += w;
             }
@@ -81,8 +146,8 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// A precomputed bilinear resize from one size to another (Pillow's `Image.resize` with
-/// `BILINEAR`, which torchvision's `Resize` calls on PIL images). Reuse it for every image of
+/// A precomputed resize from one size to another (Pillow's `Image.resize` with `BILINEAR` or
+/// `BICUBIC`, which torchvision's `Resize` calls on PIL images). Reuse it for every image of
 /// the same size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResizePlan {
@@ -90,35 +155,64 @@ pub struct ResizePlan {
     in_h: u32,
     out_w: u32,
     out_h: u32,
+    filter: Interpolation,
     horizontal: Option<AxisPlan>,
     vertical: Option<AxisPlan>,
 }
 
 impl ResizePlan {
-    /// The plan for `in_w x in_h -> out_w x out_h` (all sizes at least 1).
+    /// The bilinear plan for `in_w x in_h -> out_w x out_h` (all sizes at least 1).
     pub fn new(in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> Self {
+        Self::with_filter(in_w, in_h, out_w, out_h, Interpolation::Bilinear)
+    }
+
+    /// The plan for `in_w x in_h -> out_w x out_h` with `filter`.
+    pub fn with_filter(
+        in_w: u32,
+        in_h: u32,
+        out_w: u32,
+        out_h: u32,
+        filter: Interpolation,
+    ) -> Self {
         let horizontal =
-            (in_w != out_w).then(|| AxisPlan::new(in_w as usize, out_w.max(1) as usize));
-        let vertical = (in_h != out_h).then(|| AxisPlan::new(in_h as usize, out_h.max(1) as usize));
+            (in_w != out_w).then(|| AxisPlan::new(in_w as usize, out_w.max(1) as usize, filter));
+        let vertical =
+            (in_h != out_h).then(|| AxisPlan::new(in_h as usize, out_h.max(1) as usize, filter));
         ResizePlan {
             in_w,
             in_h,
             out_w,
             out_h,
+            filter,
             horizontal,
             vertical,
         }
     }
 
-    /// Whether this plan applies to images of `w x h` resized to `out_w x out_h`.
-    pub fn matches(&self, in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> bool {
-        (self.in_w, self.in_h, self.out_w, self.out_h) == (in_w, in_h, out_w, out_h)
+    /// Whether this plan resizes images of `in_w x in_h` to `out_w x out_h` with `filter`.
+    pub fn matches(
+        &self,
+        in_w: u32,
+        in_h: u32,
+        out_w: u32,
+        out_h: u32,
+        filter: Interpolation,
+    ) -> bool {
+        (self.in_w, self.in_h, self.out_w, self.out_h, self.filter)
+            == (in_w, in_h, out_w, out_h, filter)
     }
 
     /// Resizes `img` (which must be `in_w x in_h`; other sizes get a fresh plan).
     pub fn apply(&self, img: &RgbImage) -> RgbImage {
         if img.dimensions() != (self.in_w, self.in_h) {
-            return ResizePlan::new(img.width(), img.height(), self.out_w, self.out_h).apply(img);
+            return ResizePlan::with_filter(
+                img.width(),
+                img.height(),
+                self.out_w,
+                self.out_h,
+                self.filter,
+            )
+            .apply(img);
         }
         if self.out_w == 0 || self.out_h == 0 || self.in_w == 0 || self.in_h == 0 {
             // Nothing to sample from, or nothing to produce: an empty or black image, never a
@@ -205,10 +299,34 @@ fn vertical_pass(src: &[u8], width: usize, row0: usize, plan: &AxisPlan, out_h: 
 
 /// Bilinear resize to exactly `width x height` (see [`ResizePlan`]).
 pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_with(img, width, height, Interpolation::Bilinear)
+}
+
+/// Resize to exactly `width x height` with `filter` (see [`ResizePlan`]).
+pub fn resize_with(img: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
     if img.dimensions() == (width, height) {
         return img.clone();
     }
-    ResizePlan::new(img.width(), img.height(), width, height).apply(img)
+    ResizePlan::with_filter(img.width(), img.height(), width, height, filter).apply(img)
+}
+
+/// torchvision's `resized_crop`: the `height x width` region at `(top, left)` (`region` is
+/// `(top, left, height, width)`, in pixels; outside the image is black), resized to `size`
+/// (`(height, width)`) with `filter` — [`RandomResizedCrop`](super::RandomResizedCrop) at
+/// fixed parameters.
+pub fn resized_crop(
+    img: &RgbImage,
+    region: (u32, u32, u32, u32),
+    size: (u32, u32),
+    filter: Interpolation,
+) -> RgbImage {
+    let (top, left, height, width) = region;
+    let cropped = if (top, left, height, width) == (0, 0, img.height(), img.width()) {
+        img.clone()
+    } else {
+        crop(img, i64::from(top), i64::from(left), height, width)
+    };
+    resize_with(&cropped, size.1, size.0, filter)
 }
 
 /// The output size of torchvision's `Resize(size)` with an integer size: the shorter side

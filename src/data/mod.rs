@@ -59,6 +59,7 @@ pub use image_file::read_image;
 pub use loader::{ImageLoader, LoaderConfig, default_workers};
 pub use split::{Lengths, Subset, random_split};
 pub use transform::{
-    CIFAR10_MEAN, CIFAR10_STD, CenterCrop, ColorJitter, IMAGENET_MEAN, IMAGENET_STD, Normalize,
-    Pipeline, RandomCrop, RandomHorizontalFlip, Resize, Transform, TransformCache, to_chw,
+    CIFAR10_MEAN, CIFAR10_STD, CenterCrop, ColorJitter, IMAGENET_MEAN, IMAGENET_STD, Interpolation,
+    Normalize, Pipeline, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, ResizeTo,
+    Transform, TransformCache, to_chw,
 };

@@ -1,6 +1,6 @@
 //! Image transforms with the names and semantics of `torchvision.transforms` (v1, PIL path):
-//! [`RandomHorizontalFlip`], [`RandomCrop`], [`Resize`], [`CenterCrop`], [`ColorJitter`],
-//! [`Normalize`], composed into a [`Pipeline`] (torchvision's `Compose([..., ToTensor(),
+//! [`RandomHorizontalFlip`], [`RandomCrop`], [`RandomResizedCrop`], [`Resize`] (bilinear or
+//! bicubic), [`CenterCrop`], [`ColorJitter`], [`Normalize`], composed into a [`Pipeline`] (torchvision's `Compose([..., ToTensor(),
 //! Normalize(...)])`).
 //!
 //! Geometric and colour transforms run on `u8` RGB images exactly like torchvision on PIL images
@@ -15,6 +15,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::error::DataError;
+pub use super::functional::Interpolation;
 use super::functional::{
     ResizePlan, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop,
     crop, hflip, shorter_side_size,
@@ -67,12 +68,12 @@ impl RandomCrop {
     }
 }
 
-/// `Resize(size)` with bilinear interpolation (Pillow's, with antialiasing when shrinking).
+/// The size [`Resize`] produces (torchvision's `size` argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Resize {
-    /// `Resize(int)`: the shorter side becomes this, the aspect ratio is kept.
+pub enum ResizeTo {
+    /// `size=int`: the shorter side becomes this, the aspect ratio is kept.
     Shorter(u32),
-    /// `Resize((h, w))`: exactly this size.
+    /// `size=(h, w)`: exactly this size.
     Exact {
         /// Output height.
         height: u32,
@@ -81,23 +82,139 @@ pub enum Resize {
     },
 }
 
+/// `Resize(size, interpolation)`: Pillow's resampling (with antialiasing when shrinking),
+/// bilinear by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resize {
+    /// The output size.
+    pub size: ResizeTo,
+    /// The resampling filter.
+    #[serde(default)]
+    pub interpolation: Interpolation,
+}
+
 impl Resize {
     /// `Resize(size)`: the shorter side becomes `size` (a square image becomes `size x size`).
     pub fn new(size: u32) -> Self {
-        Resize::Shorter(size)
+        Resize {
+            size: ResizeTo::Shorter(size),
+            interpolation: Interpolation::Bilinear,
+        }
     }
 
     /// `Resize((height, width))`.
     pub fn exact(height: u32, width: u32) -> Self {
-        Resize::Exact { height, width }
+        Resize {
+            size: ResizeTo::Exact { height, width },
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+
+    /// The same resize with `interpolation` (`Resize(size, interpolation=BICUBIC)`).
+    pub fn with_interpolation(mut self, interpolation: Interpolation) -> Self {
+        self.interpolation = interpolation;
+        self
     }
 
     /// `(width, height)` of the output for an input of `width x height`.
     pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
-        match *self {
-            Resize::Shorter(size) => shorter_side_size(width, height, size),
-            Resize::Exact { height, width } => (width, height),
+        match self.size {
+            ResizeTo::Shorter(size) => shorter_side_size(width, height, size),
+            ResizeTo::Exact { height, width } => (width, height),
         }
+    }
+}
+
+/// `RandomResizedCrop(size, scale, ratio, interpolation)`: a crop of random area (a fraction in
+/// `scale` of the image's) and aspect ratio (width / height, log-uniform in `ratio`), resized to
+/// `height x width` — the ImageNet training crop (Szegedy et al., 2015) and the tutorial's train
+/// transform. Crop positions are drawn as torchvision's `get_params` draws them (ten tries, then
+/// the centre crop of the nearest allowed ratio); see [`get_params`](Self::get_params).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RandomResizedCrop {
+    /// Output height.
+    pub height: u32,
+    /// Output width.
+    pub width: u32,
+    /// Range of the crop's area, as a fraction of the image's (torchvision: `(0.08, 1.0)`).
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio, width / height (torchvision: `(3/4, 4/3)`).
+    pub ratio: (f64, f64),
+    /// The resampling filter of the resize.
+    pub interpolation: Interpolation,
+}
+
+impl RandomResizedCrop {
+    /// `RandomResizedCrop(size)`: a `size x size` output, scale `(0.08, 1.0)`, ratio
+    /// `(3/4, 4/3)`, bilinear.
+    pub fn new(size: u32) -> Self {
+        RandomResizedCrop {
+            height: size,
+            width: size,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+
+    /// The same transform with the area range `scale`.
+    pub fn with_scale(mut self, min: f64, max: f64) -> Self {
+        self.scale = (min, max);
+        self
+    }
+
+    /// The same transform with the aspect-ratio range `ratio`.
+    pub fn with_ratio(mut self, min: f64, max: f64) -> Self {
+        self.ratio = (min, max);
+        self
+    }
+
+    /// The same transform with `interpolation`.
+    pub fn with_interpolation(mut self, interpolation: Interpolation) -> Self {
+        self.interpolation = interpolation;
+        self
+    }
+
+    /// torchvision's `RandomResizedCrop.get_params`: `(top, left, height, width)` of the crop
+    /// in an image of `width x height` (both at least 1). Up to ten tries draw an area
+    /// fraction uniformly in `scale` and a ratio log-uniformly in `ratio`, and keep the first
+    /// crop that fits (`w = round(sqrt(area * ratio))`, `h = round(sqrt(area / ratio))`,
+    /// rounding half to even as Python does), at a uniform position; otherwise the centre
+    /// crop with the ratio clamped to the range.
+    pub fn get_params(&self, width: u32, height: u32, rng: &mut SeededRng) -> (u32, u32, u32, u32) {
+        let area = f64::from(width) * f64::from(height);
+        let (log_lo, log_hi) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target_area = area * rng.uniform(self.scale.0, self.scale.1);
+            let aspect = rng.uniform(log_lo, log_hi).exp();
+            let w = (target_area * aspect).sqrt().round_ties_even();
+            let h = (target_area / aspect).sqrt().round_ties_even();
+            if w > 0.0 && w <= f64::from(width) && h > 0.0 && h <= f64::from(height) {
+                let (w, h) = (w as u32, h as u32);
+                let top = rng.int_inclusive(0, height - h);
+                let left = rng.int_inclusive(0, width - w);
+                return (top, left, h, w);
+            }
+        }
+        let in_ratio = f64::from(width) / f64::from(height);
+        let (lo, hi) = (
+            self.ratio.0.min(self.ratio.1),
+            self.ratio.0.max(self.ratio.1),
+        );
+        let (w, h) = if in_ratio < lo {
+            let h = (f64::from(width) / lo)
+                .round_ties_even()
+                .clamp(1.0, f64::from(height));
+            (width, h as u32)
+        } else if in_ratio > hi {
+            let w = (f64::from(height) * hi)
+                .round_ties_even()
+                .clamp(1.0, f64::from(width));
+            (w as u32, height)
+        } else {
+            (width, height)
+        };
+        ((height - h) / 2, (width - w) / 2, h, w)
     }
 }
 
@@ -209,6 +326,8 @@ pub enum Transform {
     CenterCrop(CenterCrop),
     /// See [`ColorJitter`].
     ColorJitter(ColorJitter),
+    /// See [`RandomResizedCrop`].
+    RandomResizedCrop(RandomResizedCrop),
 }
 
 impl From<RandomHorizontalFlip> for Transform {
@@ -236,6 +355,11 @@ impl From<ColorJitter> for Transform {
         Transform::ColorJitter(t)
     }
 }
+impl From<RandomResizedCrop> for Transform {
+    fn from(t: RandomResizedCrop) -> Self {
+        Transform::RandomResizedCrop(t)
+    }
+}
 
 impl Transform {
     /// torchvision's class name.
@@ -246,6 +370,7 @@ impl Transform {
             Transform::Resize(_) => "Resize",
             Transform::CenterCrop(_) => "CenterCrop",
             Transform::ColorJitter(_) => "ColorJitter",
+            Transform::RandomResizedCrop(_) => "RandomResizedCrop",
         }
     }
 
@@ -253,7 +378,7 @@ impl Transform {
     pub fn is_random(&self) -> bool {
         match self {
             Transform::RandomHorizontalFlip(t) => t.p > 0.0 && t.p < 1.0,
-            Transform::RandomCrop(_) => true,
+            Transform::RandomCrop(_) | Transform::RandomResizedCrop(_) => true,
             Transform::Resize(_) | Transform::CenterCrop(_) => false,
             Transform::ColorJitter(t) => {
                 t.brightness > 0.0 || t.contrast > 0.0 || t.saturation > 0.0 || t.hue > 0.0
@@ -280,9 +405,29 @@ impl Transform {
             Transform::CenterCrop(t) if t.size == 0 => Err(self.invalid(
                 "size must be positive: a crop of 0 pixels holds nothing; give a size of at least 1",
             )),
-            Transform::Resize(Resize::Shorter(0))
-            | Transform::Resize(Resize::Exact { height: 0, .. })
-            | Transform::Resize(Resize::Exact { width: 0, .. }) => Err(self.invalid(
+            Transform::RandomResizedCrop(t) if t.height == 0 || t.width == 0 => Err(self.invalid(
+                "size must be positive: images cannot be resized to 0 pixels; give a size of at least 1",
+            )),
+            Transform::RandomResizedCrop(t) => {
+                let (s, r) = (t.scale, t.ratio);
+                if !(s.0 > 0.0 && s.0 <= s.1 && s.1.is_finite()) {
+                    return Err(self.invalid(format!(
+                        "scale = ({}, {}) must be a range (min, max) of area fractions with 0 < min <= max (torchvision: (0.08, 1.0))",
+                        s.0, s.1
+                    )));
+                }
+                if !(r.0 > 0.0 && r.0 <= r.1 && r.1.is_finite()) {
+                    return Err(self.invalid(format!(
+                        "ratio = ({}, {}) must be a range (min, max) of aspect ratios with 0 < min <= max (torchvision: (3/4, 4/3))",
+                        r.0, r.1
+                    )));
+                }
+                Ok(())
+            }
+            Transform::Resize(Resize {
+                size: ResizeTo::Shorter(0) | ResizeTo::Exact { height: 0, .. } | ResizeTo::Exact { width: 0, .. },
+                ..
+            }) => Err(self.invalid(
                 "size must be positive: images cannot be resized to 0 pixels; give a size of at least 1 (Resize::new, Pipeline::upsample, TutorialOptions::upsample)",
             )),
             Transform::ColorJitter(t) => {
@@ -322,6 +467,7 @@ impl Transform {
             }
             Transform::Resize(r) => Ok(r.output_size(width, height)),
             Transform::CenterCrop(t) => Ok((t.size, t.size)),
+            Transform::RandomResizedCrop(t) => Ok((t.width, t.height)),
             Transform::RandomHorizontalFlip(_) | Transform::ColorJitter(_) => Ok((width, height)),
         }
     }
@@ -334,18 +480,24 @@ pub struct TransformCache {
 }
 
 impl TransformCache {
-    fn plan(&mut self, in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> &ResizePlan {
+    fn plan(
+        &mut self,
+        (in_w, in_h): (u32, u32),
+        (out_w, out_h): (u32, u32),
+        filter: Interpolation,
+    ) -> &ResizePlan {
         let pos = self
             .plans
             .iter()
-            .position(|p| p.matches(in_w, in_h, out_w, out_h));
+            .position(|p| p.matches(in_w, in_h, out_w, out_h, filter));
         let i = match pos {
             Some(i) => i,
             None => {
                 if self.plans.len() >= 16 {
                     self.plans.remove(0);
                 }
-                self.plans.push(ResizePlan::new(in_w, in_h, out_w, out_h));
+                self.plans
+                    .push(ResizePlan::with_filter(in_w, in_h, out_w, out_h, filter));
                 self.plans.len() - 1
             }
         };
@@ -500,13 +652,29 @@ impl Pipeline {
                         crop(&image, top, left, c.size, c.size)
                     }
                 }
-                Transform::Resize(_) => {
+                Transform::Resize(r) => {
                     if image.dimensions() == (w, h) {
                         image
                     } else {
                         cache
-                            .plan(image.width(), image.height(), w, h)
+                            .plan(image.dimensions(), (w, h), r.interpolation)
                             .apply(&image)
+                    }
+                }
+                Transform::RandomResizedCrop(c) => {
+                    let (top, left, ch, cw) = c.get_params(image.width(), image.height(), rng);
+                    // torchvision's `resized_crop`: the crop, then the resize.
+                    let cropped = if (ch, cw) == (image.height(), image.width()) {
+                        image
+                    } else {
+                        crop(&image, i64::from(top), i64::from(left), ch, cw)
+                    };
+                    if cropped.dimensions() == (w, h) {
+                        cropped
+                    } else {
+                        cache
+                            .plan(cropped.dimensions(), (w, h), c.interpolation)
+                            .apply(&cropped)
                     }
                 }
                 Transform::CenterCrop(c) => {

@@ -259,9 +259,18 @@ impl Classifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.preprocess.batch(images, &self.model.device());
+        Ok(self.top_k(self.logits(images)?, k))
+    }
+
+    /// The logits `[N, classes]` of `images` after [`preprocess`](Self::preprocess) (the
+    /// weights' preset: one pixel-exact path with the data pipeline).
+    ///
+    /// # Errors
+    /// As [`classify`](Self::classify); [`Error::Data`] for a preset with a size of 0.
+    pub fn logits(&self, images: &[DynamicImage]) -> Result<Tensor<2>> {
+        let batch = self.preprocess.batch(images, &self.model.device())?;
         self.model.check_input(batch.dims())?;
-        Ok(self.top_k(self.model.forward(batch), k))
+        Ok(self.model.forward(batch))
     }
 
     /// Softmax and the top `k` classes of each row of `logits` `[N, classes]`.

@@ -1,36 +1,31 @@
-//! Inference preprocessing of pretrained weights, as torchvision's
-//! `transforms._presets.ImageClassification` does it: resize the shorter side (bilinear, with
-//! antialiasing), center crop (zero padding when the image is smaller), scale to `[0, 1]`,
-//! normalise with the training mean/std. Kept small and private to the weights; the data
-//! pipeline's general transforms live in `crate::data`.
+//! Inference preprocessing of pretrained weights: torchvision's
+//! `transforms._presets.ImageClassification` (`weights.transforms()`), built from the data
+//! pipeline's own transforms — [`Resize`] of the shorter side (bilinear or bicubic, Pillow's
+//! resampling with antialiasing), [`CenterCrop`] (zero padding when the image is smaller),
+//! `ToTensor` and [`Normalize`] — so that `predict`, the recipe and evaluation share one
+//! pixel-exact path ([`Preprocess::pipeline`]).
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
+use image::DynamicImage;
 
 use super::error::WeightsError;
+pub use crate::data::Interpolation;
+use crate::data::{
+    CenterCrop, Normalize, Pipeline, Resize, TransformCache, rng::SeededRng, to_chw,
+};
 use crate::error::Result;
 
-/// How a preset resizes images (torchvision's `InterpolationMode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Interpolation {
-    /// Bilinear (with antialiasing when shrinking).
-    #[default]
-    Bilinear,
-    /// Bicubic (EfficientNet B0-B7 and V2-L, ViT's SWAG weights).
-    Bicubic,
-}
-
-/// Resize, crop and normalisation constants of a set of weights.
+/// Resize, crop and normalisation constants of a set of weights (torchvision's
+/// `ImageClassification(crop_size, resize_size, mean, std, interpolation)`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preprocess {
-    /// Target length of the shorter side after resizing.
+    /// Target length of the shorter side after resizing, pixels.
     pub resize: u32,
     /// The resampling filter of the resize.
     pub interpolation: Interpolation,
-    /// Side of the square center crop.
+    /// Side of the square center crop, pixels.
     pub crop: u32,
     /// Per-channel mean (RGB, on `[0, 1]` values).
     pub mean: [f32; 3],
@@ -48,75 +43,77 @@ impl Preprocess {
         std: [0.229, 0.224, 0.225],
     };
 
+    /// The preset as a data pipeline: `Resize(resize, interpolation)`, `CenterCrop(crop)`,
+    /// `Normalize(mean, std)` — what the Learner's evaluation and `predict` run.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new()
+            .then(Resize::new(self.resize).with_interpolation(self.interpolation))
+            .then(CenterCrop::new(self.crop))
+            .normalize(self.normalize())
+    }
+
+    /// The preset's [`Normalize`].
+    pub fn normalize(&self) -> Normalize {
+        Normalize::new(self.mean, self.std)
+    }
+
+    /// The preset with another resize, crop or interpolation where given (the examples'
+    /// `--resize`, `--crop`, `--interpolation`).
+    pub fn with(
+        self,
+        resize: Option<u32>,
+        crop: Option<u32>,
+        interpolation: Option<Interpolation>,
+    ) -> Self {
+        Preprocess {
+            resize: resize.unwrap_or(self.resize),
+            crop: crop.unwrap_or(self.crop),
+            interpolation: interpolation.unwrap_or(self.interpolation),
+            ..self
+        }
+    }
+
     /// `(width, height)` after resizing a `width` x `height` image: the shorter side becomes
     /// `resize`, the longer one keeps the aspect ratio (truncated, as torchvision does).
     pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
-        let resize = self.resize.max(1);
-        let (short, long) = (width.min(height).max(1), width.max(height));
-        let new_long = ((resize as u64 * long as u64) / short as u64).max(1) as u32;
-        if width <= height {
-            (resize, new_long)
-        } else {
-            (new_long, resize)
-        }
-    }
-
-    /// Resized, center-cropped RGB image (`crop` x `crop`), before normalisation.
-    pub fn resize_and_crop(&self, image: &DynamicImage) -> RgbImage {
-        let rgb = image.to_rgb8();
-        let (w, h) = self.resized_size(rgb.width(), rgb.height());
-        let resized = if (w, h) == rgb.dimensions() {
-            rgb
-        } else {
-            let filter = match self.interpolation {
-                Interpolation::Bilinear => FilterType::Triangle,
-                // Pillow's bicubic filter is Keys' cubic with a = -0.5 (Catmull-Rom).
-                Interpolation::Bicubic => FilterType::CatmullRom,
-            };
-            image::imageops::resize(&rgb, w, h, filter)
-        };
-        let crop = self.crop.max(1);
-        // torchvision: top = round((h - crop) / 2) with Python's round-half-to-even; an image
-        // smaller than the crop is padded with zeros first (left/top get the smaller half).
-        let offset = |size: u32| -> i64 {
-            if size >= crop {
-                ((size - crop) as f64 / 2.0).round_ties_even() as i64
-            } else {
-                -(((crop - size) / 2) as i64)
-            }
-        };
-        let (left, top) = (offset(w), offset(h));
-        let mut out = RgbImage::new(crop, crop);
-        for (x, y, pixel) in out.enumerate_pixels_mut() {
-            let (sx, sy) = (x as i64 + left, y as i64 + top);
-            if (0..w as i64).contains(&sx) && (0..h as i64).contains(&sy) {
-                *pixel = *resized.get_pixel(sx as u32, sy as u32);
-            }
-        }
-        out
+        Resize::new(self.resize).output_size(width, height)
     }
 
     /// The normalised `[3, crop, crop]` values (channel-major) of one image.
-    pub fn apply(&self, image: &DynamicImage) -> Vec<f32> {
-        let cropped = self.resize_and_crop(image);
-        let plane = (cropped.width() * cropped.height()) as usize;
-        let mut out = vec![0.0f32; 3 * plane];
-        for (i, pixel) in cropped.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (pixel[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
-            }
-        }
-        out
+    ///
+    /// # Errors
+    /// [`Error::Data`](crate::Error::Data) when a size is 0.
+    pub fn apply(&self, image: &DynamicImage) -> Result<Vec<f32>> {
+        self.apply_all(std::slice::from_ref(image))
     }
 
     /// A batch `[N, 3, crop, crop]` on `device` (one host buffer, one upload).
-    pub fn batch(&self, images: &[DynamicImage], device: &Device) -> Tensor<4> {
-        let crop = self.crop.max(1) as usize;
-        let mut data = Vec::with_capacity(images.len() * 3 * crop * crop);
-        for image in images {
-            data.extend(self.apply(image));
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply).
+    pub fn batch(&self, images: &[DynamicImage], device: &Device) -> Result<Tensor<4>> {
+        let crop = self.crop as usize;
+        let data = self.apply_all(images)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [images.len(), 3, crop, crop]),
+            device,
+        ))
+    }
+
+    fn apply_all(&self, images: &[DynamicImage]) -> Result<Vec<f32>> {
+        let pipeline = self.pipeline();
+        pipeline.validate()?;
+        let lut = pipeline.lut();
+        let plane = self.crop as usize * self.crop as usize;
+        let mut out = vec![0.0f32; images.len() * 3 * plane];
+        let mut cache = TransformCache::default();
+        // The preset draws no random numbers; the generator is never used.
+        let mut rng = SeededRng::new(0);
+        for (image, chunk) in images.iter().zip(out.chunks_exact_mut(3 * plane)) {
+            let rgb = pipeline.apply_cached(image.to_rgb8(), &mut rng, &mut cache)?;
+            to_chw(&rgb, &lut, chunk);
         }
-        Tensor::from_data(TensorData::new(data, [images.len(), 3, crop, crop]), device)
+        Ok(out)
     }
 }
 

@@ -10,13 +10,15 @@ use burn::data::dataset::InMemDataset;
 use finetune::Error;
 use finetune::data::functional::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, hflip, resize,
+    resize_with, resized_crop,
 };
 use finetune::data::rng::SeededRng;
 use finetune::data::{
     CenterCrop, Cifar10, Cifar100, ColorJitter, DataError, ImageDataset, ImageFolder,
-    ImageFolderOptions, ImageLoader, Lengths, LoaderConfig, Normalize, Pipeline, RandomCrop,
-    RandomHorizontalFlip, Resize, random_split,
+    ImageFolderOptions, ImageLoader, Interpolation, Lengths, LoaderConfig, Normalize, Pipeline,
+    RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, random_split,
 };
+use finetune::weights::Preprocess;
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use md5::{Digest, Md5};
 
@@ -609,6 +611,127 @@ fn transforms_match_pillow_and_torchvision() {
     let mut flipped = a.clone();
     hflip(&mut flipped);
     check("hflip_7x5", flipped);
+    // Bicubic (Pillow's filter), the random resized crop at fixed parameters, the presets.
+    let d = &r["source_40x30"];
+    let bicubic = Interpolation::Bicubic;
+    check("bicubic_7x5_to_16x11", resize_with(a, 16, 11, bicubic));
+    check("bicubic_7x5_to_3x2", resize_with(a, 3, 2, bicubic));
+    let resize = |size: u32| Resize::new(size).with_interpolation(bicubic);
+    check(
+        "bicubic_12x12_to_84",
+        apply(Pipeline::new().then(resize(84)), c),
+    );
+    check(
+        "bicubic_32x32_to_9",
+        apply(Pipeline::new().then(resize(9)), b),
+    );
+    check(
+        "bicubic_40x30_to_int_17",
+        apply(Pipeline::new().then(resize(17)), d),
+    );
+    check(
+        "resized_crop_40x30_3_5_20x14_to_24",
+        resized_crop(d, (3, 5, 20, 14), (24, 24), Interpolation::Bilinear),
+    );
+    check(
+        "resized_crop_40x30_0_0_30x40_to_16",
+        resized_crop(d, (0, 0, 30, 40), (16, 16), Interpolation::Bilinear),
+    );
+    check(
+        "resized_crop_40x30_7_2_9x11_to_32_bicubic",
+        resized_crop(d, (7, 2, 9, 11), (32, 32), bicubic),
+    );
+    for (name, interpolation) in [
+        ("preset_40x30_resize28_crop24", Interpolation::Bilinear),
+        ("preset_40x30_resize28_crop24_bicubic", bicubic),
+    ] {
+        let preset = Preprocess {
+            resize: 28,
+            crop: 24,
+            interpolation,
+            ..Preprocess::IMAGENET
+        };
+        let mut pipeline = preset.pipeline();
+        pipeline.normalize = None;
+        check(name, apply(pipeline, d));
+    }
+}
+
+#[test]
+fn random_resized_crop_draws_as_torchvision() {
+    let rrc = RandomResizedCrop::new(16);
+    let (w, h) = (40u32, 30u32);
+    let mut ratios = Vec::new();
+    for seed in 0..500 {
+        let (top, left, ch, cw) = rrc.get_params(w, h, &mut SeededRng::new(seed));
+        assert!(
+            ch >= 1 && cw >= 1 && top + ch <= h && left + cw <= w,
+            "{seed}"
+        );
+        let fraction = f64::from(ch * cw) / f64::from(w * h);
+        // Rounding the sides moves the area and the ratio a little off the drawn ones.
+        assert!((0.06..=1.0).contains(&fraction), "{fraction}");
+        ratios.push(f64::from(cw) / f64::from(ch));
+    }
+    assert!(ratios.iter().all(|&r| (0.6..=1.6).contains(&r)));
+    assert!(ratios.iter().any(|&r| r < 0.9) && ratios.iter().any(|&r| r > 1.1));
+    // Always the whole image when it is the only crop allowed.
+    let whole = RandomResizedCrop::new(8)
+        .with_scale(1.0, 1.0)
+        .with_ratio(4.0 / 3.0, 4.0 / 3.0);
+    assert_eq!(
+        whole.get_params(40, 30, &mut SeededRng::new(1)),
+        (0, 0, 30, 40)
+    );
+    // No crop of the drawn ratios fits ten times: the centre crop at the nearest ratio.
+    let tall = RandomResizedCrop::new(8)
+        .with_scale(0.9, 1.0)
+        .with_ratio(0.25, 0.25);
+    assert_eq!(
+        tall.get_params(40, 30, &mut SeededRng::new(2)),
+        (0, 16, 30, 8)
+    );
+    let wide = RandomResizedCrop::new(8)
+        .with_scale(0.9, 1.0)
+        .with_ratio(4.0, 4.0);
+    assert_eq!(
+        wide.get_params(40, 30, &mut SeededRng::new(3)),
+        (10, 0, 10, 40)
+    );
+    // The pipeline gives the output size, and the same seed the same pixels.
+    let img = RgbImage::from_fn(40, 30, |x, y| Rgb([x as u8, y as u8, 7]));
+    let pipeline = Pipeline::new().then(rrc);
+    assert!(pipeline.is_random());
+    assert_eq!(pipeline.output_size(40, 30).unwrap(), (16, 16));
+    let one = pipeline.apply(img.clone(), &mut SeededRng::new(9)).unwrap();
+    assert_eq!(one.dimensions(), (16, 16));
+    assert_eq!(
+        one,
+        pipeline.apply(img.clone(), &mut SeededRng::new(9)).unwrap()
+    );
+    // Bad parameters are typed errors naming the transform.
+    for bad in [
+        RandomResizedCrop::new(0),
+        RandomResizedCrop::new(8).with_scale(0.5, 0.1),
+        RandomResizedCrop::new(8).with_scale(0.0, 1.0),
+        RandomResizedCrop::new(8).with_ratio(1.5, 0.5),
+        RandomResizedCrop::new(8).with_ratio(f64::NAN, 1.0),
+    ] {
+        let err = Pipeline::new()
+            .then(bad)
+            .apply(img.clone(), &mut SeededRng::new(0))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Transform {
+                    transform: "RandomResizedCrop",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
 
 fn numbered(w: u32, h: u32, n: u8) -> RgbImage {
@@ -1412,4 +1535,109 @@ fn valid_image_variants_load_and_match_pillow() {
             assert!(max <= 6 && mean < 1.0, "{name}: max {max}, mean {mean:.3}");
         }
     }
+}
+
+#[test]
+fn image_folders_get_the_tutorials_transforms_and_keep_their_shapes() {
+    use finetune::recipe::{DataChoice, DataOptions, held_size, load_data, tutorial_pipelines};
+    let tmp = tempfile::tempdir().unwrap();
+    // Landscape and portrait images of several sizes.
+    for (class, sizes) in [
+        ("ants", [(40, 30), (30, 40)]),
+        ("bees", [(64, 20), (17, 50)]),
+    ] {
+        for (i, (w, h)) in sizes.into_iter().enumerate() {
+            for copy in 0..3 {
+                save_rgb(
+                    &tmp.path().join(format!("{class}/{i}_{copy}.png")),
+                    w,
+                    h,
+                    [i as u8 * 50, copy as u8 * 20, 9],
+                );
+            }
+        }
+    }
+    let options = DataOptions {
+        image_size: 16,
+        ..DataOptions::default()
+    };
+    assert_eq!(held_size(224), 256);
+    assert_eq!(held_size(16), 18);
+    let data = load_data(&DataChoice::ImageFolder(tmp.path().into()), &options).unwrap();
+    assert_eq!(data.input_size, Some(16));
+    // Held with the shorter side at 18, aspect ratio kept (torchvision's Resize(18)).
+    for i in 0..data.train.len() {
+        let item = data.train.get(i).unwrap();
+        let (w, h) = item.image.dimensions();
+        assert_eq!(w.min(h), 18, "{w}x{h}");
+        assert!(w.max(h) > 18, "{w}x{h}");
+    }
+    let p = tutorial_pipelines(&data, Normalize::imagenet(), None, false).unwrap();
+    assert_eq!(
+        p.train,
+        Pipeline::new()
+            .then(RandomResizedCrop::new(16))
+            .then(RandomHorizontalFlip::default())
+            .normalize(Normalize::imagenet())
+    );
+    assert_eq!(
+        p.eval,
+        Pipeline::new()
+            .then(Resize::new(18))
+            .then(CenterCrop::new(16))
+            .normalize(Normalize::imagenet())
+    );
+    assert!(
+        p.description.contains("RandomResizedCrop(16)") && p.description.contains("CenterCrop(16)"),
+        "{}",
+        p.description
+    );
+    // Cached features: no random transform for training.
+    let cached = tutorial_pipelines(&data, Normalize::imagenet(), None, true).unwrap();
+    assert_eq!(cached.train, cached.eval);
+    // Upsampling is CIFAR's: with image folders it is refused, naming the option to use.
+    let err = tutorial_pipelines(&data, Normalize::imagenet(), Some(32), false).unwrap_err();
+    assert!(err.to_string().contains("image_size"), "{err}");
+    // CIFAR-sized data keeps its native 32x32 transforms.
+    let sample = load_data(&DataChoice::Sample, &DataOptions::default()).unwrap();
+    assert_eq!(sample.input_size, None);
+    let p = tutorial_pipelines(&sample, Normalize::cifar10(), None, false).unwrap();
+    assert_eq!(p.train, Pipeline::train(Normalize::cifar10()));
+    assert_eq!(p.eval, Pipeline::eval(Normalize::cifar10()));
+    // The recipe trains on the folder with them, and says so in its first line.
+    let out = tmp.path().join("run");
+    let mut o = tutorial_on(tmp.path(), &out);
+    o.image_size = 16;
+    o.batch_size = Some(4);
+    let report = finetune::recipe::run(&o).unwrap();
+    assert_eq!(report.history.epochs.len(), 1);
+}
+
+#[test]
+fn a_sliver_is_refused_by_a_shorter_side_resize_never_blown_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    save_rgb(&tmp.path().join("a/ok.png"), 20, 10, [1, 2, 3]);
+    save_rgb(&tmp.path().join("a/sliver.png"), 1, 200, [1, 2, 3]);
+    let err = ImageFolder::open_with(
+        tmp.path(),
+        ImageFolderOptions::default().resize_shorter(256),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, DataError::Decode { path, .. } if path.ends_with("sliver.png")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("too elongated"), "{err}");
+    let folder = ImageFolder::open_with(
+        tmp.path(),
+        ImageFolderOptions::default()
+            .resize_shorter(256)
+            .skip_invalid(true),
+    )
+    .unwrap();
+    assert_eq!(folder.len(), 1);
+    assert_eq!(
+        folder.dataset().get(0).unwrap().image.dimensions(),
+        (512, 256)
+    );
 }

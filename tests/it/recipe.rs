@@ -2,7 +2,8 @@
 //! one, with every output file.
 
 use finetune::DeviceChoice;
-use finetune::recipe::{DataChoice, Mode, TutorialOptions, WeightsChoice, run};
+use finetune::model::BnPolicy;
+use finetune::recipe::{DataChoice, Hyperparameters, Mode, TutorialOptions, WeightsChoice, run};
 
 fn options(mode: Mode, out: &std::path::Path, epochs: usize) -> TutorialOptions {
     let mut o = TutorialOptions::new(mode);
@@ -73,6 +74,37 @@ fn the_feature_extractor_caches_features_and_bad_options_are_refused() {
     let mut missing = options(Mode::FineTune, &dir.path().join("x"), 1);
     missing.data = DataChoice::CifarDir(dir.path().join("no-such-dir"));
     assert!(run(&missing).is_err());
+}
+
+#[test]
+fn small_datasets_get_their_own_defaults_per_mode() {
+    use Hyperparameters as H;
+    assert_eq!(H::for_mode(Mode::FineTune, 1000), H::SMALL_DATA);
+    assert_eq!(
+        H::for_mode(Mode::FeatureExtractor, 1000),
+        H::SMALL_DATA_HEAD
+    );
+    assert_eq!(H::for_mode(Mode::FineTune, 45_000), H::TUTORIAL);
+    assert_eq!(H::for_mode(Mode::FeatureExtractor, 45_000), H::TUTORIAL);
+    let mut o = TutorialOptions::new(Mode::FeatureExtractor);
+    assert_eq!(o.hyperparameters(1000).lr, 0.1);
+    assert_eq!(o.bn_policy_for(1000), BnPolicy::Frozen);
+    assert_eq!(o.bn_policy_for(45_000), BnPolicy::TrainMode);
+    o.lr = Some(0.5);
+    o.bn_policy = Some(BnPolicy::TrainMode);
+    assert_eq!(o.hyperparameters(1000).lr, 0.5);
+    assert_eq!(o.bn_policy_for(1000), BnPolicy::TrainMode);
+    o.bn_policy = None;
+    o.cache_features = true;
+    assert_eq!(o.bn_policy_for(45_000), BnPolicy::Frozen);
+    // Caching with a policy that changes the features is refused before anything loads.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = options(Mode::FeatureExtractor, dir.path(), 1);
+    bad.cache_features = true;
+    bad.bn_policy = Some(BnPolicy::TrainMode);
+    let err = run(&bad).unwrap_err().to_string();
+    assert!(err.contains("frozen"), "{err}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
 
 #[test]

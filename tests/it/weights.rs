@@ -698,40 +698,25 @@ fn preprocessing_matches_torchvision() {
             crop: 24,
             ..Preprocess::IMAGENET
         };
-        let ours = pre.apply(&image);
+        // The data pipeline's Pillow-exact resize and crop, then ToTensor and Normalize in
+        // torchvision's f32 operations: the same values, bit for bit.
+        let ours = pre.apply(&image).unwrap();
         let theirs = torchvision_preprocessed(name);
         assert_eq!(ours.len(), theirs.len());
-        // PIL and the image crate round the bilinear filter differently: allow 2 levels of 255.
-        let level = 1.0 / 255.0 / 0.224;
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        eprintln!(
-            "{name}: max diff {:.2} levels, mean {:.3} levels",
-            worst / level,
-            ours.iter()
-                .zip(&theirs)
-                .map(|(a, b)| (a - b).abs())
-                .sum::<f32>()
-                / ours.len() as f32
-                / level
-        );
-        assert!(worst <= 2.5 * level, "{name}: max diff {worst}");
-        let mean_diff: f32 = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f32>()
-            / ours.len() as f32;
-        assert!(mean_diff <= 0.5 * level, "{name}: mean diff {mean_diff}");
+        let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{name}: {differ} values differ from torchvision");
     }
     let pre = Preprocess::IMAGENET;
     assert_eq!(pre.resized_size(500, 375), (341, 256));
     assert_eq!(pre.resized_size(375, 500), (256, 341));
-    let batch = pre.batch(&[image.clone(), image], &cpu());
+    let batch = pre.batch(&[image.clone(), image.clone()], &cpu()).unwrap();
     assert_eq!(batch.dims(), [2, 3, 224, 224]);
+    // A size of 0 is a typed error, never a panic or an empty tensor.
+    let zero = Preprocess { crop: 0, ..pre };
+    assert!(matches!(
+        zero.apply(&image).unwrap_err(),
+        Error::Data(finetune::data::DataError::Transform { .. })
+    ));
 }
 
 #[test]
