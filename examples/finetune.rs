@@ -137,7 +137,12 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
             step_size: 7,
             gamma: 0.1,
         })
-        .with_schedule_unit(ScheduleUnit::Epoch);
+        .with_schedule_unit(ScheduleUnit::Epoch)
+        // Off unless asked for (--label-smoothing, --mixup, --cutmix): timm's and
+        // torchvision's regularisers, not the tutorial's.
+        .with_label_smoothing(args.label_smoothing)
+        .with_mixup_alpha(args.mixup)
+        .with_cutmix_alpha(args.cutmix);
 
     // 6. Training: a training and a validation phase every epoch, the best validation epoch's
     //    weights kept; a checkpoint every epoch (`--resume` continues from it), the history
@@ -148,10 +153,15 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
         .clone()
         .unwrap_or_else(|| recipe::default_run_dir(Mode::FineTune));
     println!(
-        "fine-tuning on {} | {}{} | run dir {}",
+        "fine-tuning on {} | {}{}{} | run dir {}",
         args.device.resolve(),
         hyper.describe(),
         recipe::small_data_note(n_train, args.epochs, args.batch_size, args.lr),
+        config
+            .batch_mix()
+            .describe()
+            .map(|r| format!(" | {r}"))
+            .unwrap_or_default(),
         run_dir.display()
     );
     let outcome = Learner::new(config)

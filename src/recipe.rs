@@ -144,6 +144,12 @@ pub struct TutorialOptions {
     pub image_size: u32,
     /// Image folders without `train/`: the fraction held out for validation and test.
     pub holdout: f64,
+    /// Label smoothing of the training loss ([`LearnerConfig::label_smoothing`]; `None`: off).
+    pub label_smoothing: Option<f64>,
+    /// MixUp's alpha ([`LearnerConfig::mixup_alpha`]; `None`: off).
+    pub mixup_alpha: Option<f64>,
+    /// CutMix's alpha ([`LearnerConfig::cutmix_alpha`]; `None`: off).
+    pub cutmix_alpha: Option<f64>,
 }
 
 impl TutorialOptions {
@@ -173,6 +179,9 @@ impl TutorialOptions {
             workers: None,
             image_size: 224,
             holdout: 0.1,
+            label_smoothing: None,
+            mixup_alpha: None,
+            cutmix_alpha: None,
         }
     }
 
@@ -216,7 +225,7 @@ impl TutorialOptions {
 
     /// The tutorial's optimizer and schedule: SGD with `hyper`'s learning rate and momentum
     /// 0.9, StepLR(step 7, gamma 0.1) stepped per epoch, `hyper`'s epochs,
-    /// [`seed`](Self::seed).
+    /// [`seed`](Self::seed), and the regularisers set here (label smoothing, MixUp, CutMix).
     pub fn learner_config(&self, hyper: &Hyperparameters) -> LearnerConfig {
         LearnerConfig::default()
             .with_epochs(hyper.epochs)
@@ -228,6 +237,9 @@ impl TutorialOptions {
                 gamma: 0.1,
             })
             .with_schedule_unit(ScheduleUnit::Epoch)
+            .with_label_smoothing(self.label_smoothing)
+            .with_mixup_alpha(self.mixup_alpha)
+            .with_cutmix_alpha(self.cutmix_alpha)
     }
 }
 
@@ -1216,8 +1228,14 @@ fn describe_run(
     run_dir: &Path,
 ) -> String {
     let [n_train, n_val, n_test] = data.sizes();
+    let regularisers = opts
+        .learner_config(hyper)
+        .batch_mix()
+        .describe()
+        .map(|r| format!(" | {r}"))
+        .unwrap_or_default();
     format!(
-        "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | {}{} | run dir {}",
+        "{} {} on {}: {} | {} | train {} / val {} / test {} images | {} | {}{}{} | run dir {}",
         match opts.mode {
             Mode::FineTune => "fine-tuning".to_string(),
             Mode::FeatureExtractor => format!(
@@ -1235,6 +1253,7 @@ fn describe_run(
         transforms,
         hyper.describe(),
         small_data_note(n_train, opts.epochs, opts.batch_size, opts.lr),
+        regularisers,
         run_dir.display()
     )
 }

@@ -122,6 +122,20 @@ pub struct TutorialArgs {
     /// Continue the run in --out from its checkpoint
     #[arg(long, requires = "out", help_heading = "Training")]
     pub resume: bool,
+
+    /// Label smoothing of the training loss, in [0, 1) (torchvision's recipes: 0.1)
+    /// [default: 0, off]
+    #[arg(long, value_name = "E", help_heading = "Regularisation")]
+    pub label_smoothing: Option<f64>,
+
+    /// MixUp with Beta(A, A) ratios (torchvision's recipes: 0.2) [default: off]
+    #[arg(long, value_name = "A", help_heading = "Regularisation")]
+    pub mixup: Option<f64>,
+
+    /// CutMix with Beta(A, A) ratios (torchvision's recipes: 1.0); with --mixup, each batch
+    /// takes one of the two [default: off]
+    #[arg(long, value_name = "A", help_heading = "Regularisation")]
+    pub cutmix: Option<f64>,
 }
 
 /// `--weights`: `auto`, `none`, an existing file, or a registry name (paths need not be UTF-8).
@@ -185,12 +199,18 @@ impl TutorialArgs {
         o.resume = self.resume;
         o.image_size = self.image_size;
         o.holdout = self.holdout;
+        o.label_smoothing = self.label_smoothing;
+        o.mixup_alpha = self.mixup;
+        o.cutmix_alpha = self.cutmix;
         o
     }
 }
 
 /// The library options its errors name, and their flags.
 pub const FLAGS: &[(&str, &str)] = &[
+    ("label_smoothing", "--label-smoothing"),
+    ("mixup_alpha", "--mixup"),
+    ("cutmix_alpha", "--cutmix"),
     ("batch_size", "--batch-size"),
     ("image_size", "--image-size"),
     ("holdout", "--holdout"),

@@ -89,6 +89,14 @@ impl SeededRng {
         lo + (hi - lo) * self.unit_f64()
     }
 
+    /// A draw from `Beta(alpha, beta)` (`rand_distr`'s sampler), for MixUp's and CutMix's
+    /// mixing ratio. `None` when a parameter is not a positive finite number.
+    pub fn beta(&mut self, alpha: f64, beta: f64) -> Option<f64> {
+        use rand_distr::Distribution;
+        let dist = rand_distr::Beta::new(alpha, beta).ok()?;
+        Some(dist.sample(&mut self.0))
+    }
+
     /// Shuffles `items` in place (Fisher–Yates, from the last element down).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

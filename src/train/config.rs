@@ -8,6 +8,7 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::mix::BatchMix;
 use super::schedule::{Schedule, ScheduleUnit};
 use super::sgd::FusedSgd;
 
@@ -212,6 +213,20 @@ pub struct LearnerConfig {
     /// Number of validation images drawn in `predictions.png`.
     #[config(default = 16)]
     pub prediction_grid: usize,
+    /// Label smoothing `eps` of the training loss, in `[0, 1)` (`None` or 0: off; 0.1 in
+    /// torchvision's and timm's recipes): `torch.nn.CrossEntropyLoss(label_smoothing=eps)`.
+    /// Validation reports the plain cross-entropy. (`Option`s, so that configurations written
+    /// before these fields existed still read.)
+    #[config(default = "None")]
+    pub label_smoothing: Option<f64>,
+    /// MixUp's `alpha` (`None` or 0: off; 0.2 in torchvision's recipes):
+    /// `transforms.v2.MixUp`.
+    #[config(default = "None")]
+    pub mixup_alpha: Option<f64>,
+    /// CutMix's `alpha` (`None` or 0: off; 1.0 in torchvision's recipes):
+    /// `transforms.v2.CutMix`. With MixUp too, each batch takes one of the two at random.
+    #[config(default = "None")]
+    pub cutmix_alpha: Option<f64>,
 }
 
 impl Default for LearnerConfig {
@@ -240,6 +255,16 @@ impl LearnerConfig {
                 self.backbone_lr_mult
             )));
         }
+        self.batch_mix().validate()?;
         self.optimizer.build().map(|_| ())
+    }
+
+    /// The batch-level regularisers: label smoothing, MixUp, CutMix.
+    pub fn batch_mix(&self) -> BatchMix {
+        BatchMix {
+            mixup_alpha: self.mixup_alpha.unwrap_or(0.0),
+            cutmix_alpha: self.cutmix_alpha.unwrap_or(0.0),
+            label_smoothing: self.label_smoothing.unwrap_or(0.0),
+        }
     }
 }

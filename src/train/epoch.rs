@@ -1,6 +1,7 @@
 //! One epoch's training phase of [`Learner::fit`]: per batch, the learning-rate step, the
-//! input checks, the forward pass and loss, the non-finite-loss check, the backward pass and
-//! the optimizer step, with running loss and accuracy.
+//! input checks, MixUp / CutMix, the forward pass and loss (label-smoothed or soft), the
+//! non-finite-loss check, the backward pass and the optimizer step, with running loss and
+//! accuracy.
 
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use burn::tensor::{Int, Tensor};
 use super::TrainError;
 use super::evaluate::read_indices;
 use super::learner::Learner;
+use super::mix::{BatchMix, Mixed, mix_images, soft_cross_entropy, soft_target_tensor};
 use super::progress::FitEvent;
 use super::schedule::ScheduleUnit;
 use super::start::{FitData, FitRun};
@@ -94,6 +96,7 @@ impl Learner {
             batches,
         });
         let mut totals = EpochTotals::new(started);
+        let mix = self.config.batch_mix();
         let loader = data.train_source().batches(epoch);
         for (b, batch) in loader.iter().enumerate() {
             let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
@@ -102,7 +105,13 @@ impl Learner {
                 None => step_schedule(run),
             };
             totals.first_lr.get_or_insert(lr.base());
-            let step = forward(&model, data, batch)?;
+            let mixed = if data.cached.is_some() {
+                Mixed::None
+            } else {
+                let [_, _, h, w] = batch.images.dims();
+                mix.draw(self.config.seed, epoch, b, h, w)
+            };
+            let step = forward(&model, data, batch, &mix, mixed)?;
             if !step.value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     epoch,
@@ -153,8 +162,10 @@ fn forward<M: VisionModel>(
     model: &M,
     data: &FitData<'_, M>,
     batch: ImageBatch,
+    mix: &BatchMix,
+    mixed: Mixed,
 ) -> Result<Forward, TrainError> {
-    let images = batch.images.without_autodiff();
+    let images = mix_images(batch.images.without_autodiff(), mixed);
     let targets = batch.targets.without_autodiff();
     let n = targets.dims()[0];
     let cached = data.cached.is_some();
@@ -176,7 +187,13 @@ fn forward<M: VisionModel>(
             .map_err(TrainError::model)?;
         model.forward(images)
     };
-    let loss = data.loss_fn.forward(logits.clone(), targets.clone());
+    let loss = if mix.soft() {
+        let classes = logits.dims()[1];
+        let soft = soft_target_tensor(targets.clone(), classes, mixed, mix.label_smoothing)?;
+        soft_cross_entropy(logits.clone(), soft)
+    } else {
+        data.loss_fn.forward(logits.clone(), targets.clone())
+    };
     let (value, hits) = read_loss_and_hits(loss.clone(), logits, targets)?;
     Ok(Forward {
         loss,

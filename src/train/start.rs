@@ -132,6 +132,11 @@ impl Learner {
         val: &dyn BatchSource,
     ) -> Result<bool, TrainError> {
         self.config.validate()?;
+        if self.cache_features && self.config.batch_mix().mixes() {
+            return Err(TrainError::Config(
+                "MixUp and CutMix mix images, and cached features have no images to mix: turn off feature caching, or set mixup_alpha and cutmix_alpha to 0".into(),
+            ));
+        }
         if train.num_items() == 0 {
             return Err(TrainError::Data("the training data is empty".into()));
         }

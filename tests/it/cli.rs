@@ -118,6 +118,8 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             ]),
             os(&["--resume", "--sample"]),
             os(&["--sample", "--upsample", "0", "--weights", "none"]),
+            os(&["--sample", "--weights", "none", "--label-smoothing", "1.5"]),
+            os(&["--sample", "--weights", "none", "--mixup", "-1"]),
         ];
         let messages = run_cases(name, &cases, tmp.path());
         assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
@@ -136,6 +138,12 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             "{}",
             messages[14]
         );
+        assert!(
+            messages[15].contains("--label-smoothing"),
+            "{}",
+            messages[15]
+        );
+        assert!(messages[16].contains("--mixup"), "{}", messages[16]);
     }
 }
 
@@ -154,6 +162,15 @@ fn inference_and_inspection_examples_fail_cleanly_on_bad_flags_and_inputs() {
             os(&["--weights", dir, "--image", missing]),
             os(&["--weights", "resnet18", "--image", missing, "--top", "x"]),
             os(&["--weights", "resnet18"]),
+            os(&[
+                "--weights",
+                "resnet18",
+                "--image",
+                missing,
+                "--interpolation",
+                "nearest",
+            ]),
+            os(&["--weights", "resnet18", "--image", missing, "--crop", "0"]),
         ],
         tmp.path(),
     );
@@ -393,7 +410,7 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
     for default in [
         "[default: 5; 15 with fewer than 4000 training images",
         "[default: 128; 32 with fewer than 4000",
-        "[default: 0.001; 0.01 with fewer than 4000",
+        "[default: 0.001; with fewer than 4000 training images 0.01, or 0.1 for the feature",
         "[default: auto]",
     ] {
         assert!(help.contains(default), "{default} missing:\n{help}");

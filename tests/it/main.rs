@@ -13,6 +13,7 @@ mod families;
 mod faults;
 mod freeze;
 mod http;
+mod mix;
 mod model;
 mod properties;
 mod recipe;

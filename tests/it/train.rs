@@ -430,6 +430,9 @@ fn learner_config_json_keeps_its_form() {
         "early_stopping_patience",
         "monitor",
         "prediction_grid",
+        "label_smoothing",
+        "mixup_alpha",
+        "cutmix_alpha",
     ];
     let positions: Vec<usize> = keys
         .iter()
@@ -437,7 +440,7 @@ fn learner_config_json_keeps_its_form() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
     assert!(json.starts_with(r#"{"epochs":5,"lr":0.001,"optimizer":{"kind":"sgd","momentum":0.9,"nesterov":false,"weight_decay":0.0},"#), "{json}");
-    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16}"#), "{json}");
+    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16,"label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null}"#), "{json}");
     let back: LearnerConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, LearnerConfig::default());
     assert_eq!(LearnerConfig::new(), LearnerConfig::default());
@@ -445,6 +448,14 @@ fn learner_config_json_keeps_its_form() {
     let without = json.replace(r#""early_stopping_patience":null,"#, "");
     let back: LearnerConfig = serde_json::from_str(&without).unwrap();
     assert_eq!(back.early_stopping_patience, None);
+    // A config.json written before the regularisers existed reads as "off".
+    let before = json.replace(
+        r#","label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null"#,
+        "",
+    );
+    assert_ne!(before, json);
+    let back: LearnerConfig = serde_json::from_str(&before).unwrap();
+    assert_eq!(back, LearnerConfig::default());
 }
 
 #[test]
