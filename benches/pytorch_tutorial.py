@@ -1,9 +1,10 @@
 """The tutorial recipe in PyTorch on the same images, for the side-by-side run in the notes.
 
-Mirrors `cargo run --release --example finetune -- --image-folder DIR --image-size 32 ...`:
-an image folder (class sub-folders) with 10% held out (half validation, half test), images
-decoded once into memory, train transform random horizontal flip + normalise (ImageNet
-mean/std), eval transform normalise, a torchvision model (`--arch`, ResNet-18 by default) with a
+Mirrors `cargo run --release --example finetune -- --image-folder DIR --image-size 32 ...` as
+the crate ran it before image folders took the tutorial's RandomResizedCrop (the README's
+side-by-side figures were measured then): an image folder (class sub-folders) with 10% held out
+(half validation, half test), images decoded once into memory, train transform random
+horizontal flip + normalise (ImageNet mean/std), eval transform normalise, a torchvision model (`--arch`, ResNet-18 by default) with a
 new last Linear, cross-entropy, SGD
 lr 0.001 momentum 0.9, StepLR(7, 0.1) per epoch, batch 128 (last partial batch dropped), best
 validation weights kept, then test accuracy. `--weights none` (random init) or `imagenet`

@@ -42,7 +42,7 @@ struct Args {
     #[command(flatten)]
     tutorial: tutorial::TutorialArgs,
 
-    /// Compute the frozen backbone's features once (no random flip; BatchNorm frozen)
+    /// Compute the frozen backbone's features once (no random crop or flip; BatchNorm frozen)
     #[arg(long, help_heading = "Feature extractor")]
     cache_features: bool,
 

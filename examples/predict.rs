@@ -154,7 +154,10 @@ fn run(args: Args) -> finetune::Result<()> {
     );
     let logits = classifier.logits(&images)?;
     let classes = logits.dims()[1];
-    let values = logits.to_data().try_to_vec::<f32>().unwrap_or_default();
+    let values = logits
+        .to_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| finetune::Error::InvalidConfig(format!("reading the logits back: {e:?}")))?;
     let predictions = classifier.top_k(logits, args.top);
     if args.json {
         let out: Vec<_> = args

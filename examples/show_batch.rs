@@ -7,8 +7,10 @@
 //! ```
 //!
 //! `DIR` is an extracted `cifar-10-batches-bin`; without `--data-dir` or `--image-folder` the
-//! CIFAR-10 sample shipped with the crate is used. The batch goes through the same loader,
-//! transforms and normalisation as training, and is de-normalised for display.
+//! CIFAR-10 sample shipped with the crate is used. The batch goes through the same loader and
+//! normalisation as training with the augmentation `--augment` names, and is de-normalised for
+//! display. (The recipe trains image folders with `RandomResizedCrop` + flip, which `--augment`
+//! does not offer yet.)
 
 #[path = "common/cli.rs"]
 mod cli;

@@ -123,11 +123,12 @@ pub struct TutorialOptions {
     pub resume: bool,
     /// Seed of the split, the order and the augmentation.
     pub seed: u64,
-    /// Resize images to this square size (224 for ImageNet weights at their native
-    /// resolution).
+    /// CIFAR and the bundled sample: resize the 32x32 images to this square size (224 for
+    /// ImageNet weights at their native resolution). Refused with image folders, which are
+    /// cropped to [`image_size`](Self::image_size) instead.
     pub upsample: Option<u32>,
     /// Feature extractor only: compute the frozen backbone's features once (the training
-    /// transform then has no random flip).
+    /// transform is then the evaluation one: no random crop or flip).
     pub cache_features: bool,
     /// Feature extractor only: the frozen backbone's BatchNorm policy. `None`: the tutorial's
     /// [`BnPolicy::TrainMode`] (its backbone has `requires_grad = False` but stays in train
@@ -140,7 +141,8 @@ pub struct TutorialOptions {
     pub weights_key: Option<String>,
     /// Batch-preparation threads (default: all cores).
     pub workers: Option<usize>,
-    /// Image folders: the square size images are resized to at load.
+    /// Image folders: the side of the square crops the network sees
+    /// ([`DataOptions::image_size`]).
     pub image_size: u32,
     /// Image folders without `train/`: the fraction held out for validation and test.
     pub holdout: f64,
@@ -661,7 +663,8 @@ fn check_splittable(
 ///   [`Splits::notes`].
 /// - [`DataChoice::ImageFolder`]: `train/` and `val/` (and `test/`, or `val/` split 50/50), or
 ///   a folder of class folders with [`DataOptions::holdout`] of it split off, half for
-///   validation and half for test. Images are resized to [`DataOptions::image_size`] at load.
+///   validation and half for test. Images are held with their shorter side at
+///   [`held_size`] of [`DataOptions::image_size`] ([`tutorial_pipelines`] crops them).
 ///
 /// ```no_run
 /// use finetune::recipe::{DataChoice, DataOptions, load_data};

@@ -145,6 +145,11 @@ impl BatchMix {
 /// torchvision's CutMix box around `(r_y, r_x)` for ratio `lam`, with the label ratio adjusted
 /// to the area kept.
 pub fn cutmix_box(lam: f64, (r_y, r_x): (usize, usize), height: usize, width: usize) -> Mixed {
+    if height == 0 || width == 0 {
+        return Mixed::None;
+    }
+    // A centre outside the image (only a caller's) is taken as its last row or column.
+    let (r_y, r_x) = (r_y.min(height - 1), r_x.min(width - 1));
     let r = 0.5 * (1.0 - lam).max(0.0).sqrt();
     let half_w = (r * width as f64) as usize;
     let half_h = (r * height as f64) as usize;
@@ -195,6 +200,9 @@ pub fn mix_images(images: Tensor<4>, mixed: Mixed) -> Tensor<4> {
 /// PyTorch's f32 operations: `rolled * (1 - lam) + onehot * lam`, then `t * (1 - eps) + eps / K`.
 pub fn soft_targets(labels: &[usize], classes: usize, mixed: Mixed, eps: f64) -> Vec<f32> {
     let n = labels.len();
+    if classes == 0 {
+        return Vec::new();
+    }
     let lam = match mixed {
         Mixed::None => 1.0,
         Mixed::MixUp { lam } | Mixed::CutMix { lam, .. } => lam,
@@ -250,6 +258,19 @@ pub(super) fn soft_target_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn degenerate_sizes_never_panic() {
+        assert_eq!(cutmix_box(0.5, (0, 0), 0, 8), Mixed::None);
+        assert!(soft_targets(&[0, 1], 0, Mixed::None, 0.1).is_empty());
+        // A centre past the image is clamped to it: a box inside, its ratio in [0, 1].
+        match cutmix_box(0.0, (100, 100), 8, 8) {
+            Mixed::CutMix { y2, x2, lam, .. } => {
+                assert!(y2 <= 8 && x2 <= 8 && (0.0..=1.0).contains(&lam));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn rolled_rows_are_torch_roll_by_one() {

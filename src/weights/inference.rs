@@ -268,6 +268,11 @@ impl Classifier {
     /// # Errors
     /// As [`classify`](Self::classify); [`Error::Data`] for a preset with a size of 0.
     pub fn logits(&self, images: &[DynamicImage]) -> Result<Tensor<2>> {
+        if images.is_empty() {
+            return Err(Error::InvalidConfig(
+                "no images to classify: give at least one".into(),
+            ));
+        }
         let batch = self.preprocess.batch(images, &self.model.device())?;
         self.model.check_input(batch.dims())?;
         Ok(self.model.forward(batch))

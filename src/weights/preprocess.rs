@@ -2,8 +2,8 @@
 //! `transforms._presets.ImageClassification` (`weights.transforms()`), built from the data
 //! pipeline's own transforms — [`Resize`] of the shorter side (bilinear or bicubic, Pillow's
 //! resampling with antialiasing), [`CenterCrop`] (zero padding when the image is smaller),
-//! `ToTensor` and [`Normalize`] — so that `predict`, the recipe and evaluation share one
-//! pixel-exact path ([`Preprocess::pipeline`]).
+//! `ToTensor` and [`Normalize`] — so that `predict` ([`Classifier`](super::Classifier)) and the
+//! training pipelines share one pixel-exact implementation ([`Preprocess::pipeline`]).
 
 use std::path::Path;
 
@@ -44,7 +44,7 @@ impl Preprocess {
     };
 
     /// The preset as a data pipeline: `Resize(resize, interpolation)`, `CenterCrop(crop)`,
-    /// `Normalize(mean, std)` — what the Learner's evaluation and `predict` run.
+    /// `Normalize(mean, std)` — what [`Classifier`](super::Classifier) and `predict` run.
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::new()
             .then(Resize::new(self.resize).with_interpolation(self.interpolation))
