@@ -613,6 +613,16 @@ pub fn tutorial_pipelines(
 
 /// Loads an image folder, noting in one line what was ignored.
 fn folder(dir: &Path, size: u32, notes: &mut Vec<String>) -> Result<ImageFolder> {
+    if size > crate::data::MAX_SIDE {
+        return Err(DataError::Transform {
+            transform: "Resize",
+            reason: format!(
+                "image folders are cropped to {size}x{size} pixels, more than the {} a transform produces: set the image size (DataOptions::image_size, TutorialOptions::image_size) lower (224 for ImageNet weights)",
+                crate::data::MAX_SIDE
+            ),
+        }
+        .into());
+    }
     if size == 0 {
         return Err(DataError::Transform {
             transform: "Resize",

@@ -60,6 +60,6 @@ pub use loader::{ImageLoader, LoaderConfig, default_workers};
 pub use split::{Lengths, Subset, random_split};
 pub use transform::{
     CIFAR10_MEAN, CIFAR10_STD, CenterCrop, ColorJitter, IMAGENET_MEAN, IMAGENET_STD, Interpolation,
-    Normalize, Pipeline, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, ResizeTo,
-    Transform, TransformCache, to_chw,
+    MAX_SIDE, Normalize, Pipeline, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize,
+    ResizeTo, Transform, TransformCache, to_chw,
 };

@@ -22,6 +22,10 @@ use super::functional::{
 };
 use super::rng::SeededRng;
 
+/// The largest side, in pixels, a transform may set (a `Resize`, a crop): 16,384, so that no
+/// size a user types makes one image take more than about 800 MB.
+pub const MAX_SIDE: u32 = 16_384;
+
 /// Per-channel mean of the CIFAR-10 training images (RGB, in `[0, 1]`).
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 /// Per-channel standard deviation of the CIFAR-10 training pixels (RGB).
@@ -393,8 +397,27 @@ impl Transform {
         }
     }
 
-    /// Checks the parameters.
+    /// The output sides the transform sets (none for flips and colour jitter).
+    fn sizes(&self) -> Vec<u32> {
+        match self {
+            Transform::RandomCrop(t) => vec![t.size],
+            Transform::CenterCrop(t) => vec![t.size],
+            Transform::RandomResizedCrop(t) => vec![t.height, t.width],
+            Transform::Resize(r) => match r.size {
+                ResizeTo::Shorter(s) => vec![s],
+                ResizeTo::Exact { height, width } => vec![height, width],
+            },
+            Transform::RandomHorizontalFlip(_) | Transform::ColorJitter(_) => Vec::new(),
+        }
+    }
+
+    /// Checks the parameters: probabilities, ranges, and sizes between 1 and [`MAX_SIDE`].
     pub fn validate(&self) -> Result<(), DataError> {
+        if let Some(side) = self.sizes().into_iter().find(|&s| s > MAX_SIDE) {
+            return Err(self.invalid(format!(
+                "a side of {side} pixels is larger than the {MAX_SIDE} a transform produces (one such image would take gigabytes); give a smaller size"
+            )));
+        }
         match self {
             Transform::RandomHorizontalFlip(t) if !(0.0..=1.0).contains(&t.p) => {
                 Err(self.invalid(format!("p = {} is not a probability in [0, 1]", t.p)))

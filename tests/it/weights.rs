@@ -717,6 +717,22 @@ fn preprocessing_matches_torchvision() {
         zero.apply(&image).unwrap_err(),
         Error::Data(finetune::data::DataError::Transform { .. })
     ));
+    // So is a size no image should have (predict --crop 4000000000), before any allocation.
+    for huge in [
+        Preprocess {
+            crop: u32::MAX,
+            ..pre
+        },
+        Preprocess {
+            resize: 4_000_000_000,
+            ..pre
+        },
+    ] {
+        let err = huge
+            .batch(std::slice::from_ref(&image), &cpu())
+            .unwrap_err();
+        assert!(err.to_string().contains("16384"), "{err}");
+    }
 }
 
 #[test]
