@@ -105,6 +105,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A model could not be written (disk full, file-size limit, permissions): the file is
+    /// incomplete, the model in memory is intact.
+    #[error(
+        "cannot write model to '{path}': {reason} (free some space or choose another directory, then save again)"
+    )]
+    ModelWrite {
+        /// The file being written.
+        path: PathBuf,
+        /// What the writer reported.
+        reason: String,
+    },
 }
 
 impl Error {

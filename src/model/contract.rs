@@ -353,7 +353,7 @@ pub trait VisionModel: Module + 'static {
     /// file (conventionally `*.bpk`), replacing an existing file atomically.
     ///
     /// # Errors
-    /// [`Error::ModelFile`] or [`Error::Io`] when writing fails.
+    /// [`Error::ModelWrite`] or [`Error::Io`] when writing fails.
     fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         super::io::save(self, path.as_ref())
     }

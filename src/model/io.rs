@@ -55,9 +55,9 @@ pub(crate) fn save<M: VisionModel>(model: &M, path: &Path) -> Result<()> {
         .auto_extension(false)
         .overwrite(true)
         .metadata(METADATA_KEY, json);
-    model.save_into(&mut store).map_err(|e| Error::ModelFile {
+    model.save_into(&mut store).map_err(|e| Error::ModelWrite {
         path: path.to_path_buf(),
-        reason: format!("writing failed: {e}"),
+        reason: e.to_string(),
     })
 }
 

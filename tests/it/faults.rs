@@ -414,3 +414,18 @@ fn batches_that_do_not_fit_the_model_are_typed_errors_before_any_kernel() {
     gray.check_input([2, 1, 8, 8]).unwrap();
     assert!(gray.check_input([0, 1, 8, 8]).is_err());
 }
+
+#[test]
+fn a_failed_model_write_is_reported_as_a_write_not_a_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory where the file should go: the writer cannot create it.
+    let target = tmp.path().join("model.bpk");
+    fs::create_dir(&target).unwrap();
+    let model = ResNetConfig::resnet18(2)
+        .with_widths([4, 4, 8, 8])
+        .with_stem(Stem::Cifar)
+        .init(&cpu());
+    let err = model.save(&target).unwrap_err();
+    assert!(matches!(err, finetune::Error::ModelWrite { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("cannot write model"), "{err}");
+}
