@@ -3,14 +3,15 @@
 //! ```text
 //! cargo run --release --example show_batch -- --data-dir DIR --out batch.png
 //! cargo run --release --example show_batch -- --image-folder train/ --size 224 --out batch.png
+//! cargo run --release --example show_batch -- --image-folder train/ --augment tutorial
 //! cargo run --release --example show_batch -- --sample --augment cifar
 //! ```
 //!
 //! `DIR` is an extracted `cifar-10-batches-bin`; without `--data-dir` or `--image-folder` the
 //! CIFAR-10 sample shipped with the crate is used. The batch goes through the same loader and
 //! normalisation as training with the augmentation `--augment` names, and is de-normalised for
-//! display. (The recipe trains image folders with `RandomResizedCrop` + flip, which `--augment`
-//! does not offer yet.)
+//! display. `--augment tutorial` shows what the recipe trains image folders with
+//! (`RandomResizedCrop` + flip).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -24,8 +25,9 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use finetune::data::{
     Cifar10, ImageDataset, ImageFolder, ImageFolderOptions, ImageLoader, LoaderConfig, Normalize,
-    Pipeline, RandomCrop, RandomHorizontalFlip,
+    Pipeline, RandomCrop, RandomHorizontalFlip, RandomResizedCrop,
 };
+use finetune::recipe::held_size;
 use finetune::viz::{GridStyle, save_grid_with};
 
 /// Writes one augmented training batch as a picture (the tutorial's `imshow` of a batch).
@@ -73,8 +75,11 @@ struct Args {
 /// `--augment`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Augment {
-    /// Random horizontal flip (the tutorial's)
+    /// Random horizontal flip (what CIFAR trains with at 32x32)
     Flip,
+    /// The tutorial's RandomResizedCrop(N) + random horizontal flip, N = --size (224 by
+    /// default): what image folders train with (held with their shorter side at N*8/7)
+    Tutorial,
     /// Random 32x32 crop with 4 pixels of padding, then a random horizontal flip
     Cifar,
     /// No augmentation
@@ -86,6 +91,7 @@ impl Augment {
     fn name(self) -> &'static str {
         match self {
             Augment::Flip => "flip",
+            Augment::Tutorial => "tutorial",
             Augment::Cifar => "cifar",
             Augment::None => "none",
         }
@@ -107,7 +113,9 @@ fn run(args: Args) -> Result<(), String> {
     let (dataset, classes, normalize): (ImageDataset, Vec<String>, Normalize) =
         if let Some(dir) = &image_folder {
             let mut options = ImageFolderOptions::default();
-            if let Some(s) = size {
+            if let Augment::Tutorial = augment {
+                options = options.resize_shorter(held_size(size.unwrap_or(224)));
+            } else if let Some(s) = size {
                 options = options.resize(s);
             }
             let folder = ImageFolder::open_with(dir, options).map_err(|e| e.to_string())?;
@@ -145,13 +153,16 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut pipeline = match augment {
         Augment::Flip => Pipeline::new().then(RandomHorizontalFlip::default()),
+        Augment::Tutorial => Pipeline::new()
+            .then(RandomResizedCrop::new(size.unwrap_or(224)))
+            .then(RandomHorizontalFlip::default()),
         Augment::Cifar => Pipeline::new()
             .then(RandomCrop::new(32, 4))
             .then(RandomHorizontalFlip::default()),
         Augment::None => Pipeline::new(),
     }
     .normalize(normalize);
-    if let (Some(s), None) = (size, &image_folder) {
+    if let (Some(s), None, false) = (size, &image_folder, matches!(augment, Augment::Tutorial)) {
         pipeline = pipeline.upsample(s);
     }
 

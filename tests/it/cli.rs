@@ -457,3 +457,39 @@ fn offline_the_examples_start_from_the_bundled_backbone() {
         );
     }
 }
+
+#[test]
+fn show_batch_draws_the_tutorials_random_resized_crops_of_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("folder");
+    for (class, (w, h)) in [("ants", (40, 30)), ("bees", (20, 50))] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..3u8 {
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8 * 5, y as u8 * 5, i * 60]))
+                .save(dir.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let out = tmp.path().join("batch.png");
+    let output = Command::new(example("show_batch"))
+        .args([
+            "--augment",
+            "tutorial",
+            "--size",
+            "16",
+            "--count",
+            "4",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--image-folder")
+        .arg(&dir)
+        .output()
+        .expect("run the example");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        image::open(&out).is_ok(),
+        "{} is not an image",
+        out.display()
+    );
+}
