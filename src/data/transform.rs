@@ -503,6 +503,16 @@ pub struct TransformCache {
 }
 
 impl TransformCache {
+    /// `image` resized to `size` (`(width, height)`) with `filter` through a cached plan;
+    /// the image itself when it already has that size.
+    fn resize(&mut self, image: RgbImage, size: (u32, u32), filter: Interpolation) -> RgbImage {
+        if image.dimensions() == size {
+            image
+        } else {
+            self.plan(image.dimensions(), size, filter).apply(&image)
+        }
+    }
+
     fn plan(
         &mut self,
         (in_w, in_h): (u32, u32),
@@ -675,15 +685,7 @@ impl Pipeline {
                         crop(&image, top, left, c.size, c.size)
                     }
                 }
-                Transform::Resize(r) => {
-                    if image.dimensions() == (w, h) {
-                        image
-                    } else {
-                        cache
-                            .plan(image.dimensions(), (w, h), r.interpolation)
-                            .apply(&image)
-                    }
-                }
+                Transform::Resize(r) => cache.resize(image, (w, h), r.interpolation),
                 Transform::RandomResizedCrop(c) => {
                     let (top, left, ch, cw) = c.get_params(image.width(), image.height(), rng);
                     // torchvision's `resized_crop`: the crop, then the resize.
@@ -692,13 +694,7 @@ impl Pipeline {
                     } else {
                         crop(&image, i64::from(top), i64::from(left), ch, cw)
                     };
-                    if cropped.dimensions() == (w, h) {
-                        cropped
-                    } else {
-                        cache
-                            .plan(cropped.dimensions(), (w, h), c.interpolation)
-                            .apply(&cropped)
-                    }
+                    cache.resize(cropped, (w, h), c.interpolation)
                 }
                 Transform::CenterCrop(c) => {
                     if image.dimensions() == (c.size, c.size) {

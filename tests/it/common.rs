@@ -16,6 +16,28 @@ pub fn tiny18(num_classes: usize) -> ResNetConfig {
         .with_stem(Stem::Cifar)
 }
 
+/// The same tiny 3-class ResNet (widths 4/4/8/8, CIFAR stem) on every call. Initialised once
+/// and cloned: parameters are drawn lazily from the device's one random generator, which the
+/// tests running in parallel (any of them building a model) also draw from, so seeding it
+/// before each `init` would not make two calls agree. The clone's values are materialised
+/// first, so every clone has the same ones.
+pub fn tiny_model() -> finetune::model::ResNet {
+    static MODEL: std::sync::OnceLock<finetune::model::ResNet> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let device = cpu();
+            device.seed(3);
+            let model = ResNetConfig::resnet18(3)
+                .with_widths([4, 4, 8, 8])
+                .with_stem(Stem::Cifar)
+                .init(&device);
+            // Reading every value materialises the lazily initialised parameters.
+            let _ = snapshot(&model);
+            model
+        })
+        .clone()
+}
+
 /// Random images `[n, 3, size, size]`.
 pub fn images(n: usize, size: usize, device: &Device) -> Tensor<4> {
     Tensor::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device)

@@ -2,14 +2,14 @@
 //! (tests/fixtures/mix/make_mix_fixture.py), and in the Learner: trained and exactly resumed.
 
 use burn::tensor::{Tensor, TensorData};
-use finetune::model::{ResNet, ResNetConfig, Stem, VisionModel};
+use finetune::model::{ResNet, VisionModel};
 use finetune::train::{
     BatchMix, Learner, LearnerConfig, Mixed, OptimizerConfig, TensorSource, TrainError, cutmix_box,
     mix_images, soft_cross_entropy, soft_targets,
 };
 use finetune::weights::read_safetensors_f32;
 
-use crate::common::{cpu, snapshot};
+use crate::common::{cpu, snapshot, tiny_model};
 
 const LABELS: [usize; 4] = [0, 3, 1, 3];
 const K: usize = 5;
@@ -32,26 +32,23 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[test]
 fn mixup_and_cutmix_match_torchvision_v2() {
     let images = tensor::<4>("images");
-    // MixUp at lam 0.3: images and targets bit for bit.
-    let mixup = Mixed::MixUp { lam: 0.3 };
-    assert_eq!(
-        values(mix_images(images.clone(), mixup)),
-        reference("mixup_images").0
-    );
-    assert_eq!(
-        soft_targets(&LABELS, K, mixup, 0.0),
-        reference("mixup_targets").0
-    );
-    // CutMix at lam 0.75 centred on (1, 7): the clipped box, the area-adjusted targets.
-    let cutmix = cutmix_box(0.75, (1, 7), 8, 8);
-    assert_eq!(
-        values(mix_images(images.clone(), cutmix)),
-        reference("cutmix_images").0
-    );
-    assert_eq!(
-        soft_targets(&LABELS, K, cutmix, 0.0),
-        reference("cutmix_targets").0
-    );
+    // MixUp at lam 0.3, and CutMix at lam 0.75 centred on (1, 7) (the clipped box, the
+    // area-adjusted targets): images and targets bit for bit.
+    for (name, mixed) in [
+        ("mixup", Mixed::MixUp { lam: 0.3 }),
+        ("cutmix", cutmix_box(0.75, (1, 7), 8, 8)),
+    ] {
+        assert_eq!(
+            values(mix_images(images.clone(), mixed)),
+            reference(&format!("{name}_images")).0,
+            "{name}"
+        );
+        assert_eq!(
+            soft_targets(&LABELS, K, mixed, 0.0),
+            reference(&format!("{name}_targets")).0,
+            "{name}"
+        );
+    }
     assert_eq!(
         values(mix_images(images.clone(), Mixed::None)),
         reference("images").0
@@ -132,22 +129,6 @@ fn draws_are_per_batch_streams_and_bad_values_are_refused() {
             "{bad}"
         );
     }
-}
-
-fn tiny_model() -> ResNet {
-    static MODEL: std::sync::OnceLock<ResNet> = std::sync::OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let device = cpu();
-            device.seed(11);
-            let model = ResNetConfig::resnet18(3)
-                .with_widths([4, 4, 8, 8])
-                .with_stem(Stem::Cifar)
-                .init(&device);
-            let _ = snapshot(&model);
-            model
-        })
-        .clone()
 }
 
 fn mixing_config(epochs: usize) -> LearnerConfig {

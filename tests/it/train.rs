@@ -7,13 +7,13 @@ use std::sync::Arc;
 use burn::data::dataloader::DataLoader;
 use burn::tensor::{Device, Distribution, Tensor};
 use finetune::data::ImageBatch;
-use finetune::model::{ResNet, ResNetConfig, Stem};
+use finetune::model::ResNet;
 use finetune::train::{
     BatchSource, FitEvent, FitSink, Learner, LearnerConfig, Monitor, OptimizerConfig, Schedule,
     ScheduleUnit, TensorSource, TrainError, evaluate,
 };
 
-use crate::common::{changed, cpu, snapshot};
+use crate::common::{changed, cpu, snapshot, tiny_model};
 
 const CLASSES: usize = 3;
 
@@ -37,27 +37,6 @@ fn sources(device: &Device) -> (TensorSource, TensorSource) {
         TensorSource::new(x, &y, 8).shuffled(5),
         TensorSource::new(vx, &vy, 12),
     )
-}
-
-/// The same small model on every call. Initialised once and cloned: parameters are drawn
-/// lazily from the device's one random generator, which the tests running in parallel (any of
-/// them building a model) also draw from, so seeding it before each `init` would not make two
-/// calls agree. The clone's values are materialised first, so every clone has the same ones.
-fn tiny_model() -> ResNet {
-    static MODEL: std::sync::OnceLock<ResNet> = std::sync::OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let device = cpu();
-            device.seed(3);
-            let model = ResNetConfig::resnet18(CLASSES)
-                .with_widths([4, 4, 8, 8])
-                .with_stem(Stem::Cifar)
-                .init(&device);
-            // Reading every value materialises the lazily initialised parameters.
-            let _ = crate::common::snapshot(&model);
-            model
-        })
-        .clone()
 }
 
 fn config(epochs: usize) -> LearnerConfig {
