@@ -141,7 +141,11 @@ impl ImageBatcher {
                     index: s.index,
                 });
             }
-            to_chw(&image, &self.lut, &mut batch.images[k * per..(k + 1) * per]);
+            let chw = &mut batch.images[k * per..(k + 1) * per];
+            to_chw(&image, &self.lut, chw);
+            // RandomErasing runs on the normalised tensor, with the image's own generator
+            // after the `u8` transforms have drawn from it.
+            self.pipeline.erase(chw, h as u32, w as u32, &mut rng);
             batch.targets.push(s.item.label as i64);
             batch.indices.push(s.index);
         }

@@ -1,6 +1,8 @@
 //! Pixel operations on `u8` RGB images with the semantics of `torchvision.transforms.functional`
-//! on PIL images (Pillow's `Image.resize(BILINEAR)`, `ImageEnhance`, HSV conversion), so that a
-//! pipeline written here gives the same pixels as its torchvision counterpart.
+//! on PIL images (Pillow's `Image.resize(BILINEAR)`, `ImageEnhance`, HSV conversion, the
+//! nearest-neighbour `Image.transform(AFFINE)` and `Image.rotate`, `ImageOps`' posterize,
+//! solarize, autocontrast and equalize), so that a pipeline written here gives the same pixels
+//! as its torchvision counterpart.
 //!
 //! Resizing follows Pillow's `Resample.c` (Pillow 13): a separable triangle (bilinear) or Keys
 //! cubic (bicubic, `a = -0.5`) filter whose support widens with the reduction factor
@@ -536,4 +538,383 @@ pub fn adjust_hue(img: &mut RgbImage, hue_factor: f32) {
         p[1] = g;
         p[2] = b;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry with nearest-neighbour sampling (Pillow's `Image.transform(AFFINE)` and
+// `Image.rotate`), and the histogram and filter operations of `ImageOps` / `ImageEnhance` that
+// TrivialAugment and RandAugment use.
+
+/// Radians per degree, as CPython's `math.radians` multiplies (`pi / 180`).
+const RAD_PER_DEG: f64 = std::f64::consts::PI / 180.0;
+
+/// Pillow's `COORD`: truncation toward zero, every negative value to -1.
+#[inline(always)]
+fn coord(v: f64) -> i64 {
+    if v < 0.0 { -1 } else { v as i64 }
+}
+
+/// Pillow's `Image.transform(size, AFFINE, matrix, NEAREST, fillcolor=black)` with the output
+/// the size of the input (what torchvision's `affine` on a PIL image calls). `matrix` is the
+/// inverse map `(a, b, c, d, e, f)`: output pixel `(x, y)` samples the input at
+/// `(a x + b y + c, d x + e y + f)`, pixel centres at `+ 0.5`; pixels that map outside the image
+/// are black.
+///
+/// Follows `ImagingTransformAffine` in Pillow's `libImaging/Geometry.c` path for path, as they
+/// round differently: a matrix without rotation or shear (`b == 0 && d == 0`) takes
+/// `ImagingScaleAffine` (floating-point positions accumulated along rows and columns, then
+/// truncated); any other takes `affine_fixed` (16.16 fixed point, `floor(v * 65536 + 0.5)`,
+/// accumulated in integers) when the four corners map within `±32768`, else the floating-point
+/// loop.
+pub fn affine_nearest(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (wu, hu) = (w as usize, h as usize);
+    let (wi, hi) = (i64::from(w), i64::from(h));
+    let src = img.as_raw();
+    let mut buf = vec![0u8; wu * hu * 3];
+    if wu == 0 || hu == 0 {
+        return RgbImage::from_raw(w, h, buf).unwrap_or_else(|| RgbImage::new(w, h));
+    }
+    let a = matrix;
+    let put = |buf: &mut [u8], x: usize, y: usize, xin: i64, yin: i64| {
+        let s = (yin as usize * wu + xin as usize) * 3;
+        let d = (y * wu + x) * 3;
+        buf[d..d + 3].copy_from_slice(&src[s..s + 3]);
+    };
+    if a[1] == 0.0 && a[3] == 0.0 {
+        // ImagingScaleAffine: one column table, positions accumulated in floating point.
+        let mut xo = a[2] + a[0] * 0.5;
+        let mut columns = Vec::with_capacity(wu);
+        for _ in 0..wu {
+            columns.push(coord(xo));
+            xo += a[0];
+        }
+        let mut yo = a[5] + a[4] * 0.5;
+        for y in 0..hu {
+            let yin = coord(yo);
+            yo += a[4];
+            if !(0..hi).contains(&yin) {
+                continue;
+            }
+            for (x, &xin) in columns.iter().enumerate() {
+                if (0..wi).contains(&xin) {
+                    put(&mut buf[..], x, y, xin, yin);
+                }
+            }
+        }
+    } else {
+        let (fw, fh) = (f64::from(w), f64::from(h));
+        let fits = |x: f64, y: f64| {
+            (x * a[0] + y * a[1] + a[2]).abs() < 32768.0
+                && (x * a[3] + y * a[4] + a[5]).abs() < 32768.0
+        };
+        if fits(0.0, 0.0) && fits(fw, fh) && fits(0.0, fh) && fits(fw, 0.0) {
+            // affine_fixed: 16.16 fixed point (C's int arithmetic, wrapping).
+            let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i32;
+            let (a0, a1, a3, a4) = (fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4]));
+            let mut a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5);
+            let mut a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5);
+            for y in 0..hu {
+                let (mut xx, mut yy) = (a2, a5);
+                for x in 0..wu {
+                    let xin = i64::from(xx >> 16);
+                    if (0..wi).contains(&xin) {
+                        let yin = i64::from(yy >> 16);
+                        if (0..hi).contains(&yin) {
+                            put(&mut buf[..], x, y, xin, yin);
+                        }
+                    }
+                    xx = xx.wrapping_add(a0);
+                    yy = yy.wrapping_add(a3);
+                }
+                a2 = a2.wrapping_add(a1);
+                a5 = a5.wrapping_add(a4);
+            }
+        } else {
+            // The floating-point loop, for matrices beyond the fixed-point range.
+            let mut xo = a[2] + a[1] * 0.5 + a[0] * 0.5;
+            let mut yo = a[5] + a[4] * 0.5 + a[3] * 0.5;
+            for y in 0..hu {
+                let (mut xx, mut yy) = (xo, yo);
+                for x in 0..wu {
+                    let xin = coord(xx);
+                    if (0..wi).contains(&xin) {
+                        let yin = coord(yy);
+                        if (0..hi).contains(&yin) {
+                            put(&mut buf[..], x, y, xin, yin);
+                        }
+                    }
+                    xx += a[0];
+                    yy += a[3];
+                }
+                xo += a[1];
+                yo += a[4];
+            }
+        }
+    }
+    RgbImage::from_raw(w, h, buf).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// torchvision's `_get_inverse_affine_matrix(center, angle, translate, scale, shear)`: the
+/// matrix Pillow needs (output to input) for a rotation by `angle` degrees (clockwise),
+/// `scale`, shears `shear = (sx, sy)` in degrees and a translation, about `center` (pixels).
+/// Computed in `f64` with torchvision's formulas and order of operations.
+pub fn inverse_affine_matrix(
+    center: (f64, f64),
+    angle: f64,
+    translate: (f64, f64),
+    scale: f64,
+    shear: (f64, f64),
+) -> [f64; 6] {
+    let rot = angle * RAD_PER_DEG;
+    let sx = shear.0 * RAD_PER_DEG;
+    let sy = shear.1 * RAD_PER_DEG;
+    let (cx, cy) = center;
+    let (tx, ty) = translate;
+    // RotateScaleShear without the scale; its inverse has determinant 1.
+    let a = (rot - sy).cos() / sy.cos();
+    let b = -(rot - sy).cos() * sx.tan() / sy.cos() - rot.sin();
+    let c = (rot - sy).sin() / sy.cos();
+    let d = -(rot - sy).sin() * sx.tan() / sy.cos() + rot.cos();
+    let mut m = [d, -b, 0.0, -c, a, 0.0].map(|v| v / scale);
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty);
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty);
+    m[2] += cx;
+    m[5] += cy;
+    m
+}
+
+/// torchvision's `affine(img, angle, translate, scale, shear, NEAREST, fill=None, center)` on
+/// a PIL image: [`inverse_affine_matrix`] about `center` (the image centre `(w / 2, h / 2)`
+/// when `None`), then [`affine_nearest`]. Angles and shears in degrees; torchvision's
+/// `translate` are integers, pass whole numbers to match it.
+pub fn affine(
+    img: &RgbImage,
+    angle: f64,
+    translate: (f64, f64),
+    scale: f64,
+    shear: (f64, f64),
+    center: Option<(f64, f64)>,
+) -> RgbImage {
+    let center =
+        center.unwrap_or_else(|| (f64::from(img.width()) * 0.5, f64::from(img.height()) * 0.5));
+    affine_nearest(
+        img,
+        inverse_affine_matrix(center, angle, translate, scale, shear),
+    )
+}
+
+/// Python's `round(v, 15)`: the double nearest the decimal rounded to 15 places (both sides
+/// round correctly, so formatting and parsing gives the same double).
+fn round15(v: f64) -> f64 {
+    format!("{v:.15}").parse().unwrap_or(v)
+}
+
+/// torchvision's `rotate(img, angle, NEAREST)` on a PIL image, i.e. Pillow's
+/// `Image.rotate(angle, NEAREST, expand=False, fillcolor=black)`: counter-clockwise by `angle`
+/// degrees about the image centre, same size, corners black.
+///
+/// Like Pillow: the angle is taken modulo 360 (Python's `%`); 0 copies, 180 flips both axes,
+/// 90 and 270 transpose square images exactly; any other angle (and 90 / 270 on a non-square
+/// image) builds the matrix from `cos` and `sin` rounded to 15 decimals (`round(x, 15)`) and
+/// samples it with [`affine_nearest`] — Pillow's fixed-point path.
+pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
+    let mut angle = angle % 360.0;
+    if angle < 0.0 {
+        angle += 360.0;
+    }
+    let (w, h) = img.dimensions();
+    if angle == 0.0 {
+        return img.clone();
+    }
+    if angle == 180.0 {
+        return image::imageops::rotate180(img);
+    }
+    if (angle == 90.0 || angle == 270.0) && w == h {
+        // `image` turns clockwise, Pillow's ROTATE_90 counter-clockwise.
+        return if angle == 90.0 {
+            image::imageops::rotate270(img)
+        } else {
+            image::imageops::rotate90(img)
+        };
+    }
+    let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
+    let rad = -(angle * RAD_PER_DEG);
+    let mut m = [
+        round15(rad.cos()),
+        round15(rad.sin()),
+        0.0,
+        round15(-rad.sin()),
+        round15(rad.cos()),
+        0.0,
+    ];
+    let (x, y) = (-cx, -cy);
+    let c = m[0] * x + m[1] * y + m[2];
+    let f = m[3] * x + m[4] * y + m[5];
+    m[2] = c + cx;
+    m[5] = f + cy;
+    affine_nearest(img, m)
+}
+
+/// Pillow's `ImageFilter.SMOOTH` (kernel `1 1 1 / 1 5 1 / 1 1 1`, scale 13) on RGB bytes:
+/// `f32` sums from `0.5` (row below, row, row above, as `Filter.c` adds them), clamped and
+/// truncated; the border rows and columns are copied, and images narrower or lower than 3
+/// pixels come back unchanged.
+fn smooth(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = src.clone();
+    if w < 3 || h < 3 {
+        return out;
+    }
+    // Pillow divides the kernel by the scale in f32.
+    let k1 = 1.0f32 / 13.0;
+    let k5 = 5.0f32 / 13.0;
+    let at = |y: usize, x: usize, c: usize| f32::from(src[(y * w + x) * 3 + c]);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            for c in 0..3 {
+                let mut ss = 0.5f32;
+                ss += at(y + 1, x - 1, c) * k1 + at(y + 1, x, c) * k1 + at(y + 1, x + 1, c) * k1;
+                ss += at(y, x - 1, c) * k1 + at(y, x, c) * k5 + at(y, x + 1, c) * k1;
+                ss += at(y - 1, x - 1, c) * k1 + at(y - 1, x, c) * k1 + at(y - 1, x + 1, c) * k1;
+                out[(y * w + x) * 3 + c] = ss.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// torchvision's `adjust_sharpness` on a PIL image (`ImageEnhance.Sharpness`): blends the
+/// image with its `ImageFilter.SMOOTH` version (`factor` 0 the smoothed image, 1 the image,
+/// above 1 sharper), with [`adjust_brightness`]'s truncating blend.
+pub fn adjust_sharpness(img: &mut RgbImage, factor: f32) {
+    let smoothed = smooth(img);
+    for (v, &s) in img.iter_mut().zip(smoothed.iter()) {
+        *v = blend(s, *v, factor);
+    }
+}
+
+/// The per-channel histograms of an RGB image.
+fn histograms(img: &RgbImage) -> [[u64; 256]; 3] {
+    let mut hist = [[0u64; 256]; 3];
+    for p in img.as_raw().chunks_exact(3) {
+        hist[0][usize::from(p[0])] += 1;
+        hist[1][usize::from(p[1])] += 1;
+        hist[2][usize::from(p[2])] += 1;
+    }
+    hist
+}
+
+/// Maps every byte of channel `c` through `luts[c]` (Pillow's `Image.point`).
+fn apply_luts(img: &mut RgbImage, luts: &[[u8; 256]; 3]) {
+    for p in img.chunks_exact_mut(3) {
+        p[0] = luts[0][usize::from(p[0])];
+        p[1] = luts[1][usize::from(p[1])];
+        p[2] = luts[2][usize::from(p[2])];
+    }
+}
+
+/// The identity lookup table.
+fn identity_lut() -> [u8; 256] {
+    std::array::from_fn(|i| i as u8)
+}
+
+/// torchvision's `posterize(img, bits)` on a PIL image (`ImageOps.posterize`): keeps the
+/// `bits` high bits of every channel. Pillow accepts 1 to 8 bits; here 0 clears the image
+/// (torchvision's tensor behaviour) and more than 8 keeps it.
+pub fn posterize(img: &mut RgbImage, bits: u8) {
+    let mask = match bits {
+        0 => 0u8,
+        1..=7 => 0xFFu8 << (8 - bits),
+        _ => 0xFF,
+    };
+    for v in img.iter_mut() {
+        *v &= mask;
+    }
+}
+
+/// torchvision's `solarize(img, threshold)` on a PIL image (`ImageOps.solarize`): inverts
+/// every value that is not below `threshold` (`v < threshold` keeps `v`, else `255 - v`; the
+/// threshold may be fractional, as RandAugment's are).
+pub fn solarize(img: &mut RgbImage, threshold: f64) {
+    let lut: [u8; 256] = std::array::from_fn(|i| {
+        if (i as f64) < threshold {
+            i as u8
+        } else {
+            255 - i as u8
+        }
+    });
+    apply_luts(img, &[lut; 3]);
+}
+
+/// `ImageOps.autocontrast`'s table for one channel's histogram (cutoff 0): the darkest value
+/// to 0, the lightest to 255, `int(v * scale + offset)` in between.
+fn autocontrast_lut(hist: &[u64; 256]) -> [u8; 256] {
+    let lo = hist.iter().position(|&n| n > 0);
+    let hi = hist.iter().rposition(|&n| n > 0);
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if hi > lo => {
+            let scale = 255.0 / (hi - lo) as f64;
+            let offset = -(lo as f64) * scale;
+            std::array::from_fn(|i| ((i as f64 * scale + offset) as i64).clamp(0, 255) as u8)
+        }
+        _ => identity_lut(),
+    }
+}
+
+/// torchvision's `autocontrast` on a PIL image (`ImageOps.autocontrast(img)`): stretches each
+/// channel separately so that its darkest value becomes 0 and its lightest 255; a constant
+/// channel is left as it is.
+pub fn autocontrast(img: &mut RgbImage) {
+    let hist = histograms(img);
+    let luts = [
+        autocontrast_lut(&hist[0]),
+        autocontrast_lut(&hist[1]),
+        autocontrast_lut(&hist[2]),
+    ];
+    apply_luts(img, &luts);
+}
+
+/// `ImageOps.equalize`'s table for one channel's histogram: with `step = (pixels - count of
+/// the last non-empty value) // 255`, value `i` maps to `(step // 2 + pixels below i) // step`,
+/// clipped to 255 as Pillow's `point` clips; the identity when the channel has a single value
+/// or `step` is 0.
+fn equalize_lut(hist: &[u64; 256]) -> [u8; 256] {
+    let mut used = hist.iter().copied().filter(|&n| n > 0);
+    let Some(first) = used.next() else {
+        return identity_lut();
+    };
+    let (mut total, mut last, mut count) = (first, first, 1usize);
+    for n in used {
+        total += n;
+        last = n;
+        count += 1;
+    }
+    if count <= 1 {
+        return identity_lut();
+    }
+    let step = (total - last) / 255;
+    if step == 0 {
+        return identity_lut();
+    }
+    let mut lut = [0u8; 256];
+    let mut n = step / 2;
+    for (out, &k) in lut.iter_mut().zip(hist.iter()) {
+        *out = (n / step).min(255) as u8;
+        n += k;
+    }
+    lut
+}
+
+/// torchvision's `equalize` on a PIL image (`ImageOps.equalize`): equalises each channel's
+/// histogram separately with Pillow's integer table (see `equalize_lut`).
+pub fn equalize(img: &mut RgbImage) {
+    let hist = histograms(img);
+    let luts = [
+        equalize_lut(&hist[0]),
+        equalize_lut(&hist[1]),
+        equalize_lut(&hist[2]),
+    ];
+    apply_luts(img, &luts);
 }

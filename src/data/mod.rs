@@ -1,7 +1,7 @@
 //! Data: CIFAR-10/100 from the official archives, image folders, seeded splits, torchvision
-//! transforms, batchers and a reproducible multi-threaded loader — the data side of PyTorch's
-//! transfer-learning tutorial (`torchvision.datasets`, `torchvision.transforms`,
-//! `torch.utils.data`).
+//! transforms (with TrivialAugmentWide, RandAugment and RandomErasing), batchers and a
+//! reproducible multi-threaded loader — the data side of PyTorch's transfer-learning tutorial
+//! (`torchvision.datasets`, `torchvision.transforms`, `torch.utils.data`).
 //!
 //! ```no_run
 //! # fn main() -> finetune::Result<()> {
@@ -33,9 +33,11 @@
 //! Everything stays in memory as `u8` and becomes `f32` one batch at a time. Randomness (splits,
 //! shuffles, augmentation) is seeded and portable: see [`rng`].
 
+mod autoaugment;
 mod batcher;
 mod cifar;
 mod dataset;
+mod erasing;
 mod error;
 mod folder;
 pub mod functional;
@@ -45,12 +47,14 @@ pub mod rng;
 mod split;
 mod transform;
 
+pub use autoaugment::{AugmentOp, RandAugment, TrivialAugmentWide, apply_op};
 pub use batcher::{BatchError, HostBatch, ImageBatch, ImageBatcher, SeededItem};
 pub use cifar::{
     CIFAR_SIZE, CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, Cifar10, Cifar100,
     DATASETS_SUBDIR,
 };
 pub use dataset::{ImageDataset, ImageItem};
+pub use erasing::{ErasingValue, RandomErasing, erase};
 pub use error::DataError;
 pub use folder::{
     IMAGE_EXTENSIONS, IgnoreReason, IgnoredFile, ImageFolder, ImageFolderOptions, SkippedFile,

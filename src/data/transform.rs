@@ -1,7 +1,8 @@
 //! Image transforms with the names and semantics of `torchvision.transforms` (v1, PIL path):
 //! [`RandomHorizontalFlip`], [`RandomCrop`], [`RandomResizedCrop`], [`Resize`] (bilinear or
-//! bicubic), [`CenterCrop`], [`ColorJitter`], [`Normalize`], composed into a [`Pipeline`] (torchvision's `Compose([..., ToTensor(),
-//! Normalize(...)])`).
+//! bicubic), [`CenterCrop`], [`ColorJitter`], [`TrivialAugmentWide`], [`RandAugment`],
+//! [`Normalize`] and [`RandomErasing`], composed into a [`Pipeline`] (torchvision's
+//! `Compose([..., ToTensor(), Normalize(...), RandomErasing(...)])`).
 //!
 //! Geometric and colour transforms run on `u8` RGB images exactly like torchvision on PIL images
 //! (see [`functional`](super::functional)); the pipeline then converts to `f32` CHW in `[0, 1]`
@@ -14,6 +15,8 @@
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use super::autoaugment::{RandAugment, TrivialAugmentWide};
+use super::erasing::RandomErasing;
 use super::error::DataError;
 pub use super::functional::Interpolation;
 use super::functional::{
@@ -332,6 +335,10 @@ pub enum Transform {
     ColorJitter(ColorJitter),
     /// See [`RandomResizedCrop`].
     RandomResizedCrop(RandomResizedCrop),
+    /// See [`TrivialAugmentWide`].
+    TrivialAugmentWide(TrivialAugmentWide),
+    /// See [`RandAugment`].
+    RandAugment(RandAugment),
 }
 
 impl From<RandomHorizontalFlip> for Transform {
@@ -364,6 +371,16 @@ impl From<RandomResizedCrop> for Transform {
         Transform::RandomResizedCrop(t)
     }
 }
+impl From<TrivialAugmentWide> for Transform {
+    fn from(t: TrivialAugmentWide) -> Self {
+        Transform::TrivialAugmentWide(t)
+    }
+}
+impl From<RandAugment> for Transform {
+    fn from(t: RandAugment) -> Self {
+        Transform::RandAugment(t)
+    }
+}
 
 impl Transform {
     /// torchvision's class name.
@@ -375,6 +392,8 @@ impl Transform {
             Transform::CenterCrop(_) => "CenterCrop",
             Transform::ColorJitter(_) => "ColorJitter",
             Transform::RandomResizedCrop(_) => "RandomResizedCrop",
+            Transform::TrivialAugmentWide(_) => "TrivialAugmentWide",
+            Transform::RandAugment(_) => "RandAugment",
         }
     }
 
@@ -387,6 +406,8 @@ impl Transform {
             Transform::ColorJitter(t) => {
                 t.brightness > 0.0 || t.contrast > 0.0 || t.saturation > 0.0 || t.hue > 0.0
             }
+            Transform::TrivialAugmentWide(_) => true,
+            Transform::RandAugment(t) => t.num_ops > 0,
         }
     }
 
@@ -407,7 +428,10 @@ impl Transform {
                 ResizeTo::Shorter(s) => vec![s],
                 ResizeTo::Exact { height, width } => vec![height, width],
             },
-            Transform::RandomHorizontalFlip(_) | Transform::ColorJitter(_) => Vec::new(),
+            Transform::RandomHorizontalFlip(_)
+            | Transform::ColorJitter(_)
+            | Transform::TrivialAugmentWide(_)
+            | Transform::RandAugment(_) => Vec::new(),
         }
     }
 
@@ -468,6 +492,8 @@ impl Transform {
                 }
                 Ok(())
             }
+            Transform::TrivialAugmentWide(t) => t.validate().map_err(|reason| self.invalid(reason)),
+            Transform::RandAugment(t) => t.validate().map_err(|reason| self.invalid(reason)),
             _ => Ok(()),
         }
     }
@@ -491,7 +517,10 @@ impl Transform {
             Transform::Resize(r) => Ok(r.output_size(width, height)),
             Transform::CenterCrop(t) => Ok((t.size, t.size)),
             Transform::RandomResizedCrop(t) => Ok((t.width, t.height)),
-            Transform::RandomHorizontalFlip(_) | Transform::ColorJitter(_) => Ok((width, height)),
+            Transform::RandomHorizontalFlip(_)
+            | Transform::ColorJitter(_)
+            | Transform::TrivialAugmentWide(_)
+            | Transform::RandAugment(_) => Ok((width, height)),
         }
     }
 }
@@ -538,8 +567,9 @@ impl TransformCache {
     }
 }
 
-/// A composition of transforms (torchvision's `Compose`), ending with `ToTensor` and an
-/// optional [`Normalize`].
+/// A composition of transforms (torchvision's `Compose`), ending with `ToTensor`, an optional
+/// [`Normalize`] and an optional [`RandomErasing`] (which torchvision places after them, on the
+/// normalised tensor).
 ///
 /// ```
 /// use finetune::data::{Normalize, Pipeline, RandomCrop, RandomHorizontalFlip, Resize};
@@ -565,6 +595,11 @@ pub struct Pipeline {
     pub transforms: Vec<Transform>,
     /// The normalisation after `ToTensor`; `None` leaves values in `[0, 1]`.
     pub normalize: Option<Normalize>,
+    /// Random erasing of the normalised `f32` image, after `normalize` (`None`: none). Applied
+    /// by [`erase`](Self::erase), which the batcher calls after [`to_chw`] with the image's
+    /// generator, once the `u8` transforms have drawn from it.
+    #[serde(default)]
+    pub erasing: Option<RandomErasing>,
 }
 
 impl Pipeline {
@@ -582,6 +617,13 @@ impl Pipeline {
     /// Sets the final normalisation.
     pub fn normalize(mut self, normalize: Normalize) -> Self {
         self.normalize = Some(normalize);
+        self
+    }
+
+    /// Sets the random erasing applied to the normalised tensor (torchvision's
+    /// `RandomErasing` after `Normalize`).
+    pub fn random_erasing(mut self, erasing: RandomErasing) -> Self {
+        self.erasing = Some(erasing);
         self
     }
 
@@ -622,6 +664,7 @@ impl Pipeline {
     /// changes, so features can be cached).
     pub fn is_random(&self) -> bool {
         self.transforms.iter().any(Transform::is_random)
+            || self.erasing.as_ref().is_some_and(|e| e.p > 0.0)
     }
 
     /// Checks every parameter (probabilities, sizes, standard deviations).
@@ -636,6 +679,12 @@ impl Pipeline {
                 transform: "Normalize",
                 reason: format!("std[{c}] = {} must be finite and non-zero", n.std[c]),
             });
+        }
+        if let Some(e) = &self.erasing {
+            e.validate().map_err(|reason| DataError::Transform {
+                transform: "RandomErasing",
+                reason,
+            })?;
         }
         Ok(())
     }
@@ -707,9 +756,19 @@ impl Pipeline {
                     color_jitter(&mut image, j, rng);
                     image
                 }
+                Transform::TrivialAugmentWide(t) => t.apply(image, rng),
+                Transform::RandAugment(t) => t.apply(image, rng),
             };
         }
         Ok(image)
+    }
+
+    /// The random erasing step on one normalised CHW image (`3 * height * width` values, as
+    /// [`to_chw`] writes it), drawing from `rng`; nothing without [`erasing`](Self::erasing).
+    pub fn erase(&self, chw: &mut [f32], height: u32, width: u32, rng: &mut SeededRng) {
+        if let Some(e) = &self.erasing {
+            e.apply(chw, height, width, rng);
+        }
     }
 
     /// The lookup table of the final `ToTensor` + `Normalize` step.
