@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use finetune::model::BnPolicy;
-use finetune::recipe::{Mode, run_with_sink};
+use finetune::recipe::{Mode, lr_find, run_with_sink};
 
 use progress::ConsoleProgress;
 
@@ -71,9 +71,14 @@ fn main() -> ExitCode {
     options.bn_policy = args.bn;
     // The console sink prints the run's progress; it is dropped (its bar cleared) before an
     // error is printed.
-    let result = run_with_sink(&options, Arc::new(ConsoleProgress::new()));
+    let sink = Arc::new(ConsoleProgress::new());
+    let result = if args.tutorial.lr_find {
+        lr_find(&options, Some(sink)).map(|_| ())
+    } else {
+        run_with_sink(&options, sink).map(|_| ())
+    };
     match result {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => tutorial::fail(e),
     }
 }

@@ -32,7 +32,10 @@ use std::sync::Arc;
 
 use finetune::data::{LoaderConfig, default_workers};
 use finetune::recipe::{self, Mode};
-use finetune::train::{Learner, LearnerConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate};
+use finetune::train::{
+    Learner, LearnerConfig, LrFindConfig, OptimizerConfig, Schedule, ScheduleUnit, evaluate,
+    evaluate_tta,
+};
 
 use finetune::model::VisionModel;
 use progress::ConsoleProgress;
@@ -116,7 +119,10 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
     //    CIFAR's 32x32 images a random flip; training batches shuffled with the seed,
     //    validation and test in order.
     let normalize = backbone.normalize.unwrap_or(data.normalize);
-    let pipelines = recipe::tutorial_pipelines(&data, normalize, args.upsample, false)?;
+    //    (--rrc, --trivial-augment, --randaugment, --random-erasing add torchvision's
+    //    recipe augmentations to the training transform.)
+    let pipelines =
+        recipe::tutorial_pipelines_with(&data, normalize, args.upsample, false, &args.augment())?;
     println!("transforms: {}", pipelines.description);
     let workers = args.workers.unwrap_or_else(default_workers);
     let loaders = data.loaders(
@@ -138,28 +144,59 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
             gamma: 0.1,
         })
         .with_schedule_unit(ScheduleUnit::Epoch)
-        // Off unless asked for (--label-smoothing, --mixup, --cutmix): timm's and
-        // torchvision's regularisers, not the tutorial's.
+        // Off unless asked for (--label-smoothing, --mixup, --cutmix, --grad-accum,
+        // --clip-grad-norm, --ema, --freeze-epochs): timm's, torchvision's and fastai's
+        // training features, not the tutorial's.
         .with_label_smoothing(args.label_smoothing)
         .with_mixup_alpha(args.mixup)
-        .with_cutmix_alpha(args.cutmix);
+        .with_cutmix_alpha(args.cutmix)
+        .with_grad_accum_steps(args.grad_accum)
+        .with_clip_grad_norm(args.clip_grad_norm)
+        .with_ema_decay(args.ema)
+        .with_ema_warmup(args.ema.map(|_| true))
+        .with_freeze_epochs(args.freeze_epochs);
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| recipe::default_run_dir(Mode::FineTune));
+
+    // (--lr-find) fastai's learning-rate finder instead of training: a throw-away copy of the
+    // model trained with the learning rate growing from 1e-7 to 10, the smoothed loss
+    // plotted, and the rates it suggests.
+    if args.lr_find {
+        let found =
+            Learner::new(config).lr_find(&model, &loaders.train, &LrFindConfig::default())?;
+        let plot = run_dir.join("lr_find.png");
+        found.save_plot(&plot)?;
+        let fmt =
+            |s: Option<(f64, f64)>| s.map(|(lr, _)| format!("{lr:.2e}")).unwrap_or("-".into());
+        println!(
+            "suggested learning rates: valley {} (fastai's default), steep {}, minimum/10 {}; {} batches{}",
+            fmt(found.valley()),
+            fmt(found.steep()),
+            fmt(found.minimum()),
+            found.lrs.len(),
+            if found.diverged {
+                ", stopped when the loss diverged"
+            } else {
+                ""
+            }
+        );
+        println!("{}", plot.display());
+        return Ok(());
+    }
 
     // 6. Training: a training and a validation phase every epoch, the best validation epoch's
     //    weights kept; a checkpoint every epoch (`--resume` continues from it), the history
     //    and the best model in the run directory. Progress goes to a sink of our choice: here
     //    one that prints a line per epoch (and a progress bar on a terminal).
-    let run_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| recipe::default_run_dir(Mode::FineTune));
     println!(
         "fine-tuning on {} | {}{}{} | run dir {}",
         args.device.resolve(),
         hyper.describe(),
         recipe::small_data_note(n_train, args.epochs, args.batch_size, args.lr),
         config
-            .batch_mix()
-            .describe()
+            .describe_features()
             .map(|r| format!(" | {r}"))
             .unwrap_or_default(),
         run_dir.display()
@@ -172,11 +209,23 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
         .fit(model, &loaders.train, &loaders.val)?;
 
     // 7. Test: the best model, once, on images it never saw.
+    //    (--tta: again with each image and its mirror image averaged.)
     let test = evaluate(&outcome.model, &loaders.test)?;
     println!(
-        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4})",
-        test.accuracy, test.loss, outcome.best_epoch, outcome.history.best_val_acc
+        "test accuracy {:.4} (top-5 {:.4}, loss {:.4}) with the best epoch ({}, val acc {:.4})",
+        test.accuracy,
+        test.top5_accuracy,
+        test.loss,
+        outcome.best_epoch,
+        outcome.history.best_val_acc
     );
+    if args.tta {
+        let tta = evaluate_tta(&outcome.model, &loaders.test)?;
+        println!(
+            "test accuracy with flip TTA {:.4} (loss {:.4})",
+            tta.accuracy, tta.loss
+        );
+    }
 
     // 8. Pictures, drawn by the Learner: the loss and accuracy curves, the confusion matrix
     //    and validation images with their predicted labels (the tutorial's `visualize_model`).

@@ -32,14 +32,14 @@ use serde::Serialize;
 use crate::DeviceChoice;
 use crate::data::{
     CenterCrop, Cifar10, DataError, ImageFolder, ImageFolderOptions, ImageItem, ImageLoader,
-    LoaderConfig, Normalize, Pipeline, RandomHorizontalFlip, RandomResizedCrop, Resize, Subset,
-    random_split,
+    LoaderConfig, Normalize, Pipeline, RandAugment, RandomErasing, RandomHorizontalFlip,
+    RandomResizedCrop, Resize, Subset, TrivialAugmentWide, random_split,
 };
 use crate::error::{Error, Result};
 use crate::model::{AnyConfig, AnyModel, BnPolicy, VisionModel, create_model};
 use crate::train::{
-    Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, OptimizerConfig, Schedule,
-    ScheduleUnit, evaluate,
+    Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, LrFind, LrFindConfig,
+    OptimizerConfig, Schedule, ScheduleUnit, evaluate, evaluate_tta,
 };
 use crate::weights::{LoadOptions, Weights};
 
@@ -152,6 +152,21 @@ pub struct TutorialOptions {
     pub mixup_alpha: Option<f64>,
     /// CutMix's alpha ([`LearnerConfig::cutmix_alpha`]; `None`: off).
     pub cutmix_alpha: Option<f64>,
+    /// Batches per optimizer step ([`LearnerConfig::grad_accum_steps`]; `None`: 1).
+    pub grad_accum_steps: Option<usize>,
+    /// Gradient clipping by norm ([`LearnerConfig::clip_grad_norm`]; `None`: off).
+    pub clip_grad_norm: Option<f64>,
+    /// Model EMA decay ([`LearnerConfig::ema_decay`]; `None`: off). The recipe turns timm's
+    /// warm-up on with it, so that runs of a few hundred steps average sensibly.
+    pub ema_decay: Option<f64>,
+    /// Fine-tuning only: fastai's `fine_tune(epochs, freeze_epochs)`, this many head-only
+    /// epochs first ([`LearnerConfig::freeze_epochs`]; `None`: off).
+    pub freeze_epochs: Option<usize>,
+    /// Evaluate the test split with flip test-time augmentation too ([`evaluate_tta`]).
+    pub tta: bool,
+    /// The training augmentations added to the tutorial's ([`TrainAugment`]; none by
+    /// default).
+    pub augment: TrainAugment,
 }
 
 impl TutorialOptions {
@@ -184,6 +199,12 @@ impl TutorialOptions {
             label_smoothing: None,
             mixup_alpha: None,
             cutmix_alpha: None,
+            grad_accum_steps: None,
+            clip_grad_norm: None,
+            ema_decay: None,
+            freeze_epochs: None,
+            tta: false,
+            augment: TrainAugment::default(),
         }
     }
 
@@ -227,7 +248,8 @@ impl TutorialOptions {
 
     /// The tutorial's optimizer and schedule: SGD with `hyper`'s learning rate and momentum
     /// 0.9, StepLR(step 7, gamma 0.1) stepped per epoch, `hyper`'s epochs,
-    /// [`seed`](Self::seed), and the regularisers set here (label smoothing, MixUp, CutMix).
+    /// [`seed`](Self::seed), and the training features set here (label smoothing, MixUp,
+    /// CutMix, gradient accumulation and clipping, EMA with warm-up, `freeze_epochs`).
     pub fn learner_config(&self, hyper: &Hyperparameters) -> LearnerConfig {
         LearnerConfig::default()
             .with_epochs(hyper.epochs)
@@ -242,6 +264,11 @@ impl TutorialOptions {
             .with_label_smoothing(self.label_smoothing)
             .with_mixup_alpha(self.mixup_alpha)
             .with_cutmix_alpha(self.cutmix_alpha)
+            .with_grad_accum_steps(self.grad_accum_steps)
+            .with_clip_grad_norm(self.clip_grad_norm)
+            .with_ema_decay(self.ema_decay)
+            .with_ema_warmup(self.ema_decay.map(|_| true))
+            .with_freeze_epochs(self.freeze_epochs)
     }
 }
 
@@ -351,8 +378,12 @@ pub struct TutorialReport {
     pub best_val_acc: f64,
     /// Accuracy of the best model on the test split.
     pub test_acc: f64,
+    /// Its top-5 accuracy.
+    pub test_top5: f64,
     /// Mean test loss.
     pub test_loss: f64,
+    /// With [`TutorialOptions::tta`], the test accuracy with flip test-time augmentation.
+    pub test_acc_tta: Option<f64>,
     /// Median training throughput over the epochs, images/second.
     pub train_images_per_sec: f64,
     /// Wall time of the whole run, seconds.
@@ -539,6 +570,55 @@ pub struct TutorialPipelines {
     pub description: String,
 }
 
+/// Training augmentations beyond the tutorial's, in torchvision's reference order
+/// (`references/classification/presets.py`): the crop, the flip, the policy, then
+/// `Normalize` and `RandomErasing` on the tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainAugment {
+    /// CIFAR and the bundled sample: `RandomResizedCrop` to the training size (32, or
+    /// `upsample`) instead of the plain flip's full image. Image folders always have it.
+    pub rrc: bool,
+    /// `TrivialAugmentWide()` after the flip.
+    pub trivial_augment: bool,
+    /// `RandAugment(num_ops, magnitude)` after the flip (exclusive with `trivial_augment`).
+    pub randaugment: Option<RandAugment>,
+    /// `RandomErasing(p)` on the normalised tensor.
+    pub random_erasing: Option<RandomErasing>,
+}
+
+impl TrainAugment {
+    /// Whether anything is added to the tutorial's transforms.
+    pub fn any(&self) -> bool {
+        self.rrc
+            || self.trivial_augment
+            || self.randaugment.is_some()
+            || self.random_erasing.is_some()
+    }
+
+    /// Adds the policy and the erasing to `train`, and says so in `description`.
+    fn apply(&self, mut train: Pipeline, description: &mut String) -> Result<Pipeline> {
+        if self.trivial_augment && self.randaugment.is_some() {
+            return Err(Error::InvalidConfig(
+                "TrainAugment::trivial_augment and TrainAugment::randaugment are two policies for the same step: choose one".into(),
+            ));
+        }
+        if self.trivial_augment {
+            train = train.then(TrivialAugmentWide::default());
+            description.push_str(" + TrivialAugmentWide");
+        }
+        if let Some(ra) = self.randaugment {
+            train = train.then(ra);
+            description.push_str(&format!(" + RandAugment({}, {})", ra.num_ops, ra.magnitude));
+        }
+        if let Some(erasing) = self.random_erasing {
+            train = train.random_erasing(erasing);
+            description.push_str(&format!(" + RandomErasing({})", erasing.p));
+        }
+        train.validate()?;
+        Ok(train)
+    }
+}
+
 /// The tutorial's transforms for `data`, normalised with `normalize`.
 ///
 /// - Image folders ([`Splits::input_size`] `Some(n)`): the tutorial's own — training
@@ -564,7 +644,34 @@ pub fn tutorial_pipelines(
     upsample: Option<u32>,
     cache_features: bool,
 ) -> Result<TutorialPipelines> {
-    let (train, eval, description) = match (data.input_size, upsample) {
+    tutorial_pipelines_with(
+        data,
+        normalize,
+        upsample,
+        cache_features,
+        &TrainAugment::default(),
+    )
+}
+
+/// [`tutorial_pipelines`] with the training augmentations of `augment` (none can go with
+/// `cache_features`: cached features need a training transform without randomness).
+///
+/// # Errors
+/// As [`tutorial_pipelines`]; [`Error::InvalidConfig`] for augmentations with
+/// `cache_features`, both policies at once, or invalid parameters.
+pub fn tutorial_pipelines_with(
+    data: &Splits,
+    normalize: Normalize,
+    upsample: Option<u32>,
+    cache_features: bool,
+    augment: &TrainAugment,
+) -> Result<TutorialPipelines> {
+    if cache_features && augment.any() {
+        return Err(Error::InvalidConfig(
+            "training augmentations (TrainAugment: RandomResizedCrop, TrivialAugmentWide, RandAugment, RandomErasing) are random, and cached features need a training transform without randomness: drop cache_features or the augmentations".into(),
+        ));
+    }
+    let (train, eval, mut description) = match (data.input_size, upsample) {
         (Some(_), Some(size)) => {
             return Err(Error::InvalidConfig(format!(
                 "upsampling to {size} (TutorialOptions::upsample) resizes CIFAR's 32x32 images; image folders are cropped to their image size instead (TutorialOptions::image_size): set that to {size} and leave upsample unset"
@@ -585,6 +692,22 @@ pub fn tutorial_pipelines(
             );
             (train, eval, description)
         }
+        (None, size) if augment.rrc => {
+            let n = size.unwrap_or(32);
+            let train = Pipeline::new()
+                .then(RandomResizedCrop::new(n))
+                .then(RandomHorizontalFlip::default())
+                .normalize(normalize);
+            let eval = match size {
+                Some(size) => Pipeline::eval(normalize).upsample(size),
+                None => Pipeline::eval(normalize),
+            };
+            (
+                train,
+                eval,
+                format!("train RandomResizedCrop({n}) + flip, eval {n}x{n}"),
+            )
+        }
         (None, None) => (
             Pipeline::train(normalize),
             Pipeline::eval(normalize),
@@ -596,6 +719,7 @@ pub fn tutorial_pipelines(
             format!("upsampled to {size}x{size}, train flip"),
         ),
     };
+    let train = augment.apply(train, &mut description)?;
     let (train, description) = if cache_features {
         (
             eval.clone(),
@@ -1070,6 +1194,11 @@ fn check_options(opts: &TutorialOptions) -> Result<()> {
             "images cannot be resized to 0x0 pixels (TutorialOptions::upsample): give a size of at least 1 (224 matches ImageNet weights), or leave it unset for the native size".into(),
         ));
     }
+    if opts.freeze_epochs.is_some_and(|n| n > 0) && opts.mode != Mode::FineTune {
+        return Err(Error::InvalidConfig(
+            "freeze_epochs (fastai's fine_tune: head-only epochs, then everything unfrozen) needs the fine-tuning mode; the feature extractor keeps its backbone frozen throughout".into(),
+        ));
+    }
     if opts.cache_features && opts.mode != Mode::FeatureExtractor {
         return Err(Error::InvalidConfig(
             "feature caching needs the feature-extractor mode (a frozen backbone)".into(),
@@ -1111,16 +1240,20 @@ pub fn run_with_sink(opts: &TutorialOptions, sink: Arc<dyn FitSink>) -> Result<T
     run_reporting(opts, Some(&sink))
 }
 
-fn run_reporting(
-    opts: &TutorialOptions,
-    sink: Option<&Arc<dyn FitSink>>,
-) -> Result<TutorialReport> {
-    let started = Instant::now();
-    let say = |line: &str| {
-        if let Some(sink) = sink {
-            sink.event(&FitEvent::Note(line));
-        }
-    };
+/// Steps 1 to 4 of [`run`], shared with [`lr_find`]: the data, the model with its new head
+/// (frozen for the feature extractor), the loaders, the hyperparameters, the run directory, and
+/// the run's first line said.
+struct Prepared {
+    data: Splits,
+    hyper: Hyperparameters,
+    arch: String,
+    weights: String,
+    model: AnyModel,
+    loaders: Loaders,
+    run_dir: PathBuf,
+}
+
+fn prepare(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Prepared> {
     check_options(opts)?;
     let device = opts.device.device()?;
     // 1. The images, split (the bundled sample when CIFAR-10 is unavailable).
@@ -1147,7 +1280,13 @@ fn run_reporting(
     }
     // 4. The transforms and loaders (cached features need a training transform without
     //    randomness).
-    let pipelines = tutorial_pipelines(&data, normalize, opts.upsample, opts.cache_features)?;
+    let pipelines = tutorial_pipelines_with(
+        &data,
+        normalize,
+        opts.upsample,
+        opts.cache_features,
+        &opts.augment,
+    )?;
     let loaders = tutorial_loaders(opts, hyper.batch_size, &data, &pipelines, &device)?;
     let run_dir = opts
         .out
@@ -1163,6 +1302,92 @@ fn run_reporting(
         &pipelines.description,
         &run_dir,
     ));
+    Ok(Prepared {
+        data,
+        hyper,
+        arch,
+        weights,
+        model,
+        loaders,
+        run_dir,
+    })
+}
+
+/// What [`lr_find`] found, and where its plot is.
+#[derive(Clone, Debug)]
+pub struct LrFindReport {
+    /// The range test's record and suggestions.
+    pub found: LrFind,
+    /// `lr_find.png` in the run directory.
+    pub plot: PathBuf,
+}
+
+/// fastai's `lr_find` on the recipe's model and data: steps 1 to 4 of [`run`], then
+/// [`crate::train::lr_find`] with the run's training settings (optimizer, backbone multiplier,
+/// regularisers) and fastai's defaults (1e-7 to 10 over 100 batches), the plot written as
+/// `lr_find.png` in the run directory, and the suggestions said. Nothing is trained: the
+/// model is discarded.
+///
+/// # Errors
+/// As [`run`]; [`Error::InvalidConfig`] with `resume` (there is nothing to resume).
+pub fn lr_find(opts: &TutorialOptions, sink: Option<Arc<dyn FitSink>>) -> Result<LrFindReport> {
+    let say = |line: &str| {
+        if let Some(sink) = &sink {
+            sink.event(&FitEvent::Note(line));
+        }
+    };
+    if opts.resume {
+        return Err(Error::InvalidConfig(
+            "the learning-rate finder (recipe::lr_find) trains a throw-away copy: there is nothing to resume; drop TutorialOptions::resume".into(),
+        ));
+    }
+    let prepared = prepare(opts, &say)?;
+    let config = opts.learner_config(&prepared.hyper);
+    let finder = LrFindConfig::default();
+    say(&format!(
+        "learning-rate finder: lr from {:e} to {} over {} batches (fastai's lr_find), nothing is kept",
+        finder.start_lr, finder.end_lr, finder.num_it
+    ));
+    let found = crate::train::lr_find(&prepared.model, &prepared.loaders.train, &config, &finder)
+        .map_err(Error::from)?;
+    let plot = prepared.run_dir.join("lr_find.png");
+    found.save_plot(&plot).map_err(Error::from)?;
+    let fmt = |s: Option<(f64, f64)>| s.map(|(lr, _)| format!("{lr:.2e}")).unwrap_or("-".into());
+    say(&format!(
+        "suggested learning rates: valley {} (fastai's default), steep {}, minimum/10 {}; {} batches{}; plot {}",
+        fmt(found.valley()),
+        fmt(found.steep()),
+        fmt(found.minimum()),
+        found.lrs.len(),
+        if found.diverged {
+            ", stopped when the loss diverged"
+        } else {
+            ""
+        },
+        plot.display()
+    ));
+    Ok(LrFindReport { found, plot })
+}
+
+fn run_reporting(
+    opts: &TutorialOptions,
+    sink: Option<&Arc<dyn FitSink>>,
+) -> Result<TutorialReport> {
+    let started = Instant::now();
+    let say = |line: &str| {
+        if let Some(sink) = sink {
+            sink.event(&FitEvent::Note(line));
+        }
+    };
+    let Prepared {
+        data,
+        hyper,
+        arch,
+        weights,
+        model,
+        loaders,
+        run_dir,
+    } = prepare(opts, &say)?;
     // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
     let mut learner = Learner::new(opts.learner_config(&hyper));
     if let Some(sink) = sink {
@@ -1180,6 +1405,11 @@ fn run_reporting(
     // rather than both write.
     let _run_lock = crate::train::lock_run_dir(&run_dir)?;
     let test_eval: Evaluation = evaluate(&outcome.model, &loaders.test)?;
+    let tta_eval = if opts.tta {
+        Some(evaluate_tta(&outcome.model, &loaders.test)?)
+    } else {
+        None
+    };
     let report = TutorialReport {
         run_dir: run_dir.clone(),
         mode: opts.mode,
@@ -1191,16 +1421,23 @@ fn run_reporting(
         best_epoch: outcome.best_epoch,
         best_val_acc: outcome.history.best_val_acc,
         test_acc: test_eval.accuracy,
+        test_top5: test_eval.top5_accuracy,
         test_loss: test_eval.loss,
+        test_acc_tta: tta_eval.as_ref().map(|e| e.accuracy),
         train_images_per_sec: median_speed(&outcome.history),
         seconds: started.elapsed().as_secs_f64(),
         history: outcome.history,
     };
     write_summary(&report)?;
     say(&format!(
-        "test accuracy {:.4} (loss {:.4}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
+        "test accuracy {:.4} (top-5 {:.4}, loss {:.4}{}) with the best epoch ({}, val acc {:.4}); {:.0} s; outputs in {}",
         report.test_acc,
+        report.test_top5,
         report.test_loss,
+        report
+            .test_acc_tta
+            .map(|a| format!("; with flip TTA {a:.4}"))
+            .unwrap_or_default(),
         report.best_epoch,
         report.best_val_acc,
         report.seconds,
@@ -1243,8 +1480,7 @@ fn describe_run(
     let [n_train, n_val, n_test] = data.sizes();
     let regularisers = opts
         .learner_config(hyper)
-        .batch_mix()
-        .describe()
+        .describe_features()
         .map(|r| format!(" | {r}"))
         .unwrap_or_default();
     format!(

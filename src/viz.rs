@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use canvas::{Canvas, Color, colors};
 pub use grid::{GridStyle, save_grid, save_grid_with};
-pub use plot::{save_confusion, save_curves};
+pub use plot::{save_confusion, save_curves, save_lr_find};
 
 /// Why a picture could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use finetune::DeviceChoice;
-use finetune::recipe::{DataChoice, DataOptions, Mode, TutorialOptions, WeightsChoice};
+use finetune::data::{RandAugment, RandomErasing};
+use finetune::recipe::{
+    DataChoice, DataOptions, Mode, TrainAugment, TutorialOptions, WeightsChoice,
+};
 use finetune::weights::Weights;
 
 use crate::cli;
@@ -136,6 +139,63 @@ pub struct TutorialArgs {
     /// takes one of the two [default: off]
     #[arg(long, value_name = "A", help_heading = "Regularisation")]
     pub cutmix: Option<f64>,
+
+    /// CIFAR and the sample: train on RandomResizedCrop(32, or --upsample) + flip instead of
+    /// the flip alone (image folders always do)
+    #[arg(long, help_heading = "Augmentation")]
+    pub rrc: bool,
+
+    /// TrivialAugmentWide after the flip (torchvision's recipes)
+    #[arg(long, conflicts_with = "randaugment", help_heading = "Augmentation")]
+    pub trivial_augment: bool,
+
+    /// RandAugment with N operations of magnitude M (of 31 bins) after the flip, e.g. 2,9
+    #[arg(long, value_name = "N,M", value_parser = randaugment, help_heading = "Augmentation")]
+    pub randaugment: Option<RandAugment>,
+
+    /// RandomErasing with probability P on the normalised tensor (torchvision's recipes:
+    /// 0.25)
+    #[arg(long, value_name = "P", help_heading = "Augmentation")]
+    pub random_erasing: Option<f64>,
+
+    /// Step the optimizer every N batches on their mean gradient (timm's --grad-accum-steps)
+    /// [default: 1]
+    #[arg(long, value_name = "N", help_heading = "Training features")]
+    pub grad_accum: Option<usize>,
+
+    /// Clip each parameter's gradient to this L2 norm (Burn's GradientClippingConfig::Norm)
+    /// [default: off]
+    #[arg(long, value_name = "X", help_heading = "Training features")]
+    pub clip_grad_norm: Option<f64>,
+
+    /// Keep an exponential moving average of the weights with this decay (timm's ModelEmaV3,
+    /// with warm-up; e.g. 0.999), validated, selected and saved instead of the raw weights
+    /// [default: off]
+    #[arg(long, value_name = "DECAY", help_heading = "Training features")]
+    pub ema: Option<f64>,
+
+    /// fastai's fine_tune: N head-only epochs first, then --epochs epochs with everything
+    /// unfrozen at half the learning rate (finetune only) [default: off]
+    #[arg(long, value_name = "N", help_heading = "Training features")]
+    pub freeze_epochs: Option<usize>,
+
+    /// Also evaluate the test split with flip test-time augmentation
+    #[arg(long, help_heading = "Training features")]
+    pub tta: bool,
+
+    /// Run fastai's learning-rate finder instead of training: writes lr_find.png into the run
+    /// directory, prints the suggested rates and exits
+    #[arg(long, conflicts_with = "resume", help_heading = "Training features")]
+    pub lr_find: bool,
+}
+
+/// `--randaugment N,M`.
+fn randaugment(value: &str) -> Result<RandAugment, String> {
+    let (n, m) = value
+        .split_once(',')
+        .ok_or_else(|| "expected N,M (operations, magnitude), e.g. 2,9".to_string())?;
+    let parse = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{v:?}: {e}"));
+    Ok(RandAugment::new(parse(n)?, parse(m)?, 31))
 }
 
 /// `--weights`: `auto`, `none`, an existing file, or a registry name (paths need not be UTF-8).
@@ -202,7 +262,23 @@ impl TutorialArgs {
         o.label_smoothing = self.label_smoothing;
         o.mixup_alpha = self.mixup;
         o.cutmix_alpha = self.cutmix;
+        o.grad_accum_steps = self.grad_accum;
+        o.clip_grad_norm = self.clip_grad_norm;
+        o.ema_decay = self.ema;
+        o.freeze_epochs = self.freeze_epochs;
+        o.tta = self.tta;
+        o.augment = self.augment();
         o
+    }
+
+    /// The training augmentations asked for.
+    pub fn augment(&self) -> TrainAugment {
+        TrainAugment {
+            rrc: self.rrc,
+            trivial_augment: self.trivial_augment,
+            randaugment: self.randaugment,
+            random_erasing: self.random_erasing.map(RandomErasing::new),
+        }
     }
 }
 
@@ -211,6 +287,14 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("label_smoothing", "--label-smoothing"),
     ("mixup_alpha", "--mixup"),
     ("cutmix_alpha", "--cutmix"),
+    ("TrivialAugmentWide", "--trivial-augment"),
+    ("RandAugment", "--randaugment"),
+    ("RandomErasing", "--random-erasing"),
+    ("RandomResizedCrop, TrivialAugmentWide", "--rrc"),
+    ("grad_accum_steps", "--grad-accum"),
+    ("clip_grad_norm", "--clip-grad-norm"),
+    ("ema_decay", "--ema"),
+    ("freeze_epochs", "--freeze-epochs"),
     ("batch_size", "--batch-size"),
     ("image_size", "--image-size"),
     ("holdout", "--holdout"),

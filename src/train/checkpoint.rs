@@ -23,11 +23,22 @@ const BEST: &str = "best.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
 const SCHEDULER: &str = "scheduler.bpk";
 const STATE: &str = "state.json";
+/// The model EMA's weights, in runs with EMA on.
+const EMA: &str = "ema.bpk";
 const LOCK: &str = ".lock";
 /// The files of a complete checkpoint, each recorded with its SHA-256 in the state.
 const FILES: [&str; 4] = [MODEL, BEST, OPTIMIZER, SCHEDULER];
-/// [`FILES`] in the order of `LoopState::files`'s keys.
-const SORTED_FILES: [&str; 4] = [BEST, MODEL, OPTIMIZER, SCHEDULER];
+
+/// The files of a checkpoint besides its state, sorted as `LoopState::files`'s keys: [`FILES`],
+/// and the EMA's weights when the run keeps an EMA.
+fn sorted_files(ema: bool) -> Vec<&'static str> {
+    let mut files: Vec<&str> = FILES.to_vec();
+    if ema {
+        files.push(EMA);
+    }
+    files.sort_unstable();
+    files
+}
 /// Files a run writes besides its checkpoint: their presence means a previous run.
 const OUTPUTS: [&str; 5] = [
     "history.json",
@@ -83,6 +94,9 @@ pub(crate) struct LoopState {
     pub config: LearnerConfig,
     /// Number of scheduler units consumed so far.
     pub schedule_steps: usize,
+    /// Updates applied to the model EMA so far (0 without EMA).
+    #[serde(default)]
+    pub ema_updates: u64,
     /// SHA-256 (hex) of each of the checkpoint's other files, written last. Empty in
     /// checkpoints written before checksums were recorded (those are checked for presence only).
     #[serde(default)]
@@ -128,6 +142,8 @@ impl LoopState {
 pub(crate) struct Checkpoint<M> {
     pub model: M,
     pub best: M,
+    /// The model EMA's weights, in runs with EMA on.
+    pub ema: Option<M>,
     pub optimizer: OptimizerRecord,
     pub scheduler: LrSchedulerRecord,
     pub state: LoopState,
@@ -149,6 +165,7 @@ pub(crate) fn save<M: VisionModel>(
     run_dir: &Path,
     model: &M,
     best: &M,
+    ema: Option<&M>,
     optimizer: &ModuleOptimizer,
     scheduler: &ModuleLrScheduler,
     state: &LoopState,
@@ -161,7 +178,7 @@ pub(crate) fn save<M: VisionModel>(
     crate::fsutil::remove_stale_temps(&dir, "tmp");
     let tmp = crate::fsutil::create_temp_dir_beside(&dir, "tmp")
         .map_err(|e| TrainError::io("creating a temporary directory in", run_dir, e))?;
-    let written = write_files(&tmp, model, best, optimizer, scheduler, state);
+    let written = write_files(&tmp, model, best, ema, optimizer, scheduler, state);
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
@@ -190,6 +207,7 @@ fn write_files<M: VisionModel>(
     tmp: &Path,
     model: &M,
     best: &M,
+    ema: Option<&M>,
     optimizer: &ModuleOptimizer,
     scheduler: &ModuleLrScheduler,
     state: &LoopState,
@@ -202,6 +220,9 @@ fn write_files<M: VisionModel>(
     };
     model.save(tmp.join(MODEL)).map_err(TrainError::model)?;
     best.save(tmp.join(BEST)).map_err(TrainError::model)?;
+    if let Some(ema) = ema {
+        ema.save(tmp.join(EMA)).map_err(TrainError::model)?;
+    }
     optimizer
         .to_record()
         .save(tmp.join(OPTIMIZER))
@@ -211,8 +232,8 @@ fn write_files<M: VisionModel>(
         .save(tmp.join(SCHEDULER))
         .map_err(record_err(tmp.join(SCHEDULER)))?;
     let mut state = state.clone();
-    state.files = FILES
-        .iter()
+    state.files = sorted_files(ema.is_some())
+        .into_iter()
         .map(|name| {
             let path = tmp.join(name);
             sha256_hex(&path).map(|digest| (name.to_string(), digest))
@@ -302,13 +323,21 @@ pub(crate) fn load<M: VisionModel>(
             format!("inconsistent state: {reason}. The checkpoint was edited or damaged; nothing was overwritten"),
         )
     })?;
-    if !state.files.is_empty() && !state.files.keys().map(String::as_str).eq(SORTED_FILES) {
+    let with_ema = state.config.ema_decay.is_some();
+    let expected = sorted_files(with_ema);
+    if !state.files.is_empty() && !state.files.keys().map(String::as_str).eq(expected.clone()) {
         return Err(bad(
             state_path.clone(),
             format!(
-                "records checksums of {:?}, not of the checkpoint's files {SORTED_FILES:?}: the checkpoint was edited; nothing was overwritten",
+                "records checksums of {:?}, not of the checkpoint's files {expected:?}: the checkpoint was edited; nothing was overwritten",
                 state.files.keys().collect::<Vec<_>>()
             ),
+        ));
+    }
+    if with_ema && !dir.join(EMA).is_file() {
+        return Err(bad(
+            dir.join(EMA),
+            "missing: the run keeps a model EMA and its checkpoint lacks the average's weights. Nothing was overwritten: restore the file, or start the run in another output directory".into(),
         ));
     }
     for (name, expected) in &state.files {
@@ -325,6 +354,11 @@ pub(crate) fn load<M: VisionModel>(
     }
     let model = M::load(dir.join(MODEL), device).map_err(TrainError::model)?;
     let best = M::load(dir.join(BEST), device).map_err(TrainError::model)?;
+    let ema = if with_ema {
+        Some(M::load(dir.join(EMA), device).map_err(TrainError::model)?)
+    } else {
+        None
+    };
     let optimizer = OptimizerRecord::load(dir.join(OPTIMIZER))
         .map_err(|e| bad(dir.join(OPTIMIZER), e.to_string()))?;
     let scheduler = LrSchedulerRecord::load(dir.join(SCHEDULER))
@@ -332,6 +366,7 @@ pub(crate) fn load<M: VisionModel>(
     Ok(Checkpoint {
         model,
         best,
+        ema,
         optimizer,
         scheduler,
         state,

@@ -3,6 +3,7 @@
 //! (discriminative backbone learning rate, early stopping, monitored metric).
 
 use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
@@ -194,7 +195,7 @@ pub struct LearnerConfig {
     pub schedule: Schedule,
     /// Whether the schedule advances once per epoch or once per batch. With `Epoch`, a
     /// `Step { step_size: 7 }` decays every 7 epochs (the tutorial's `StepLR` stepped once per
-    /// epoch); with `Batch`, every 7 batches.
+    /// epoch); with `Batch`, every 7 optimizer steps (batches, without gradient accumulation).
     #[config(default = "ScheduleUnit::Epoch")]
     pub schedule_unit: ScheduleUnit,
     /// Learning-rate multiplier for everything but the head (discriminative learning rates,
@@ -227,6 +228,44 @@ pub struct LearnerConfig {
     /// `transforms.v2.CutMix`. With MixUp too, each batch takes one of the two at random.
     #[config(default = "None")]
     pub cutmix_alpha: Option<f64>,
+    /// Gradient accumulation: the optimizer steps once every this many batches, on the mean of
+    /// their gradients (each batch's loss divided by the number of batches in its group, as
+    /// timm's `--grad-accum-steps` does; the last group of an epoch may be shorter and is
+    /// divided by its own length). Gradients are summed with Burn's `GradientsAccumulator`.
+    /// A per-batch schedule advances once per optimizer step. `None` or 1: every batch.
+    #[config(default = "None")]
+    pub grad_accum_steps: Option<usize>,
+    /// Clips every parameter's gradient to this L2 norm before the optimizer step (Burn's
+    /// `GradientClippingConfig::Norm`, which clips each parameter tensor by its own norm;
+    /// PyTorch's `clip_grad_norm_` scales all gradients by their global norm instead).
+    #[config(default = "None")]
+    pub clip_grad_norm: Option<f64>,
+    /// Clamps every gradient value to `[-x, x]` before the optimizer step (Burn's
+    /// `GradientClippingConfig::Value`, PyTorch's `clip_grad_value_`). Exclusive with
+    /// `clip_grad_norm`.
+    #[config(default = "None")]
+    pub clip_grad_value: Option<f64>,
+    /// Model EMA decay in `[0, 1)` (timm's `ModelEmaV3`; 0.9998 in timm's recipes): after
+    /// every optimizer step `ema ← lerp(ema, model, 1 - d)` over parameters and BatchNorm
+    /// statistics, with `d = 0` at the first step. With EMA on, validation, best-epoch
+    /// selection, the checkpoint's best weights and the returned model use the EMA weights
+    /// (the trained model's own validation is recorded as `model_val_*`). `None`: off.
+    #[config(default = "None")]
+    pub ema_decay: Option<f64>,
+    /// timm's EMA warm-up: `d_t = min(decay, 1 - (1 + t)^(-2/3))` for the `t`-th update after
+    /// the first, so early averages follow the model closely.
+    #[config(default = "None")]
+    pub ema_warmup: Option<bool>,
+    /// fastai's `fine_tune(epochs, freeze_epochs)`: this many head-only epochs first (the
+    /// backbone frozen, its BatchNorm as the model's policy says, at `lr`), then `epochs`
+    /// epochs with everything trainable at `lr / 2` (fastai halves the base rate), the
+    /// backbone at `lr / 2 * backbone_lr_mult`, each phase with its own run of `schedule`.
+    /// The run has `freeze_epochs + epochs` epochs in all. `None` or 0: off. fastai's own
+    /// settings are `Schedule::OneCycle` per phase (`pct_start` 0.99 for the head epochs, 0.3
+    /// and `div_factor` 5 after) and `lr_mult = 100`, i.e. `backbone_lr_mult = 0.01`; here
+    /// both phases use `schedule` and `backbone_lr_mult` as configured.
+    #[config(default = "None")]
+    pub freeze_epochs: Option<usize>,
 }
 
 impl Default for LearnerConfig {
@@ -256,7 +295,108 @@ impl LearnerConfig {
             )));
         }
         self.batch_mix().validate()?;
+        if self.epochs.checked_add(self.head_epochs()).is_none() {
+            return Err(TrainError::Config(format!(
+                "freeze_epochs + epochs overflows ({} + {})",
+                self.head_epochs(),
+                self.epochs
+            )));
+        }
+        if self.grad_accum_steps == Some(0) {
+            return Err(TrainError::Config(
+                "grad_accum_steps must be at least 1 (1: step after every batch)".into(),
+            ));
+        }
+        for (name, v) in [
+            ("clip_grad_norm", self.clip_grad_norm),
+            ("clip_grad_value", self.clip_grad_value),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(TrainError::Config(format!(
+                    "{name} must be a positive number (got {v})"
+                )));
+            }
+        }
+        if self.clip_grad_norm.is_some() && self.clip_grad_value.is_some() {
+            return Err(TrainError::Config(
+                "clip_grad_norm and clip_grad_value are exclusive: Burn's optimizer clips one way; choose one".into(),
+            ));
+        }
+        if let Some(d) = self.ema_decay
+            && !(0.0..1.0).contains(&d)
+        {
+            return Err(TrainError::Config(format!(
+                "ema_decay must be in [0, 1) (timm's recipes use 0.9998; got {d})"
+            )));
+        }
+        if self.ema_warmup == Some(true) && self.ema_decay.is_none() {
+            return Err(TrainError::Config(
+                "ema_warmup needs ema_decay (the EMA is off)".into(),
+            ));
+        }
         self.optimizer.build().map(|_| ())
+    }
+
+    /// The training features beyond the tutorial's, in words for a run's first line
+    /// (`label smoothing 0.1, MixUp 0.2, 2 batches per step, ...`); `None` when none is on.
+    pub fn describe_features(&self) -> Option<String> {
+        let mut parts: Vec<String> = self.batch_mix().describe().into_iter().collect();
+        if self.accum_steps() > 1 {
+            parts.push(format!("{} batches per step", self.accum_steps()));
+        }
+        if let Some(x) = self.clip_grad_norm {
+            parts.push(format!("gradients clipped to norm {x} per parameter"));
+        }
+        if let Some(x) = self.clip_grad_value {
+            parts.push(format!("gradients clipped to +-{x}"));
+        }
+        if let Some(d) = self.ema_decay {
+            let warmup = if self.ema_warmup == Some(true) {
+                " with warm-up"
+            } else {
+                ""
+            };
+            parts.push(format!("model EMA {d}{warmup} (validated and kept)"));
+        }
+        if self.head_epochs() > 0 {
+            parts.push(format!(
+                "fine_tune: {} head-only epochs, then {} unfrozen at lr/2",
+                self.head_epochs(),
+                self.epochs
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    /// Epochs of the whole run: `freeze_epochs + epochs`.
+    pub fn total_epochs(&self) -> usize {
+        self.head_epochs().saturating_add(self.epochs)
+    }
+
+    /// Head-only epochs at the start of the run (fastai's `freeze_epochs`; 0: none).
+    pub fn head_epochs(&self) -> usize {
+        self.freeze_epochs.unwrap_or(0)
+    }
+
+    /// Batches per optimizer step (1 without accumulation).
+    pub fn accum_steps(&self) -> usize {
+        self.grad_accum_steps.unwrap_or(1).max(1)
+    }
+
+    /// The optimizer with the configured gradient clipping.
+    pub fn build_optimizer(&self) -> Result<ModuleOptimizer, TrainError> {
+        let optim = self.optimizer.build()?;
+        let clipping = match (self.clip_grad_norm, self.clip_grad_value) {
+            (Some(norm), _) => Some(GradientClippingConfig::Norm(norm as f32)),
+            (None, Some(value)) => Some(GradientClippingConfig::Value(value as f32)),
+            (None, None) => None,
+        };
+        Ok(match clipping {
+            Some(c) => optim.with_grad_clipping(c.init()),
+            None => optim,
+        })
     }
 
     /// The batch-level regularisers: label smoothing, MixUp, CutMix.

@@ -24,12 +24,25 @@ impl Learner {
         epoch: usize,
         totals: EpochTotals,
     ) -> Result<bool, TrainError> {
-        let eval = evaluate_with(model, data.val_source(), data.eval_path())?;
-        let record = self.record(epoch, &totals, &eval);
+        let eval = evaluate_with(model, data.val_source(), data.eval_path(), false)?;
+        // With EMA, the average is what is validated and kept; the model's own result is
+        // recorded beside it.
+        let (eval, own) = match &run.ema {
+            Some(ema) => (
+                evaluate_with(&ema.model, data.val_source(), data.eval_path(), false)?,
+                Some(eval),
+            ),
+            None => (eval, None),
+        };
+        let mut record = self.record(epoch, &totals, &eval);
+        if let Some(own) = own {
+            record.model_val_loss = Some(own.loss);
+            record.model_val_acc = Some(own.accuracy);
+        }
         let improved = self.track_best(model, run, &record);
         self.emit(FitEvent::EpochEnded {
             record: &record,
-            epochs: self.config.epochs,
+            epochs: self.config.total_epochs(),
             improved,
         });
         run.state.history.epochs.push(record.clone());
@@ -39,6 +52,7 @@ impl Learner {
                 run_dir,
                 &model.valid(),
                 &run.best,
+                run.ema.as_ref().map(|ema| &ema.model),
                 &run.optim,
                 &run.scheduler,
                 &run.state,
@@ -59,6 +73,9 @@ impl Learner {
             train_acc: totals.accuracy(),
             val_loss: eval.loss,
             val_acc: eval.accuracy,
+            val_top5: Some(eval.top5_accuracy),
+            model_val_loss: None,
+            model_val_acc: None,
             seconds: totals.started.elapsed().as_secs_f64(),
             images_per_sec: totals.seen as f64 / totals.train_seconds.max(1e-9),
         }
@@ -86,7 +103,11 @@ impl Learner {
         state.history.best_epoch = record.epoch;
         state.history.best_val_acc = record.val_acc;
         state.stale_epochs = 0;
-        run.best = model.valid();
+        run.best = match &run.ema {
+            // A copy of its own: the average keeps changing.
+            Some(ema) => ema.model.valid(),
+            None => model.valid(),
+        };
         true
     }
 

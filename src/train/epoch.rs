@@ -1,12 +1,12 @@
 //! One epoch's training phase of [`Learner::fit`]: per batch, the learning-rate step, the
 //! input checks, MixUp / CutMix, the forward pass and loss (label-smoothed or soft), the
-//! non-finite-loss check, the backward pass and the optimizer step, with running loss and
-//! accuracy.
+//! non-finite-loss check, the backward pass, gradient accumulation, and the optimizer step
+//! (with clipping) followed by the EMA update, with running loss and accuracy.
 
 use std::time::Instant;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Int, Tensor};
 
 use super::TrainError;
@@ -36,15 +36,15 @@ pub(super) struct EpochTotals {
 }
 
 /// One batch's forward pass.
-struct Forward {
+pub(super) struct Forward {
     /// The mean loss, with its autodiff graph.
-    loss: Tensor<1>,
+    pub loss: Tensor<1>,
     /// Its value.
-    value: f32,
+    pub value: f32,
     /// Images in the batch.
-    images: usize,
+    pub images: usize,
     /// Correct predictions.
-    hits: usize,
+    pub hits: usize,
 }
 
 impl EpochTotals {
@@ -89,7 +89,7 @@ impl Learner {
         started: Instant,
     ) -> Result<(M, EpochTotals), TrainError> {
         let epoch_lr = self.epoch_lr(run);
-        let (epochs, batches) = (self.config.epochs, data.batches);
+        let (epochs, batches) = (self.config.total_epochs(), data.batches);
         self.emit(FitEvent::EpochStarted {
             epoch,
             epochs,
@@ -97,14 +97,22 @@ impl Learner {
         });
         let mut totals = EpochTotals::new(started);
         let mix = self.config.batch_mix();
+        let accum = self.config.accum_steps();
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        // Batches whose gradients wait in the accumulator, and the group's learning rate.
+        let mut pending = 0usize;
+        let mut group_lr = None;
         let loader = data.train_source().batches(epoch);
         for (b, batch) in loader.iter().enumerate() {
             let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
-            let lr = match &epoch_lr {
-                Some(lr) => lr.clone(),
-                None => step_schedule(run),
-            };
-            totals.first_lr.get_or_insert(lr.base());
+            if pending == 0 {
+                let lr = match &epoch_lr {
+                    Some(lr) => lr.clone(),
+                    None => step_schedule(run),
+                };
+                totals.first_lr.get_or_insert(lr.base());
+                group_lr = Some(lr);
+            }
             let mixed = if data.cached.is_some() {
                 Mixed::None
             } else {
@@ -120,9 +128,29 @@ impl Learner {
                     last_good: run.state.epochs_done,
                 });
             }
-            let grads = GradientsParams::from_grads(step.loss.backward(), &model);
-            model = run.optim.step(lr, model, grads);
+            // timm's accumulation: each batch's loss divided by its group's length (the last
+            // group of the epoch may be shorter).
+            let group_start = b - pending;
+            let group_len = accum.min(batches.saturating_sub(group_start)).max(1);
+            let loss = if group_len > 1 {
+                step.loss.clone().div_scalar(group_len as f32)
+            } else {
+                step.loss.clone()
+            };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            pending += 1;
             totals.add(&step);
+            if accum == 1 {
+                model = self.optimizer_step(model, run, group_lr.take(), grads)?;
+                pending = 0;
+            } else {
+                accumulator.accumulate(&model, grads);
+                if pending >= group_len {
+                    let grads = accumulator.grads();
+                    model = self.optimizer_step(model, run, group_lr.take(), grads)?;
+                    pending = 0;
+                }
+            }
             self.emit(FitEvent::Batch {
                 epoch,
                 batch: b + 1,
@@ -131,6 +159,13 @@ impl Learner {
                 accuracy: totals.accuracy(),
             });
         }
+        // A loader that produced fewer batches than it announced (breaking `BatchSource`'s
+        // contract) leaves a partial group: it is stepped, its losses divided by the announced
+        // group length.
+        if pending > 0 {
+            let grads = accumulator.grads();
+            model = self.optimizer_step(model, run, group_lr.take(), grads)?;
+        }
         if totals.seen == 0 {
             return Err(TrainError::Data(format!(
                 "epoch {epoch} produced no training batches"
@@ -138,6 +173,33 @@ impl Learner {
         }
         totals.train_seconds = started.elapsed().as_secs_f64();
         Ok((model, totals))
+    }
+
+    /// One optimizer step with `grads` at `lr` (the optimizer clips them as configured), then
+    /// the EMA update.
+    fn optimizer_step<M: VisionModel>(
+        &self,
+        model: M,
+        run: &mut FitRun<M>,
+        lr: Option<ModuleLearningRate>,
+        grads: GradientsParams,
+    ) -> Result<M, TrainError> {
+        let lr = lr.ok_or_else(|| {
+            TrainError::Config("internal: an optimizer step without a learning rate".into())
+        })?;
+        let model = run.optim.step(lr, model, grads);
+        if let Some(ema) = &mut run.ema {
+            // `valid` brings BatchNorm's running statistics up to date (Burn keeps the latest
+            // batch's in a per-thread map until they are read this way), as timm reads the
+            // model's current `state_dict()`.
+            if !ema.update(&model.valid()) {
+                return Err(TrainError::Config(
+                    "the model EMA does not match the model's architecture".into(),
+                ));
+            }
+            run.state.ema_updates = ema.updates;
+        }
+        Ok(model)
     }
 
     /// The learning rate of the whole epoch when the schedule steps per epoch (stepping it);
@@ -158,7 +220,7 @@ fn step_schedule<M>(run: &mut FitRun<M>) -> ModuleLearningRate {
 
 /// Checks a batch's shape and runs it forward: the head alone on cached features, the head on
 /// the prepared frozen backbone, or the whole model; then the loss and the hits.
-fn forward<M: VisionModel>(
+pub(super) fn forward<M: VisionModel>(
     model: &M,
     data: &FitData<'_, M>,
     batch: ImageBatch,

@@ -29,7 +29,7 @@ impl Learner {
             ..
         } = run;
         let config = &self.config;
-        let completed = state.epochs_done >= config.epochs || stopped_early;
+        let completed = state.epochs_done >= config.total_epochs() || stopped_early;
         if state.history.best_epoch == 0 {
             return Err(TrainError::Config(
                 "no epoch ran: the checkpoint already covers every configured epoch (raise epochs to continue)".into(),
@@ -40,7 +40,7 @@ impl Learner {
             best_metric: state.best_metric,
             best_epoch: state.history.best_epoch,
         });
-        let evaluation = evaluate_with(&best, data.val_source(), data.eval_path())?;
+        let evaluation = evaluate_with(&best, data.val_source(), data.eval_path(), false)?;
         if let Some(run_dir) = &self.run_dir {
             self.write_reports(run_dir, &best, &state.history, &evaluation, data)?;
         }

@@ -21,8 +21,18 @@ pub struct EpochRecord {
     pub train_acc: f64,
     /// Validation loss.
     pub val_loss: f64,
-    /// Validation accuracy.
+    /// Validation accuracy (top-1).
     pub val_acc: f64,
+    /// Validation top-5 accuracy (`None` in histories written before it was recorded).
+    #[serde(default)]
+    pub val_top5: Option<f64>,
+    /// With model EMA, the validation loss of the trained model itself (`val_loss` is the
+    /// average's); `None` without EMA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_val_loss: Option<f64>,
+    /// With model EMA, the validation accuracy of the trained model itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_val_acc: Option<f64>,
     /// Wall time of the epoch (train and validation), seconds.
     pub seconds: f64,
     /// Training throughput, images per second.
@@ -59,17 +69,22 @@ impl History {
 
     /// Writes `history.csv` (one row per epoch), atomically.
     pub fn save_csv(&self, path: &Path) -> Result<(), TrainError> {
-        let mut csv =
-            String::from("epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds,images_per_sec\n");
+        let mut csv = String::from(
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_top5,model_val_loss,model_val_acc,seconds,images_per_sec\n",
+        );
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         for e in &self.epochs {
             csv.push_str(&format!(
-                "{},{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+                "{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{:.3},{:.1}\n",
                 e.epoch,
                 e.lr,
                 e.train_loss,
                 e.train_acc,
                 e.val_loss,
                 e.val_acc,
+                opt(e.val_top5),
+                opt(e.model_val_loss),
+                opt(e.model_val_acc),
                 e.seconds,
                 e.images_per_sec
             ));

@@ -20,8 +20,9 @@ use crate::model::VisionModel;
 /// What [`Learner::fit`] returns.
 #[derive(Debug)]
 pub struct FitOutcome<M> {
-    /// The model with the best epoch's weights (on the model's device, without autodiff; call
-    /// `.train()` after moving it to an autodiff device to continue training).
+    /// The model with the best epoch's weights (the EMA's, with `ema_decay`; on the model's
+    /// device, without autodiff; call `.train()` after moving it to an autodiff device to
+    /// continue training).
     pub model: M,
     /// Every epoch, and the best one.
     pub history: History,
@@ -175,11 +176,14 @@ impl Learner {
         train: &dyn BatchSource,
         val: &dyn BatchSource,
     ) -> Result<FitOutcome<M>, TrainError> {
-        let (mut model, mut run, data) = self.start(model, train, val)?;
+        let (mut model, mut run, mut data) = self.start(model, train, val)?;
         let first = run.state.epochs_done + 1;
-        for (ran, epoch) in (first..=self.config.epochs).enumerate() {
+        for (ran, epoch) in (first..=self.config.total_epochs()).enumerate() {
             if self.stop_after.is_some_and(|n| ran >= n) {
                 break;
+            }
+            if epoch > 1 && self.config.phase_of(epoch) != self.config.phase_of(epoch - 1) {
+                model = self.enter_phase(model, &mut run, &mut data, epoch)?;
             }
             let started = Instant::now();
             let totals;

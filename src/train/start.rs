@@ -13,20 +13,22 @@ use burn::tensor::Device;
 use super::TrainError;
 use super::checkpoint::{self, LoopState, RunLock};
 use super::config::LearnerConfig;
+use super::ema::ModelEma;
 use super::evaluate::EvalPath;
 use super::features;
 use super::history::History;
 use super::learner::Learner;
 use super::progress::FitEvent;
-use super::schedule::ScheduleUnit;
 use super::source::{BatchSource, TensorSource};
 use crate::model::VisionModel;
 
 /// The loop's mutable state between phases (the model being trained moves through the
 /// optimizer by value and travels beside it).
 pub(super) struct FitRun<M> {
-    /// The best epoch's weights so far (without autodiff).
+    /// The best epoch's weights so far (without autodiff; the EMA's, with EMA on).
     pub best: M,
+    /// The model EMA, when on.
+    pub ema: Option<ModelEma<M>>,
     pub optim: ModuleOptimizer,
     pub scheduler: ModuleLrScheduler,
     /// What checkpoints store: epochs done, best metric, history, schedule steps.
@@ -38,7 +40,8 @@ pub(super) struct FitRun<M> {
     pub lock: Option<RunLock>,
 }
 
-/// What the phases read but never change: the data, in the form the loop trains on.
+/// What the phases read: the data, in the form the loop trains on (the prepared backbone is
+/// dropped when a `fine_tune` run unfreezes it).
 pub(super) struct FitData<'a, M: VisionModel> {
     /// The training data as given.
     pub train: &'a dyn BatchSource,
@@ -104,10 +107,18 @@ impl Learner {
             .map(checkpoint::lock_run_dir)
             .transpose()?;
         let (model, run) = match &self.run_dir {
-            Some(run_dir) => self.resume_or_refuse(run_dir, model, run, &plain)?,
+            Some(run_dir) => self.resume_or_refuse(run_dir, model, run, &plain, batches)?,
             None => (model, run),
         };
 
+        // A fine_tune run freezes or unfreezes the backbone for the phase of its next epoch.
+        let phase = self.config.phase_of(run.state.epochs_done + 1);
+        let model = self.phase_model(model, phase);
+        let head_only = if self.config.is_fine_tune() {
+            model.is_head_only()
+        } else {
+            head_only
+        };
         let model = model.fork(&autodiff).train();
         let cached = self.cached_features(&model, train, val, head_only)?;
         // A frozen backbone never changes: fold it (and, on CPU, prepare its host path) once.
@@ -132,6 +143,11 @@ impl Learner {
         val: &dyn BatchSource,
     ) -> Result<bool, TrainError> {
         self.config.validate()?;
+        if self.cache_features && self.config.is_fine_tune() {
+            return Err(TrainError::Config(
+                "freeze_epochs unfreezes the backbone after the head-only epochs, so its features cannot be computed once: turn off feature caching, or train the head alone without freeze_epochs".into(),
+            ));
+        }
         if self.cache_features && self.config.batch_mix().mixes() {
             return Err(TrainError::Config(
                 "MixUp and CutMix mix images, and cached features have no images to mix: turn off feature caching, or set mixup_alpha and cutmix_alpha to 0".into(),
@@ -144,7 +160,14 @@ impl Learner {
             return Err(TrainError::Data("the validation data is empty".into()));
         }
         let stages = model.stages();
-        if model.freeze_state().frozen_index(&stages) == Some(stages.len().saturating_sub(1)) {
+        if self.config.is_fine_tune() && stages.len() < 2 {
+            return Err(TrainError::Config(
+                "freeze_epochs needs a model with a backbone and a head to freeze one and train the other".into(),
+            ));
+        }
+        if !self.config.is_fine_tune()
+            && model.freeze_state().frozen_index(&stages) == Some(stages.len().saturating_sub(1))
+        {
             return Err(TrainError::Config(
                 "the whole model is frozen: nothing would train (unfreeze the head)".into(),
             ));
@@ -152,23 +175,18 @@ impl Learner {
         Ok(model.is_head_only())
     }
 
-    /// A fresh run: the schedule, the optimizer and an empty loop state; the best model so
-    /// far is the one given.
+    /// A fresh run: the schedule of the first phase, the optimizer (with gradient clipping),
+    /// the EMA and an empty loop state; the best model so far is the one given.
     fn new_run<M: VisionModel>(&self, model: &M, batches: usize) -> Result<FitRun<M>, TrainError> {
         let config = &self.config;
-        let units_per_epoch = match config.schedule_unit {
-            ScheduleUnit::Epoch => 1,
-            ScheduleUnit::Batch => batches,
-        };
-        let scheduler = config.schedule.build(
-            config.lr,
-            config.epochs * units_per_epoch,
-            config.backbone_lr_mult,
-            model.backbone_group(),
-        )?;
+        let scheduler = self.phase_scheduler(model, config.phase_of(1), batches)?;
+        let ema = config
+            .ema_decay
+            .map(|decay| ModelEma::new(model.valid(), decay, config.ema_warmup == Some(true)));
         Ok(FitRun {
             best: model.valid(),
-            optim: config.optimizer.build()?,
+            ema,
+            optim: config.build_optimizer()?,
             scheduler,
             state: LoopState {
                 epochs_done: 0,
@@ -177,6 +195,7 @@ impl Learner {
                 history: History::default(),
                 config: config.clone(),
                 schedule_steps: 0,
+                ema_updates: 0,
                 files: Default::default(),
             },
             resumed_from: None,
@@ -194,9 +213,10 @@ impl Learner {
         model: M,
         run: FitRun<M>,
         device: &Device,
+        batches: usize,
     ) -> Result<(M, FitRun<M>), TrainError> {
         match checkpoint::latest(run_dir)? {
-            Some(dir) if self.resume => self.resume_from(&dir, &model, run, device),
+            Some(dir) if self.resume => self.resume_from(&dir, &model, run, device, batches),
             Some(dir) => Err(TrainError::Checkpoint {
                 path: dir,
                 reason: "the run directory already holds a checkpoint: resume it, or choose another output directory".into(),
@@ -238,6 +258,7 @@ impl Learner {
         model: &M,
         run: FitRun<M>,
         device: &Device,
+        batches: usize,
     ) -> Result<(M, FitRun<M>), TrainError> {
         let ck = checkpoint::load::<M>(dir, device)?;
         check_compatible(&ck.state.config, &self.config, dir)?;
@@ -249,21 +270,45 @@ impl Learner {
                         .into(),
             });
         }
-        // Head-only training and the feature cache were decided from the model passed in.
-        if ck.model.freeze_state() != model.freeze_state() {
+        // Head-only training and the feature cache were decided from the model passed in (a
+        // fine_tune run sets the freeze itself: only its BatchNorm policy must agree).
+        let (saved, given) = (ck.model.freeze_state(), model.freeze_state());
+        if self.config.is_fine_tune() && saved.bn != given.bn {
+            return Err(TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the run's BatchNorm policy is {} but the model passed to fit has {}: pass the model with with_bn_policy(BnPolicy::{:?}), or use another output directory",
+                    saved.bn, given.bn, saved.bn
+                ),
+            });
+        }
+        if !self.config.is_fine_tune() && saved != given {
             return Err(TrainError::Checkpoint {
                 path: dir.to_path_buf(),
                 reason: format!(
                     "the checkpoint's model is {} but the model passed to fit is {}: freeze it as the run was started, or use another output directory",
-                    ck.model.freeze_state().describe(),
-                    model.freeze_state().describe()
+                    saved.describe(),
+                    given.describe()
                 ),
             });
         }
+        // The scheduler of the last completed epoch's phase continues (the next phase, if
+        // any, starts a fresh one).
+        let phase = self.config.phase_of(ck.state.epochs_done);
+        let scheduler = self.phase_scheduler(model, phase, batches)?;
+        let ema = match (run.ema, ck.ema) {
+            (Some(mut ema), Some(saved)) => {
+                ema.model = saved;
+                ema.updates = ck.state.ema_updates;
+                Some(ema)
+            }
+            (ema, _) => ema,
+        };
         let run = FitRun {
             best: ck.best,
+            ema,
             optim: run.optim.load_record(ck.optimizer),
-            scheduler: run.scheduler.load_record(ck.scheduler),
+            scheduler: scheduler.load_record(ck.scheduler),
             resumed_from: Some(ck.state.epochs_done),
             state: LoopState {
                 config: self.config.clone(),
@@ -322,18 +367,39 @@ fn check_compatible(
     current: &LearnerConfig,
     dir: &Path,
 ) -> Result<(), TrainError> {
+    // Settings that may change, and the spellings of "off" that mean the same run.
     let normalise = |c: &LearnerConfig| LearnerConfig {
         epochs: 0,
         early_stopping_patience: None,
         prediction_grid: 0,
+        grad_accum_steps: Some(c.accum_steps()),
+        freeze_epochs: Some(c.head_epochs()),
+        ema_warmup: Some(c.ema_warmup == Some(true)),
+        label_smoothing: Some(c.label_smoothing.unwrap_or(0.0)),
+        mixup_alpha: Some(c.mixup_alpha.unwrap_or(0.0)),
+        cutmix_alpha: Some(c.cutmix_alpha.unwrap_or(0.0)),
         ..c.clone()
     };
-    if normalise(saved) != normalise(current) {
+    let (saved, current) = (normalise(saved), normalise(current));
+    if saved != current {
+        let fields = |c: &LearnerConfig| match serde_json::to_value(c) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => Default::default(),
+        };
+        let (was, now) = (fields(&saved), fields(&current));
+        let differ: Vec<String> = was
+            .iter()
+            .filter(|(k, v)| now.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let to = now.get(k).map(|v| v.to_string()).unwrap_or_default();
+                format!("{k} was {v}, now {to}")
+            })
+            .collect();
         return Err(TrainError::Checkpoint {
             path: dir.to_path_buf(),
             reason: format!(
                 "it was written with different settings ({}); resume with the same settings or use another output directory",
-                serde_json::to_string(saved).unwrap_or_default()
+                differ.join("; ")
             ),
         });
     }

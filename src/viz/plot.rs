@@ -16,6 +16,18 @@ pub(crate) struct Series<'a> {
     pub(crate) points: Vec<(f64, f64)>,
     /// Line colour.
     pub(crate) color: Color,
+    /// Whether every point gets a square marker (the epoch curves); `false` draws the line
+    /// alone (dense curves), and a series of one point is always marked.
+    pub(crate) markers: bool,
+}
+
+/// How the x axis is scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum XScale {
+    /// Values as given.
+    Linear,
+    /// Points are given as `log10(x)`; ticks at whole powers of ten, labelled `1e-5`.
+    Log10,
 }
 
 fn nice_step(range: f64, target_ticks: usize) -> f64 {
@@ -54,6 +66,7 @@ fn chart(
     x_label: &str,
     series: &[Series<'_>],
     y_range: Option<(f64, f64)>,
+    x_scale: XScale,
 ) {
     let scale = 2;
     let glyph = i64::from(GLYPH * scale);
@@ -115,13 +128,11 @@ fn chart(
     while x <= xmax + xstep * 1e-6 {
         let xx = px(x);
         canvas.line(xx, bottom, xx, bottom + glyph / 3, colors::GRAY);
-        canvas.text_centered(
-            xx,
-            bottom + glyph / 2,
-            &fmt_tick(x, xstep),
-            scale,
-            colors::GRAY,
-        );
+        let label = match x_scale {
+            XScale::Linear => fmt_tick(x, xstep),
+            XScale::Log10 => format!("1e{}", x.round() as i64),
+        };
+        canvas.text_centered(xx, bottom + glyph / 2, &label, scale, colors::GRAY);
         x += xstep;
     }
     canvas.line(left, top, left, bottom, colors::BLACK);
@@ -145,8 +156,10 @@ fn chart(
         for pair in pts.windows(2) {
             canvas.thick_line(pair[0].0, pair[0].1, pair[1].0, pair[1].1, 3, s.color);
         }
-        for &(x, y) in &pts {
-            canvas.fill_rect(x - 4, y - 4, 9, 9, s.color);
+        if s.markers || pts.len() == 1 {
+            for &(x, y) in &pts {
+                canvas.fill_rect(x - 5, y - 5, 11, 11, s.color);
+            }
         }
     }
     // Legend, top right inside the plot.
@@ -194,14 +207,17 @@ pub fn save_curves(
                 label: "train",
                 points: pts(train_loss),
                 color: colors::TAB10[0],
+                markers: true,
             },
             Series {
                 label: "val",
                 points: pts(val_loss),
                 color: colors::TAB10[1],
+                markers: true,
             },
         ],
         None,
+        XScale::Linear,
     );
     chart(
         &mut canvas,
@@ -213,14 +229,68 @@ pub fn save_curves(
                 label: "train",
                 points: pts(train_acc),
                 color: colors::TAB10[0],
+                markers: true,
             },
             Series {
                 label: "val",
                 points: pts(val_acc),
                 color: colors::TAB10[1],
+                markers: true,
             },
         ],
         Some((0.0, 1.0)),
+        XScale::Linear,
+    );
+    canvas.save_png(path)
+}
+
+/// Writes the learning-rate finder's plot (fastai's `plot_lr_find`): the smoothed loss against
+/// the learning rate on a logarithmic axis, with each suggestion `(name, lr, loss)` marked.
+/// `lrs` and `losses` are equally long; learning rates must be positive.
+pub fn save_lr_find(
+    path: impl AsRef<Path>,
+    lrs: &[f64],
+    losses: &[f64],
+    suggestions: &[(&str, f64, f64)],
+) -> Result<(), VizError> {
+    if lrs.len() != losses.len() || lrs.is_empty() {
+        return Err(VizError::Input(
+            "the learning-rate finder needs one loss per learning rate, and at least one".into(),
+        ));
+    }
+    if let Some(lr) = lrs.iter().find(|lr| !(lr.is_finite() && **lr > 0.0)) {
+        return Err(VizError::Input(format!(
+            "learning rates must be positive to be drawn on a log axis (got {lr})"
+        )));
+    }
+    let mut series = vec![Series {
+        label: "smoothed loss",
+        points: lrs
+            .iter()
+            .zip(losses)
+            .map(|(lr, loss)| (lr.log10(), *loss))
+            .collect(),
+        color: colors::TAB10[0],
+        markers: false,
+    }];
+    for (i, (name, lr, loss)) in suggestions.iter().enumerate() {
+        series.push(Series {
+            label: name,
+            points: vec![(lr.log10(), *loss)],
+            color: colors::TAB10[(i + 1) % colors::TAB10.len()],
+            markers: true,
+        });
+    }
+    let (w, h) = (900, 600);
+    let mut canvas = Canvas::new(w, h, colors::WHITE);
+    chart(
+        &mut canvas,
+        (0, 0, i64::from(w), i64::from(h)),
+        "Learning-rate finder",
+        "learning rate",
+        &series,
+        None,
+        XScale::Log10,
     );
     canvas.save_png(path)
 }

@@ -120,6 +120,14 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             os(&["--sample", "--upsample", "0", "--weights", "none"]),
             os(&["--sample", "--weights", "none", "--label-smoothing", "1.5"]),
             os(&["--sample", "--weights", "none", "--mixup", "-1"]),
+            os(&["--sample", "--weights", "none", "--grad-accum", "0"]),
+            os(&["--sample", "--weights", "none", "--ema", "1.5"]),
+            os(&["--sample", "--weights", "none", "--clip-grad-norm", "-1"]),
+            os(&["--sample", "--lr-find", "--resume", "--out", a_dir]),
+            os(&["--sample", "--weights", "none", "--randaugment", "2"]),
+            os(&["--sample", "--weights", "none", "--randaugment", "2,40"]),
+            os(&["--sample", "--weights", "none", "--random-erasing", "1.5"]),
+            os(&["--sample", "--trivial-augment", "--randaugment", "2,9"]),
         ];
         let messages = run_cases(name, &cases, tmp.path());
         assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
@@ -144,7 +152,48 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             messages[15]
         );
         assert!(messages[16].contains("--mixup"), "{}", messages[16]);
+        assert!(messages[17].contains("--grad-accum"), "{}", messages[17]);
+        assert!(messages[18].contains("--ema"), "{}", messages[18]);
+        assert!(
+            messages[19].contains("--clip-grad-norm"),
+            "{}",
+            messages[19]
+        );
+        assert!(messages[20].contains("--lr-find"), "{}", messages[20]);
+        assert!(messages[21].contains("N,M"), "{}", messages[21]);
+        assert!(messages[22].contains("--randaugment"), "{}", messages[22]);
+        assert!(
+            messages[23].contains("--random-erasing"),
+            "{}",
+            messages[23]
+        );
+        assert!(messages[24].contains("--randaugment"), "{}", messages[24]);
     }
+    let message = fails_cleanly(
+        "feature_extractor",
+        &[
+            "--sample".as_ref(),
+            "--weights".as_ref(),
+            "none".as_ref(),
+            "--cache-features".as_ref(),
+            "--trivial-augment".as_ref(),
+        ],
+        tmp.path(),
+    );
+    assert!(message.contains("--trivial-augment"), "{message}");
+    // fastai's fine_tune unfreezes the backbone: the feature extractor refuses it.
+    let message = fails_cleanly(
+        "feature_extractor",
+        &[
+            "--sample".as_ref(),
+            "--weights".as_ref(),
+            "none".as_ref(),
+            "--freeze-epochs".as_ref(),
+            "1".as_ref(),
+        ],
+        tmp.path(),
+    );
+    assert!(message.contains("--freeze-epochs"), "{message}");
 }
 
 #[test]
@@ -306,6 +355,19 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
         "workers",
         "out",
         "resume",
+        "label-smoothing",
+        "mixup",
+        "cutmix",
+        "grad-accum",
+        "clip-grad-norm",
+        "ema",
+        "freeze-epochs",
+        "tta",
+        "lr-find",
+        "rrc",
+        "trivial-augment",
+        "randaugment",
+        "random-erasing",
     ];
     let feature_extractor: Vec<&str> = tutorial
         .iter()
@@ -492,4 +554,69 @@ fn show_batch_draws_the_tutorials_random_resized_crops_of_an_image_folder() {
         "{} is not an image",
         out.display()
     );
+}
+
+/// `--lr-find` writes fastai's plot and prints the suggestions without training; a run with
+/// the training features on (fine_tune, EMA, accumulation, clipping, TTA) completes and says
+/// what it used.
+#[test]
+fn the_lr_finder_and_the_training_features_run_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, out: &str, extra: &[&str]| {
+        let output = Command::new(example(name))
+            .args(["--sample", "--weights", "none", "--train-limit", "64"])
+            .args(["--val-limit", "32", "--batch-size", "16", "--out", out])
+            .args(extra)
+            .current_dir(tmp.path())
+            .env("FINETUNE_OFFLINE", "1")
+            .env("FINETUNE_CACHE", tmp.path().join("cache"))
+            .output()
+            .expect("run the example");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{name} {extra:?}: {output:?}");
+        stdout
+    };
+    for name in ["finetune", "feature_extractor"] {
+        let out = format!("{name}-lr");
+        let stdout = run(name, &out, &["--lr-find"]);
+        assert!(
+            stdout.contains("suggested learning rates: valley"),
+            "{stdout}"
+        );
+        assert!(tmp.path().join(&out).join("lr_find.png").is_file());
+        // Nothing was trained.
+        assert!(!tmp.path().join(&out).join("checkpoint").exists());
+    }
+    let stdout = run(
+        "finetune",
+        "features",
+        &[
+            "--epochs",
+            "1",
+            "--freeze-epochs",
+            "1",
+            "--ema",
+            "0.9",
+            "--grad-accum",
+            "2",
+            "--clip-grad-norm",
+            "5",
+            "--tta",
+            "--rrc",
+            "--trivial-augment",
+            "--random-erasing",
+            "0.25",
+        ],
+    );
+    for said in [
+        "2 batches per step",
+        "model EMA 0.9",
+        "fine_tune: 1 head-only epochs",
+        "backbone unfrozen",
+        "with flip TTA",
+        "top-5",
+        "train RandomResizedCrop(32) + flip, eval 32x32 + TrivialAugmentWide + RandomErasing(0.25)",
+    ] {
+        assert!(stdout.contains(said), "{said} missing:\n{stdout}");
+    }
 }

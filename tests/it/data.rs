@@ -1604,6 +1604,62 @@ fn image_folders_get_the_tutorials_transforms_and_keep_their_shapes() {
     let p = tutorial_pipelines(&sample, Normalize::cifar10(), None, false).unwrap();
     assert_eq!(p.train, Pipeline::train(Normalize::cifar10()));
     assert_eq!(p.eval, Pipeline::eval(Normalize::cifar10()));
+    // The recipe augmentations, in torchvision's reference order: crop, flip, policy,
+    // normalise, erase.
+    use finetune::data::{RandAugment, RandomErasing, TrivialAugmentWide};
+    use finetune::recipe::{TrainAugment, tutorial_pipelines_with};
+    let augment = TrainAugment {
+        rrc: true,
+        trivial_augment: true,
+        randaugment: None,
+        random_erasing: Some(RandomErasing::new(0.25)),
+    };
+    let p =
+        tutorial_pipelines_with(&sample, Normalize::cifar10(), Some(64), false, &augment).unwrap();
+    assert_eq!(
+        p.train,
+        Pipeline::new()
+            .then(RandomResizedCrop::new(64))
+            .then(RandomHorizontalFlip::default())
+            .then(TrivialAugmentWide::default())
+            .normalize(Normalize::cifar10())
+            .random_erasing(RandomErasing::new(0.25))
+    );
+    assert_eq!(p.eval, Pipeline::eval(Normalize::cifar10()).upsample(64));
+    let folder = tutorial_pipelines_with(
+        &data,
+        Normalize::imagenet(),
+        None,
+        false,
+        &TrainAugment {
+            randaugment: Some(RandAugment::new(2, 9, 31)),
+            ..TrainAugment::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        folder.train.transforms.last(),
+        Some(&RandAugment::new(2, 9, 31).into())
+    );
+    assert!(
+        folder.description.ends_with("+ RandAugment(2, 9)"),
+        "{}",
+        folder.description
+    );
+    for bad in [
+        TrainAugment {
+            trivial_augment: true,
+            randaugment: Some(RandAugment::default()),
+            ..TrainAugment::default()
+        },
+        TrainAugment {
+            randaugment: Some(RandAugment::new(2, 31, 31)),
+            ..TrainAugment::default()
+        },
+    ] {
+        assert!(tutorial_pipelines_with(&sample, Normalize::cifar10(), None, false, &bad).is_err());
+    }
+    assert!(tutorial_pipelines_with(&sample, Normalize::cifar10(), None, true, &augment).is_err());
     // The recipe trains on the folder with them, and says so in its first line.
     let out = tmp.path().join("run");
     let mut o = tutorial_on(tmp.path(), &out);

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod architectures;
+mod augment;
 mod batchnorm;
 mod bundled;
 mod cli;
@@ -11,6 +12,7 @@ mod devices;
 mod download;
 mod families;
 mod faults;
+mod features;
 mod freeze;
 mod http;
 mod mix;

@@ -412,6 +412,12 @@ fn learner_config_json_keeps_its_form() {
         "label_smoothing",
         "mixup_alpha",
         "cutmix_alpha",
+        "grad_accum_steps",
+        "clip_grad_norm",
+        "clip_grad_value",
+        "ema_decay",
+        "ema_warmup",
+        "freeze_epochs",
     ];
     let positions: Vec<usize> = keys
         .iter()
@@ -419,7 +425,7 @@ fn learner_config_json_keeps_its_form() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
     assert!(json.starts_with(r#"{"epochs":5,"lr":0.001,"optimizer":{"kind":"sgd","momentum":0.9,"nesterov":false,"weight_decay":0.0},"#), "{json}");
-    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16,"label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null}"#), "{json}");
+    assert!(json.ends_with(r#""backbone_lr_mult":1.0,"seed":42,"early_stopping_patience":null,"monitor":"val_accuracy","prediction_grid":16,"label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null,"grad_accum_steps":null,"clip_grad_norm":null,"clip_grad_value":null,"ema_decay":null,"ema_warmup":null,"freeze_epochs":null}"#), "{json}");
     let back: LearnerConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, LearnerConfig::default());
     assert_eq!(LearnerConfig::new(), LearnerConfig::default());
@@ -427,9 +433,10 @@ fn learner_config_json_keeps_its_form() {
     let without = json.replace(r#""early_stopping_patience":null,"#, "");
     let back: LearnerConfig = serde_json::from_str(&without).unwrap();
     assert_eq!(back.early_stopping_patience, None);
-    // A config.json written before the regularisers existed reads as "off".
+    // A config.json written before the regularisers and training features existed reads as
+    // "off".
     let before = json.replace(
-        r#","label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null"#,
+        r#","label_smoothing":null,"mixup_alpha":null,"cutmix_alpha":null,"grad_accum_steps":null,"clip_grad_norm":null,"clip_grad_value":null,"ema_decay":null,"ema_warmup":null,"freeze_epochs":null"#,
         "",
     );
     assert_ne!(before, json);
