@@ -1,4 +1,5 @@
-//! Writing a model's weights as a PyTorch-compatible state_dict in a `.safetensors` file: the
+//! Writing a model's weights as a PyTorch-compatible state_dict, in a `.safetensors` file or in
+//! PyTorch's own `.pth` format: the
 //! reference implementation's key names (torchvision's, through the model's
 //! [`KeyMap`](super::keymap::KeyMap)) and tensor layouts (`Linear` weights `[out, in]`), with
 //! the BatchNorm step counters (`num_batches_tracked`) PyTorch's strict `load_state_dict`
@@ -12,6 +13,7 @@ use burn::store::ModuleSnapshot;
 use burn::store::burn_pack::DType;
 
 use super::keymap::IGNORED_SUFFIX;
+use super::pth_writer::{StorageKind, Stored, pth_bytes};
 use crate::error::{Error, Result};
 use crate::model::VisionModel;
 
@@ -43,9 +45,81 @@ pub fn save_safetensors<'a, M: VisionModel>(
     metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<()> {
     let path = path.as_ref();
+    let tensors = state_dict(model)?;
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let dtype = match t.kind {
+                StorageKind::Float => safetensors::Dtype::F32,
+                StorageKind::Long => safetensors::Dtype::I64,
+            };
+            safetensors::tensor::TensorView::new(dtype, t.shape.clone(), &t.bytes)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
+    write_file(path, &bytes)
+}
+
+/// Saves `model` as [`save_safetensors`] does (the same keys, layouts and
+/// `num_batches_tracked`), in PyTorch's own `torch.save` format (`.pth`: a zip of a pickled
+/// `OrderedDict` and one storage per tensor), which `torch.load(path, weights_only=True)` reads
+/// with PyTorch's safe unpickler: `model.load_state_dict(torch.load(path))`. Written
+/// atomically, never through a symlink at `path`.
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use finetune::model::create_model;
+/// use finetune::weights::save_pth;
+/// let model = create_model("resnet18", 10, &Device::flex())?;
+/// save_pth(&model, "resnet18-finetuned.pth")?;
+/// // Python: torchvision.models.resnet18(num_classes=10).load_state_dict(
+/// //     torch.load("resnet18-finetuned.pth", weights_only=True))
+/// # Ok::<(), finetune::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`save_safetensors`].
+pub fn save_pth<M: VisionModel>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let tensors = state_dict(model)?;
+    let stored: Vec<(String, Stored<'_>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                Stored {
+                    kind: t.kind,
+                    shape: &t.shape,
+                    bytes: &t.bytes,
+                },
+            )
+        })
+        .collect();
+    let bytes = pth_bytes(&stored)
+        .map_err(|e| Error::InvalidConfig(format!("building the .pth file: {e}")))?;
+    write_file(path, &bytes)
+}
+
+/// One tensor of an exported state_dict.
+struct ExportTensor {
+    kind: StorageKind,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+/// `model`'s state_dict in the reference implementation's names and layouts, sorted by name,
+/// with an `int64` `num_batches_tracked` of 0 per BatchNorm.
+fn state_dict<M: VisionModel>(model: &M) -> Result<BTreeMap<String, ExportTensor>> {
     let key_map = model.key_map();
-    // name -> (dtype, shape, little-endian bytes), sorted as safetensors stores them.
-    let mut tensors: BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut tensors = BTreeMap::new();
     for tensor in model.collect(None, None, true) {
         let ours = tensor.name.clone();
         let shape: Vec<usize> = tensor.shape.iter().copied().collect();
@@ -70,34 +144,31 @@ pub fn save_safetensors<'a, M: VisionModel>(
         if let Some(module) = name.strip_suffix(".running_mean") {
             tensors.insert(
                 format!("{module}.{IGNORED_SUFFIX}"),
-                (
-                    safetensors::Dtype::I64,
-                    Vec::new(),
-                    0i64.to_le_bytes().to_vec(),
-                ),
+                ExportTensor {
+                    kind: StorageKind::Long,
+                    shape: Vec::new(),
+                    bytes: 0i64.to_le_bytes().to_vec(),
+                },
             );
         }
-        tensors.insert(name, (safetensors::Dtype::F32, shape, bytes));
+        tensors.insert(
+            name,
+            ExportTensor {
+                kind: StorageKind::Float,
+                shape,
+                bytes,
+            },
+        );
     }
-    let views = tensors
-        .iter()
-        .map(|(name, (dtype, shape, bytes))| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
-    let metadata: std::collections::HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let metadata = (!metadata.is_empty()).then_some(metadata);
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::InvalidConfig(format!("building the safetensors file: {e}")))?;
+    Ok(tensors)
+}
+
+/// Writes `bytes` to `path` atomically, creating its directory.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
     }
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io("writing", path, e))
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| Error::io("writing", path, e))
 }
 
 /// A row-major `rows x cols` `f32` matrix (little-endian bytes) transposed.
@@ -116,7 +187,7 @@ fn transpose_f32(bytes: &[u8], rows: usize, cols: usize) -> Vec<u8> {
 /// What [`export_pytorch`] wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Export {
-    /// The state_dict (`.safetensors`).
+    /// The state_dict (`.safetensors`, or `.pth`).
     pub state_dict: std::path::PathBuf,
     /// Its description beside it (the same path with `.json`).
     pub description: std::path::PathBuf,
@@ -127,8 +198,9 @@ pub struct Export {
     pub torchvision: Option<String>,
 }
 
-/// Exports `model` for PyTorch: [`save_safetensors`] to `out` (which must end in
-/// `.safetensors`), and beside it `out` with `.json`, describing how to rebuild the network —
+/// Exports `model` for PyTorch: [`save_safetensors`] to `out` when it ends in `.safetensors`,
+/// [`save_pth`] when it ends in `.pth` or `.pt`, and beside it `out` with `.json`, describing
+/// how to rebuild the network —
 /// `arch` (torchvision's name), `num_classes`, `in_channels`, `torchvision` (the
 /// `torchvision.models.get_model(...)` call; `null` for `finetune_mini` and custom shapes),
 /// `normalize` (mean and standard deviation the model expects), `family` and `config` (this
@@ -144,16 +216,21 @@ pub struct Export {
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] when `out` does not end in `.safetensors`; as [`save_safetensors`].
+/// [`Error::InvalidConfig`] when `out` ends in none of `.safetensors`, `.pth`, `.pt`; as
+/// [`save_safetensors`].
 pub fn export_pytorch<M: VisionModel>(model: &M, out: impl AsRef<Path>) -> Result<Export> {
     use crate::model::ModelConfig;
     let out = out.as_ref();
-    if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        return Err(Error::InvalidConfig(format!(
-            "{} must end in .safetensors (the state_dict format written)",
-            out.display()
-        )));
-    }
+    let pth = match out.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => false,
+        Some("pth" | "pt") => true,
+        _ => {
+            return Err(Error::InvalidConfig(format!(
+                "{} must end in .safetensors or .pth / .pt (the extension chooses the state_dict format written)",
+                out.display()
+            )));
+        }
+    };
     let config = model.config();
     let any = config.as_any();
     let arch = any.as_ref().and_then(crate::model::AnyConfig::arch_name);
@@ -176,7 +253,11 @@ pub fn export_pytorch<M: VisionModel>(model: &M, out: impl AsRef<Path>) -> Resul
     });
     let text = serde_json::to_string_pretty(&description)
         .map_err(|e| Error::InvalidConfig(format!("describing the model: {e}")))?;
-    save_safetensors(model, out, [("arch", label.as_str())])?;
+    if pth {
+        save_pth(model, out)?;
+    } else {
+        save_safetensors(model, out, [("arch", label.as_str())])?;
+    }
     let json = out.with_extension("json");
     crate::fsutil::write_atomic(&json, format!("{text}\n").as_bytes())
         .map_err(|e| Error::io("writing", &json, e))?;

@@ -18,6 +18,7 @@ pub mod inference;
 pub mod keymap;
 pub mod pickle;
 pub mod preprocess;
+mod pth_writer;
 pub mod registry;
 mod registry_table;
 pub mod report;
@@ -25,7 +26,7 @@ mod table;
 
 pub use bundled::{BUNDLED, BundledWeights, FINETUNE_MINI_ROTATION, ROTATION_CLASSES};
 pub use error::WeightsError;
-pub use export::{Export, export_pytorch, save_safetensors};
+pub use export::{Export, export_pytorch, save_pth, save_safetensors};
 pub use import::{LoadOptions, WeightsFile, WeightsFormat};
 pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,

@@ -384,6 +384,42 @@ fn an_export_says_how_to_rebuild_the_network_in_pytorch() {
         finetune::weights::export_pytorch(&mini, dir.path().join("mini.safetensors")).unwrap();
     assert_eq!(export.arch.as_deref(), Some("finetune_mini"));
     assert_eq!(export.torchvision, None);
-    let err = finetune::weights::export_pytorch(&mini, dir.path().join("mini.pt")).unwrap_err();
-    assert!(err.to_string().contains(".safetensors"), "{err}");
+    let err = finetune::weights::export_pytorch(&mini, dir.path().join("mini.onnx")).unwrap_err();
+    assert!(err.to_string().contains(".safetensors or .pth"), "{err}");
+    let export = finetune::weights::export_pytorch(&mini, dir.path().join("mini.pt")).unwrap();
+    assert_eq!(export.description, dir.path().join("mini.json"));
+}
+
+/// `weights::save_pth` writes what `torch.save(model.state_dict())` writes: a zip of a pickle
+/// with only the globals `torch.load(weights_only=True)` allows, which the crate's own strict
+/// `.pth` import (burn-store's PyTorch reader) reads back to the same values as the
+/// `.safetensors` export, for every family. (`tests/fixtures/models/check_export.py FILE.pth`
+/// checks the PyTorch side.)
+#[test]
+fn every_family_exports_a_pth_that_loads_back_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    for name in CASES.iter().filter(|name| **name != "vit_test_interp") {
+        let case = &cases["cases"][*name];
+        let model = parity_model(case, case["weights"].as_str().unwrap(), &cpu());
+        let pth = dir.path().join(format!("{name}.pth"));
+        finetune::weights::save_pth(&model, &pth).unwrap();
+        let bytes = std::fs::read(&pth).unwrap();
+        assert_eq!(
+            &bytes[..4],
+            b"PK\x03\x04",
+            "{name}: a zip, as torch.save writes"
+        );
+        let mut back = model.config().try_init(&cpu()).unwrap();
+        let report = back
+            .load_weights(&pth, &LoadOptions::strict())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.applied.len(), back.tensor_paths().len(), "{name}");
+        // `snapshot` reads every float tensor, BatchNorm statistics included.
+        assert_eq!(
+            crate::common::snapshot(&back),
+            crate::common::snapshot(&model),
+            "{name}: values differ after the round trip"
+        );
+    }
 }
