@@ -164,24 +164,12 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
     // model trained with the learning rate growing from 1e-7 to 10, the smoothed loss
     // plotted, and the rates it suggests.
     if args.lr_find {
+        recipe::check_writable_dir(&run_dir)?;
         let found =
             Learner::new(config).lr_find(&model, &loaders.train, &LrFindConfig::default())?;
         let plot = run_dir.join("lr_find.png");
         found.save_plot(&plot)?;
-        let fmt =
-            |s: Option<(f64, f64)>| s.map(|(lr, _)| format!("{lr:.2e}")).unwrap_or("-".into());
-        println!(
-            "suggested learning rates: valley {} (fastai's default), steep {}, minimum/10 {}; {} batches{}",
-            fmt(found.valley()),
-            fmt(found.steep()),
-            fmt(found.minimum()),
-            found.lrs.len(),
-            if found.diverged {
-                ", stopped when the loss diverged"
-            } else {
-                ""
-            }
-        );
+        println!("{}", found.describe());
         println!("{}", plot.display());
         return Ok(());
     }

@@ -10,7 +10,8 @@
 //! cargo run --release --example predict -- --weights w.safetensors --input-tensor x.safetensors --json
 //! ```
 //!
-//! `--weights` is `auto`, a registry name downloaded into the cache, or a `.pth` /
+//! `--weights` is `auto`, a registry name downloaded into the cache, a timm repository on the
+//! Hugging Face Hub (`hf-hub:timm/resnet50.a1_in1k`, with timm's preprocessing), or a `.pth` /
 //! `.safetensors` file; `--help` lists every flag. Errors are one line on stderr.
 
 #[path = "common/cli.rs"]
@@ -37,7 +38,8 @@ struct Args {
     /// Weights: auto (the default weights of --arch; ResNet-18 when not given), a registry
     /// name (resnet18, resnet50.v2, convnext_tiny.tv_in1k, ResNet50_Weights.IMAGENET1K_V2,
     /// ViT_B_16_Weights.DEFAULT, ...) downloaded into the
-    /// cache (FINETUNE_CACHE, FINETUNE_OFFLINE=1), or a .pth / .safetensors file
+    /// cache (FINETUNE_CACHE, FINETUNE_OFFLINE=1), a timm repository on the Hugging Face Hub
+    /// (hf-hub:timm/resnet50.a1_in1k; HF_HOME, HF_ENDPOINT), or a .pth / .safetensors file
     #[arg(long, value_name = "auto|NAME|FILE", default_value = "auto")]
     weights: OsString,
 

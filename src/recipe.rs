@@ -41,7 +41,7 @@ use crate::train::{
     Evaluation, FitEvent, FitSink, History, Learner, LearnerConfig, LrFind, LrFindConfig,
     OptimizerConfig, Schedule, ScheduleUnit, evaluate, evaluate_tta,
 };
-use crate::weights::{LoadOptions, Weights};
+use crate::weights::{HubWeights, LoadOptions, Weights, load_hub};
 
 /// Fine-tune everything, or train only a new head on a frozen backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -84,6 +84,9 @@ pub enum WeightsChoice {
     Named(Weights),
     /// A `.pth` / `.safetensors` state_dict (an error when it does not load strictly).
     File(PathBuf),
+    /// A model repository on the Hugging Face Hub (`hf-hub:timm/resnet50.a1_in1k`; see
+    /// [`crate::weights::hub`]), fetched into the Hub's cache.
+    Hub(HubWeights),
     /// Random initialisation.
     None,
 }
@@ -595,8 +598,10 @@ impl TrainAugment {
             || self.random_erasing.is_some()
     }
 
-    /// Adds the policy and the erasing to `train`, and says so in `description`.
-    fn apply(&self, mut train: Pipeline, description: &mut String) -> Result<Pipeline> {
+    /// Adds the policy and the erasing to `train`; returns it and what was added, in words
+    /// (` + TrivialAugmentWide + RandomErasing(0.25)`).
+    fn apply(&self, mut train: Pipeline) -> Result<(Pipeline, String)> {
+        let mut description = String::new();
         if self.trivial_augment && self.randaugment.is_some() {
             return Err(Error::InvalidConfig(
                 "TrainAugment::trivial_augment and TrainAugment::randaugment are two policies for the same step: choose one".into(),
@@ -615,7 +620,7 @@ impl TrainAugment {
             description.push_str(&format!(" + RandomErasing({})", erasing.p));
         }
         train.validate()?;
-        Ok(train)
+        Ok((train, description))
     }
 }
 
@@ -653,6 +658,9 @@ pub fn tutorial_pipelines(
     )
 }
 
+/// Says a pair of pipelines in words, given the training augmentations added (in words).
+type Describe = Box<dyn Fn(&str) -> String>;
+
 /// [`tutorial_pipelines`] with the training augmentations of `augment` (none can go with
 /// `cache_features`: cached features need a training transform without randomness).
 ///
@@ -671,7 +679,8 @@ pub fn tutorial_pipelines_with(
             "training augmentations (TrainAugment: RandomResizedCrop, TrivialAugmentWide, RandAugment, RandomErasing) are random, and cached features need a training transform without randomness: drop cache_features or the augmentations".into(),
         ));
     }
-    let (train, eval, mut description) = match (data.input_size, upsample) {
+    let (train, eval, describe): (Pipeline, Pipeline, Describe) = match (data.input_size, upsample)
+    {
         (Some(_), Some(size)) => {
             return Err(Error::InvalidConfig(format!(
                 "upsampling to {size} (TutorialOptions::upsample) resizes CIFAR's 32x32 images; image folders are cropped to their image size instead (TutorialOptions::image_size): set that to {size} and leave upsample unset"
@@ -687,10 +696,17 @@ pub fn tutorial_pipelines_with(
                 .then(Resize::new(held))
                 .then(CenterCrop::new(n))
                 .normalize(normalize);
-            let description = format!(
-                "train RandomResizedCrop({n}) + flip, eval Resize({held}) + CenterCrop({n}) (the tutorial's transforms)"
-            );
-            (train, eval, description)
+            let describe = move |aug: &str| {
+                let whose = if aug.is_empty() {
+                    " (the tutorial's transforms)"
+                } else {
+                    ""
+                };
+                format!(
+                    "train RandomResizedCrop({n}) + flip{aug}, eval Resize({held}) + CenterCrop({n}){whose}"
+                )
+            };
+            (train, eval, Box::new(describe))
         }
         (None, size) if augment.rrc => {
             let n = size.unwrap_or(32);
@@ -702,24 +718,23 @@ pub fn tutorial_pipelines_with(
                 Some(size) => Pipeline::eval(normalize).upsample(size),
                 None => Pipeline::eval(normalize),
             };
-            (
-                train,
-                eval,
-                format!("train RandomResizedCrop({n}) + flip, eval {n}x{n}"),
-            )
+            let describe =
+                move |aug: &str| format!("train RandomResizedCrop({n}) + flip{aug}, eval {n}x{n}");
+            (train, eval, Box::new(describe))
         }
         (None, None) => (
             Pipeline::train(normalize),
             Pipeline::eval(normalize),
-            "native 32x32, train flip".to_string(),
+            Box::new(|aug: &str| format!("native 32x32, train flip{aug}")),
         ),
         (None, Some(size)) => (
             Pipeline::train(normalize).upsample(size),
             Pipeline::eval(normalize).upsample(size),
-            format!("upsampled to {size}x{size}, train flip"),
+            Box::new(move |aug: &str| format!("upsampled to {size}x{size}, train flip{aug}")),
         ),
     };
-    let train = augment.apply(train, &mut description)?;
+    let (train, added) = augment.apply(train)?;
+    let description = describe(&added);
     let (train, description) = if cache_features {
         (
             eval.clone(),
@@ -1041,6 +1056,8 @@ impl Backbone {
 /// - [`WeightsChoice::File`]: a `.pth` / `.safetensors` state_dict, loaded strictly, its
 ///   architecture read from the file; `key` picks one state_dict of a checkpoint holding
 ///   several ([`LoadOptions::key`]).
+/// - [`WeightsChoice::Hub`]: a timm repository on the Hugging Face Hub ([`load_hub`]): its
+///   architecture and normalisation from its `config.json`.
 /// - [`WeightsChoice::None`]: random initialisation.
 ///
 /// `arch: None` means the architecture of the weights (ResNet-18 for `Auto` and `None`).
@@ -1143,6 +1160,16 @@ fn backbone_unchecked(
                     first_line(&e.to_string())
                 ))),
             }
+        }
+        WeightsChoice::Hub(hub) => {
+            let loaded = load_hub(hub, device)?;
+            let p = loaded.preprocess;
+            Ok(Backbone {
+                model: loaded.model,
+                normalize: Some(Normalize::new(p.mean, p.std)),
+                description: format!("{hub} ({})", loaded.report),
+                note: None,
+            })
         }
         WeightsChoice::File(path) => {
             let options = match key {
@@ -1313,6 +1340,24 @@ fn prepare(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Prepared> {
     })
 }
 
+/// Creates `dir` if needed and checks a file can be created in it, so that a run that would
+/// fail to write its outputs fails before it spends any time (the learning-rate finder writes
+/// its plot last).
+///
+/// # Errors
+/// [`Error::Io`] naming the directory: it is a file, or cannot be created or written.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the output directory", dir, e))?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| Error::io("writing into the output directory", dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// What [`lr_find`] found, and where its plot is.
 #[derive(Clone, Debug)]
 pub struct LrFindReport {
@@ -1342,6 +1387,7 @@ pub fn lr_find(opts: &TutorialOptions, sink: Option<Arc<dyn FitSink>>) -> Result
         ));
     }
     let prepared = prepare(opts, &say)?;
+    check_writable_dir(&prepared.run_dir)?;
     let config = opts.learner_config(&prepared.hyper);
     let finder = LrFindConfig::default();
     say(&format!(
@@ -1352,20 +1398,7 @@ pub fn lr_find(opts: &TutorialOptions, sink: Option<Arc<dyn FitSink>>) -> Result
         .map_err(Error::from)?;
     let plot = prepared.run_dir.join("lr_find.png");
     found.save_plot(&plot).map_err(Error::from)?;
-    let fmt = |s: Option<(f64, f64)>| s.map(|(lr, _)| format!("{lr:.2e}")).unwrap_or("-".into());
-    say(&format!(
-        "suggested learning rates: valley {} (fastai's default), steep {}, minimum/10 {}; {} batches{}; plot {}",
-        fmt(found.valley()),
-        fmt(found.steep()),
-        fmt(found.minimum()),
-        found.lrs.len(),
-        if found.diverged {
-            ", stopped when the loss diverged"
-        } else {
-            ""
-        },
-        plot.display()
-    ));
+    say(&format!("{}; plot {}", found.describe(), plot.display()));
     Ok(LrFindReport { found, plot })
 }
 

@@ -42,6 +42,17 @@ pub enum VizError {
     Input(String),
 }
 
+impl VizError {
+    /// What went wrong without the file's path, for messages that name the file already.
+    pub fn reason(&self) -> String {
+        match self {
+            VizError::Io { source, .. } => source.to_string(),
+            VizError::Encode { reason, .. } => reason.clone(),
+            VizError::Input(reason) => reason.clone(),
+        }
+    }
+}
+
 /// Writes `image` to `path` as PNG, atomically (a fresh temporary file in the same directory,
 /// then a rename; never through a symlink planted at `path`): an existing picture is never left
 /// half-written.

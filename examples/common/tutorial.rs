@@ -58,7 +58,8 @@ pub struct TutorialArgs {
     /// Starting weights: auto (the architecture's ImageNet weights, downloaded and cached;
     /// the bundled finetune_mini.rotation backbone when unavailable, or random initialisation
     /// of an --arch asked for), none (random initialisation), a registry name
-    /// such as resnet50.v2, or a .pth / .safetensors file
+    /// such as resnet50.v2, a timm repository on the Hugging Face Hub such as
+    /// hf-hub:timm/resnet50.a1_in1k, or a .pth / .safetensors file
     #[arg(
         long,
         value_name = "auto|none|NAME|FILE",
@@ -193,6 +194,7 @@ pub struct TutorialArgs {
 fn randaugment(value: &str) -> Result<RandAugment, String> {
     let (n, m) = value
         .split_once(',')
+        .filter(|(_, m)| !m.contains(','))
         .ok_or_else(|| "expected N,M (operations, magnitude), e.g. 2,9".to_string())?;
     let parse = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{v:?}: {e}"));
     Ok(RandAugment::new(parse(n)?, parse(m)?, 31))
@@ -204,6 +206,10 @@ fn weights_choice(value: OsString) -> Result<WeightsChoice, String> {
     match value.to_str() {
         Some("auto") => Ok(WeightsChoice::Auto),
         Some("none") => Ok(WeightsChoice::None),
+        Some(hub) if hub.starts_with(finetune::weights::HUB_PREFIX) => hub
+            .parse()
+            .map(WeightsChoice::Hub)
+            .map_err(|e: finetune::Error| e.to_string()),
         _ if path.exists() => Ok(WeightsChoice::File(path)),
         None => Err("no such file".into()),
         Some(name) => name

@@ -26,6 +26,13 @@ use super::functional::{
 };
 use super::rng::SeededRng;
 
+/// The most magnitude bins a policy may have (torchvision's default is 31): the tables are
+/// built per image.
+pub const MAX_BINS: u32 = 1024;
+
+/// The most operations [`RandAugment`] applies to one image.
+pub const MAX_OPS: u32 = 64;
+
 /// Degrees per radian, as CPython's `math.degrees` multiplies (`180 / pi`).
 const DEG_PER_RAD: f64 = 180.0 / std::f64::consts::PI;
 
@@ -302,9 +309,9 @@ impl TrivialAugmentWide {
     /// Checks that there are at least 2 magnitude bins (with one, torchvision's posterize
     /// table divides by zero).
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_magnitude_bins < 2 {
+        if !(2..=MAX_BINS).contains(&self.num_magnitude_bins) {
             return Err(format!(
-                "num_magnitude_bins = {} must be at least 2 (torchvision: 31)",
+                "num_magnitude_bins = {} must be between 2 and {MAX_BINS} (torchvision: 31)",
                 self.num_magnitude_bins
             ));
         }
@@ -396,10 +403,16 @@ impl RandAugment {
 
     /// Checks that there are at least 2 bins and that `magnitude` is one of them.
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_magnitude_bins < 2 {
+        if !(2..=MAX_BINS).contains(&self.num_magnitude_bins) {
             return Err(format!(
-                "num_magnitude_bins = {} must be at least 2 (torchvision: 31)",
+                "num_magnitude_bins = {} must be between 2 and {MAX_BINS} (torchvision: 31)",
                 self.num_magnitude_bins
+            ));
+        }
+        if self.num_ops > MAX_OPS {
+            return Err(format!(
+                "num_ops = {} is more operations per image than the {MAX_OPS} allowed (Cubuk et al. use 1 to 3; torchvision's default is 2)",
+                self.num_ops
             ));
         }
         if self.magnitude >= self.num_magnitude_bins {

@@ -97,6 +97,9 @@ pub(crate) struct LoopState {
     /// Updates applied to the model EMA so far (0 without EMA).
     #[serde(default)]
     pub ema_updates: u64,
+    /// The training source's [`signature`](super::BatchSource::signature), when it has one.
+    #[serde(default)]
+    pub train_data: Option<String>,
     /// SHA-256 (hex) of each of the checkpoint's other files, written last. Empty in
     /// checkpoints written before checksums were recorded (those are checked for presence only).
     #[serde(default)]

@@ -160,6 +160,27 @@ impl LrFind {
         Some((lrs[i] / 10.0, *loss))
     }
 
+    /// The suggestions in one line: `suggested learning rates: valley 1.10e-2 (fastai's
+    /// default), steep 1.74e-1, minimum/10 7.59e-2; 100 batches`.
+    pub fn describe(&self) -> String {
+        let fmt = |s: Option<(f64, f64)>| {
+            s.map(|(lr, _)| format!("{lr:.2e}"))
+                .unwrap_or_else(|| "- (too few batches)".into())
+        };
+        format!(
+            "suggested learning rates: valley {} (fastai's default), steep {}, minimum/10 {}; {} batches{}",
+            fmt(self.valley()),
+            fmt(self.steep()),
+            fmt(self.minimum()),
+            self.lrs.len(),
+            if self.diverged {
+                ", stopped when the loss diverged"
+            } else {
+                ""
+            }
+        )
+    }
+
     /// Writes fastai's plot (all but the last five points, as `plot_lr_find(skip_end=5)`) with
     /// the `valley` and `steep` suggestions marked, as PNG.
     ///
@@ -179,7 +200,7 @@ impl LrFind {
         crate::viz::save_lr_find(path, &self.lrs[..shown], &self.losses[..shown], &marks).map_err(
             |e| TrainError::Report {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
+                reason: e.reason(),
             },
         )
     }

@@ -10,10 +10,10 @@ use super::history::History;
 use super::source::BatchSource;
 use crate::viz;
 
-fn report_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> TrainError + '_ {
-    move |e: E| TrainError::Report {
+fn report_err(path: &Path) -> impl Fn(viz::VizError) -> TrainError + '_ {
+    move |e: viz::VizError| TrainError::Report {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: e.reason(),
     }
 }
 
@@ -65,7 +65,10 @@ pub(crate) fn write_pictures(
                 &labels,
                 Some(&evaluation.predictions[..images.len()]),
             )
-            .map_err(report_err(&predictions))?;
+            .map_err(|e| TrainError::Report {
+                path: predictions.clone(),
+                reason: e.to_string(),
+            })?;
         }
     }
     Ok(())

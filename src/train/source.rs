@@ -35,6 +35,13 @@ pub trait BatchSource: Send + Sync {
     fn items(&self) -> Option<Arc<dyn Dataset<ImageItem>>> {
         None
     }
+    /// What makes this source's batches what they are (its transforms, batch size, number of
+    /// items, order and seed), in a form that changes when they change: a checkpoint records
+    /// the training source's, and resuming on a source with another is refused. `None`: not
+    /// known (nothing is checked).
+    fn signature(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Batches cut from tensors held in memory: images `[N, C, H, W]` (already transformed) and
@@ -143,5 +150,19 @@ impl BatchSource for ImageLoader {
     }
     fn items(&self) -> Option<Arc<dyn Dataset<ImageItem>>> {
         (!self.config().shuffle).then(|| self.dataset().clone())
+    }
+    /// The pipeline, the number of items and the loader's batch size, order and seed (not its
+    /// number of workers, which changes nothing).
+    fn signature(&self) -> Option<String> {
+        let c = self.config();
+        serde_json::to_string(&serde_json::json!({
+            "pipeline": self.pipeline(),
+            "items": self.num_items(),
+            "batch_size": c.batch_size,
+            "shuffle": c.shuffle,
+            "drop_last": c.drop_last,
+            "seed": c.seed,
+        }))
+        .ok()
     }
 }

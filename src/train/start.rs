@@ -106,10 +106,27 @@ impl Learner {
             .as_deref()
             .map(checkpoint::lock_run_dir)
             .transpose()?;
-        let (model, run) = match &self.run_dir {
+        let (model, mut run) = match &self.run_dir {
             Some(run_dir) => self.resume_or_refuse(run_dir, model, run, &plain, batches)?,
             None => (model, run),
         };
+        let signature = train.signature();
+        if let (Some(saved), Some(now)) = (&run.state.train_data, &signature)
+            && saved != now
+        {
+            return Err(TrainError::Checkpoint {
+                path: self
+                    .run_dir
+                    .as_deref()
+                    .map(checkpoint::checkpoint_dir)
+                    .unwrap_or_default(),
+                reason: format!(
+                    "it was trained on other data ({} differ): resume with the same transforms, batch size, image limits and seed, or use another output directory",
+                    differing_keys(saved, now)
+                ),
+            });
+        }
+        run.state.train_data = signature;
 
         // A fine_tune run freezes or unfreezes the backbone for the phase of its next epoch.
         let phase = self.config.phase_of(run.state.epochs_done + 1);
@@ -196,6 +213,7 @@ impl Learner {
                 config: config.clone(),
                 schedule_steps: 0,
                 ema_updates: 0,
+                train_data: None,
                 files: Default::default(),
             },
             resumed_from: None,
@@ -357,6 +375,31 @@ impl Learner {
             seconds: t0.elapsed().as_secs_f64(),
         });
         Ok(Some(extracted))
+    }
+}
+
+/// The top-level keys of two JSON objects whose values differ (`the data` when they do not
+/// parse).
+fn differing_keys(a: &str, b: &str) -> String {
+    let parse = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => {
+            let keys: Vec<&str> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(*v))
+                .map(|(k, _)| k.as_str())
+                .chain(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str))
+                .collect();
+            if keys.is_empty() {
+                "the data".into()
+            } else {
+                keys.join(", ")
+            }
+        }
+        _ => "the data".into(),
     }
 }
 

@@ -26,6 +26,8 @@ pub enum WeightsSource {
     Registry(Weights),
     /// A local `.pth` / `.safetensors` file.
     File(PathBuf),
+    /// A timm repository on the Hugging Face Hub (`hf-hub:timm/resnet50.a1_in1k`).
+    Hub(super::HubWeights),
 }
 
 fn is_auto(arch: Option<&str>) -> bool {
@@ -60,9 +62,12 @@ impl WeightsSource {
 
     /// `auto` (the default weights of `arch`, ResNet-18 when `arch` is `auto` or absent), a
     /// registry name (`resnet50.v2`, `convnext_tiny.tv_in1k`, `ResNet50_Weights.IMAGENET1K_V2`,
-    /// ...) or an existing file.
+    /// ...), a Hub repository (`hf-hub:timm/resnet50.a1_in1k`) or an existing file.
     /// An existing file wins over a registry name.
     pub fn parse(spec: &str, arch: Option<&str>) -> Result<Self> {
+        if spec.starts_with(super::HUB_PREFIX) {
+            return spec.parse().map(WeightsSource::Hub);
+        }
         if spec.eq_ignore_ascii_case("auto") {
             let arch = if is_auto(arch) {
                 "resnet18"
@@ -205,6 +210,32 @@ impl Classifier {
                         weights.top1(),
                         weights.top5()
                     ),
+                })
+            }
+            WeightsSource::Hub(hub) => {
+                let loaded = super::load_hub(hub, device)?;
+                let config = loaded.model.config();
+                if !is_auto(arch)
+                    && crate::model::arch_of(arch.unwrap_or_default()) != loaded.model.arch()
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "{hub} holds a {}, not a {}: leave the `arch` of `Classifier::load` unset (or `auto`)",
+                        loaded.model.arch(),
+                        arch.unwrap_or_default()
+                    )));
+                }
+                if let Some(n) = num_classes.filter(|&n| n != loaded.model.num_classes()) {
+                    return Err(Error::InvalidConfig(format!(
+                        "{hub} predicts {} classes, not {n}: leave the `num_classes` of `Classifier::load` unset",
+                        loaded.model.num_classes()
+                    )));
+                }
+                Ok(Classifier {
+                    class_names: class_names(loaded.model.num_classes()),
+                    description: format!("{hub} ({}, timm's preprocessing)", config.label()),
+                    model: loaded.model,
+                    preprocess: loaded.preprocess,
+                    report: loaded.report,
                 })
             }
             WeightsSource::File(path) => {

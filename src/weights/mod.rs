@@ -13,6 +13,7 @@
 mod bundled;
 pub mod error;
 mod export;
+pub mod hub;
 pub mod import;
 pub mod inference;
 pub mod keymap;
@@ -27,6 +28,7 @@ mod table;
 pub use bundled::{BUNDLED, BundledWeights, FINETUNE_MINI_ROTATION, ROTATION_CLASSES};
 pub use error::WeightsError;
 pub use export::{Export, export_pytorch, save_pth, save_safetensors};
+pub use hub::{HUB_PREFIX, HubModel, HubOptions, HubWeights, load_hub, load_hub_with};
 pub use import::{LoadOptions, WeightsFile, WeightsFormat};
 pub use inference::{
     Classifier, Prediction, WeightsSource, read_input_tensor, read_safetensors_f32,

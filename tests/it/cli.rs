@@ -608,6 +608,63 @@ fn the_lr_finder_and_the_training_features_run_from_the_command_line() {
             "0.25",
         ],
     );
+    // Resuming on other training data (here another augmentation) is refused.
+    let output = Command::new(example("finetune"))
+        .args(["--sample", "--weights", "none", "--train-limit", "64"])
+        .args([
+            "--val-limit",
+            "32",
+            "--batch-size",
+            "16",
+            "--out",
+            "features",
+        ])
+        .args([
+            "--epochs",
+            "2",
+            "--freeze-epochs",
+            "1",
+            "--ema",
+            "0.9",
+            "--grad-accum",
+            "2",
+        ])
+        .args([
+            "--clip-grad-norm",
+            "5",
+            "--rrc",
+            "--random-erasing",
+            "0.25",
+            "--resume",
+        ])
+        .args(["--randaugment", "2,9"])
+        .current_dir(tmp.path())
+        .env("FINETUNE_OFFLINE", "1")
+        .env("FINETUNE_CACHE", tmp.path().join("cache"))
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("trained on other data (pipeline differ)"),
+        "{stderr}"
+    );
+    // The finder checks its output directory before it runs.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let message = fails_cleanly(
+        "finetune",
+        &[
+            "--sample".as_ref(),
+            "--weights".as_ref(),
+            "none".as_ref(),
+            "--lr-find".as_ref(),
+            "--out".as_ref(),
+            file.as_os_str(),
+        ],
+        tmp.path(),
+    );
+    assert!(message.contains("output directory"), "{message}");
     for said in [
         "2 batches per step",
         "model EMA 0.9",
@@ -615,7 +672,7 @@ fn the_lr_finder_and_the_training_features_run_from_the_command_line() {
         "backbone unfrozen",
         "with flip TTA",
         "top-5",
-        "train RandomResizedCrop(32) + flip, eval 32x32 + TrivialAugmentWide + RandomErasing(0.25)",
+        "train RandomResizedCrop(32) + flip + TrivialAugmentWide + RandomErasing(0.25), eval 32x32",
     ] {
         assert!(stdout.contains(said), "{said} missing:\n{stdout}");
     }

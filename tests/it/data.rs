@@ -1642,7 +1642,9 @@ fn image_folders_get_the_tutorials_transforms_and_keep_their_shapes() {
         Some(&RandAugment::new(2, 9, 31).into())
     );
     assert!(
-        folder.description.ends_with("+ RandAugment(2, 9)"),
+        folder
+            .description
+            .contains("flip + RandAugment(2, 9), eval Resize(18)"),
         "{}",
         folder.description
     );

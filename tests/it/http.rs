@@ -15,6 +15,19 @@ pub enum Reply {
     Body(Vec<u8>),
     /// This status code and a short text body.
     Status(u16),
+    /// The Hugging Face Hub's `resolve` endpoint: `body` with `ETag` (and `X-Linked-Etag`
+    /// when `linked_etag` is set, as for LFS files), `X-Repo-Commit`, and HTTP ranges (206 with
+    /// `Content-Range` for a `Range: bytes=A-[B]` request).
+    Hub {
+        /// The file.
+        body: Vec<u8>,
+        /// `ETag`.
+        etag: String,
+        /// `X-Linked-Etag` (the SHA-256 of an LFS file).
+        linked_etag: Option<String>,
+        /// `X-Repo-Commit`.
+        commit: String,
+    },
     /// 200 announcing `announced` bytes in Content-Length but sending only `body`, then closing.
     Truncated {
         /// The bytes actually sent.
@@ -100,10 +113,20 @@ fn answer(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut range: Option<(usize, Option<usize>)> = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("range")
+            && let Some((a, b)) = value
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+        {
+            range = a.parse().ok().map(|a| (a, b.parse().ok()));
         }
     }
     hits.fetch_add(1, Ordering::SeqCst);
@@ -125,6 +148,38 @@ fn answer(
                 "HTTP/1.1 {code} Test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )?;
+        }
+        Reply::Hub {
+            body,
+            etag,
+            linked_etag,
+            commit,
+        } => {
+            let total = body.len();
+            let (status, part, content_range) = match range {
+                Some((a, b)) => {
+                    let a = a.min(total);
+                    let end = b.map_or(total, |b| (b + 1).min(total)).max(a);
+                    (
+                        "206 Partial Content",
+                        &body[a..end],
+                        format!(
+                            "Content-Range: bytes {a}-{}/{total}\r\n",
+                            end.saturating_sub(1)
+                        ),
+                    )
+                }
+                None => ("200 OK", &body[..], String::new()),
+            };
+            let linked = linked_etag
+                .map(|e| format!("X-Linked-Etag: \"{e}\"\r\n"))
+                .unwrap_or_default();
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{content_range}ETag: \"{etag}\"\r\n{linked}X-Repo-Commit: {commit}\r\nConnection: close\r\n\r\n",
+                part.len()
+            )?;
+            stream.write_all(part)?;
         }
         Reply::Truncated { body, announced } => {
             write!(

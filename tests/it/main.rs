@@ -15,6 +15,7 @@ mod faults;
 mod features;
 mod freeze;
 mod http;
+mod hub;
 mod mix;
 mod model;
 mod properties;
