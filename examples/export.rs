@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,
         Err(code) => return code,

@@ -59,6 +59,7 @@ fn bn_policy(value: &str) -> Result<BnPolicy, String> {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     downloads::report_on_console();
     // Keep freed activation buffers in the process between steps (see its docs).
     finetune::tune_allocator();

@@ -52,6 +52,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     downloads::report_on_console();
     // Keep freed activation buffers in the process between steps (see its docs).
     finetune::tune_allocator();

@@ -132,6 +132,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,
         Err(code) => return code,

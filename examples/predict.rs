@@ -200,6 +200,7 @@ fn print_predictions(predictions: &[finetune::weights::Prediction]) {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     downloads::report_on_console();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,

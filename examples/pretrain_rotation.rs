@@ -112,6 +112,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     finetune::tune_allocator();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,

@@ -211,6 +211,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_broken_pipe();
     downloads::report_on_console();
     let args = match cli::parse::<Args>() {
         Ok(args) => args,

@@ -830,7 +830,7 @@ fn check_splittable(
 /// to split, train and validation folders with different classes, a holdout outside (0, 1).
 pub fn load_data(choice: &DataChoice, options: &DataOptions) -> Result<Splits> {
     let seed = options.seed;
-    match choice {
+    let mut splits = match choice {
         DataChoice::Sample => cifar_splits(
             Cifar10::sample()?,
             "the bundled CIFAR-10 sample".into(),
@@ -846,7 +846,16 @@ pub fn load_data(choice: &DataChoice, options: &DataOptions) -> Result<Splits> {
             held_out_folder(root, options)
         }
         DataChoice::ImageFolder(root) => split_folders(root, options),
+    }?;
+    // The crop size is the image folders'; CIFAR keeps its 32x32 (say so rather than ignore
+    // a size asked for).
+    if splits.input_size.is_none() && options.image_size != DataOptions::default().image_size {
+        splits.notes.push(format!(
+            "image_size {} (--image-size) applies to image folders; CIFAR-10's images stay 32x32 (upsample, --upsample, resizes them)",
+            options.image_size
+        ));
     }
+    Ok(splits)
 }
 
 /// CIFAR-10 from the cache or downloaded; the bundled sample, with a note saying why, when it

@@ -10,6 +10,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::builder::{OsStringValueParser, TypedValueParser};
 
+/// Lets a closed standard output end the program quietly, as Unix tools do (`example | head`):
+/// Rust ignores `SIGPIPE`, so `println!` would panic on the closed pipe instead.
+pub fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the process's arguments as `T`. `--help` prints the help generated from `T`'s doc
 /// comments and ends the program successfully; a usage error is one line on stderr,
 /// `error: ... (see --help)`, and exit code 2.

@@ -677,3 +677,23 @@ fn the_lr_finder_and_the_training_features_run_from_the_command_line() {
         assert!(stdout.contains(said), "{said} missing:\n{stdout}");
     }
 }
+
+/// A closed standard output (`inspect ... | head -1`) ends an example quietly, as Unix tools
+/// end, never with a panic.
+#[test]
+#[cfg(unix)]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(example("inspect"))
+        .args(["resnet18", "--num-classes", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    // Close the reading end before the example writes.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for the example");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
