@@ -8,7 +8,7 @@ use finetune::weights::{HubOptions, HubWeights, Interpolation, load_hub_with, sa
 use sha2::{Digest, Sha256};
 
 use crate::common::{cpu, snapshot};
-use crate::http::{Reply, serve};
+use crate::http::{Reply, Server, serve};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -71,6 +71,16 @@ fn hub_routes(
     ]
 }
 
+/// A local Hub answering `routes`.
+fn serve_hub(routes: &[(String, Reply)]) -> Server {
+    serve(
+        routes
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.clone()))
+            .collect(),
+    )
+}
+
 fn options(endpoint: &str, cache: &std::path::Path, offline: bool) -> HubOptions {
     HubOptions {
         endpoint: endpoint.to_string(),
@@ -97,12 +107,7 @@ fn a_hub_repository_loads_into_the_hubs_cache_and_then_offline() {
         bytes.clone(),
         None,
     );
-    let server = serve(
-        routes
-            .iter()
-            .map(|(p, r)| (p.as_str(), r.clone()))
-            .collect(),
-    );
+    let server = serve_hub(&routes);
     let cache = tempfile::tempdir().unwrap();
     let name: HubWeights = "hf-hub:timm/mini.test".parse().unwrap();
     assert_eq!(name.to_string(), "hf-hub:timm/mini.test");
@@ -184,12 +189,7 @@ fn a_download_that_fails_its_checksum_is_removed() {
         bytes,
         Some(wrong.clone()),
     );
-    let server = serve(
-        routes
-            .iter()
-            .map(|(p, r)| (p.as_str(), r.clone()))
-            .collect(),
-    );
+    let server = serve_hub(&routes);
     let cache = tempfile::tempdir().unwrap();
     let name: HubWeights = "hf-hub:timm/bad.test".parse().unwrap();
     let err = load_hub_with(
@@ -218,12 +218,7 @@ fn planted_links_unknown_families_and_bad_names_are_refused() {
         bytes.clone(),
         None,
     );
-    let server = serve(
-        routes
-            .iter()
-            .map(|(p, r)| (p.as_str(), r.clone()))
-            .collect(),
-    );
+    let server = serve_hub(&routes);
     let cache = tempfile::tempdir().unwrap();
     let victim = cache.path().join("victim.txt");
     std::fs::write(&victim, "keep me").unwrap();
@@ -249,12 +244,7 @@ fn planted_links_unknown_families_and_bad_names_are_refused() {
     // architecture the crate does not build is named.
     let refused = |repo: &str, arch: &str| {
         let routes = hub_routes(repo, timm_config(arch, 1000), b"unused".to_vec(), None);
-        let server = serve(
-            routes
-                .iter()
-                .map(|(p, r)| (p.as_str(), r.clone()))
-                .collect(),
-        );
+        let server = serve_hub(&routes);
         let name: HubWeights = format!("hf-hub:{repo}").parse().unwrap();
         load_hub_with(
             &name,
