@@ -84,13 +84,16 @@ impl Checksum {
 }
 
 fn hex_digest<D: Digest>(path: &Path) -> Result<String, DownloadError> {
-    let mut reader = File::open(path).map_err(|e| DownloadError::io("reading", path, e))?;
+    file_digest::<D>(path).map_err(|e| DownloadError::io("reading", path, e))
+}
+
+/// The hex digest of the file at `path`, read in 1 MiB blocks.
+fn file_digest<D: Digest>(path: &Path) -> std::io::Result<String> {
+    let mut reader = File::open(path)?;
     let mut hasher = D::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| DownloadError::io("reading", path, e))?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -101,6 +104,11 @@ fn hex_digest<D: Digest>(path: &Path) -> Result<String, DownloadError> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// The hex SHA-256 of the file at `path` (checkpoints and Hub files are checked with it).
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
+    file_digest::<Sha256>(path)
 }
 
 /// Why a file could not be obtained. Every variant that involves the network names the URL
@@ -215,7 +223,12 @@ pub fn cache_dir() -> Result<PathBuf, DownloadError> {
 
 /// Whether `FINETUNE_OFFLINE` forbids network access (`1`, `true` or `yes`).
 pub fn is_offline() -> bool {
-    std::env::var(OFFLINE_ENV)
+    env_flag(OFFLINE_ENV)
+}
+
+/// Whether the environment variable `name` is set to `1`, `true` or `yes` (any case).
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var(name)
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
         .unwrap_or(false)
 }

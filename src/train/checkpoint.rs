@@ -248,15 +248,7 @@ fn write_files<M: VisionModel>(
 }
 
 fn sha256_hex(path: &Path) -> Result<String, TrainError> {
-    use sha2::{Digest, Sha256};
-    let mut file = fs::File::open(path).map_err(|e| TrainError::io("reading", path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| TrainError::io("reading", path, e))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    crate::download::sha256_file(path).map_err(|e| TrainError::io("reading", path, e))
 }
 
 /// The directory holding the last checkpoint, if any: `checkpoint`, or `checkpoint.old` when a

@@ -378,28 +378,34 @@ impl Learner {
     }
 }
 
-/// The top-level keys of two JSON objects whose values differ (`the data` when they do not
-/// parse).
-fn differing_keys(a: &str, b: &str) -> String {
-    let parse = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
-        Ok(serde_json::Value::Object(map)) => Some(map),
-        _ => None,
+/// The top-level fields of two JSON objects whose values differ, each with its value in `a`
+/// and in `b` (`None` where it is absent); empty when either is not an object.
+fn differing_fields(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)> {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
     };
-    match (parse(a), parse(b)) {
-        (Some(a), Some(b)) => {
-            let keys: Vec<&str> = a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(*v))
-                .map(|(k, _)| k.as_str())
-                .chain(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str))
-                .collect();
-            if keys.is_empty() {
-                "the data".into()
-            } else {
-                keys.join(", ")
-            }
-        }
-        _ => "the data".into(),
+    a.keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| (k.clone(), a.get(k).cloned(), b.get(k).cloned()))
+        .collect()
+}
+
+/// The names of the fields in which two training-data signatures differ (`the data` when
+/// they are not JSON objects).
+fn differing_keys(a: &str, b: &str) -> String {
+    let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
+    let keys: Vec<String> = differing_fields(&parse(a), &parse(b))
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    if keys.is_empty() {
+        "the data".into()
+    } else {
+        keys.join(", ")
     }
 }
 
@@ -425,17 +431,13 @@ fn check_compatible(
     };
     let (saved, current) = (normalise(saved), normalise(current));
     if saved != current {
-        let fields = |c: &LearnerConfig| match serde_json::to_value(c) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => Default::default(),
-        };
-        let (was, now) = (fields(&saved), fields(&current));
-        let differ: Vec<String> = was
-            .iter()
-            .filter(|(k, v)| now.get(*k) != Some(*v))
-            .map(|(k, v)| {
-                let to = now.get(k).map(|v| v.to_string()).unwrap_or_default();
-                format!("{k} was {v}, now {to}")
+        let json = |c: &LearnerConfig| serde_json::to_value(c).unwrap_or_default();
+        let differ: Vec<String> = differing_fields(&json(&saved), &json(&current))
+            .into_iter()
+            .map(|(k, was, now)| {
+                let show =
+                    |v: Option<serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_default();
+                format!("{k} was {}, now {}", show(was), show(now))
             })
             .collect();
         return Err(TrainError::Checkpoint {

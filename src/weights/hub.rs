@@ -27,7 +27,6 @@ use burn::tensor::Device;
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::Interpolation;
 use super::preprocess::Preprocess;
@@ -201,10 +200,7 @@ pub struct HubOptions {
 impl HubOptions {
     /// The options the environment sets (see the fields).
     pub fn from_env() -> Self {
-        let offline = crate::download::is_offline()
-            || std::env::var("HF_HUB_OFFLINE")
-                .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-                .unwrap_or(false);
+        let offline = crate::download::is_offline() || crate::download::env_flag("HF_HUB_OFFLINE");
         HubOptions {
             endpoint: std::env::var("HF_ENDPOINT")
                 .unwrap_or_else(|_| "https://huggingface.co".to_string()),
@@ -241,17 +237,6 @@ fn expected_sha256(path: &Path) -> Option<String> {
     (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io("reading", path, e))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 /// `filename` of `weights`: from the cache, else fetched (online); its SHA-256 checked.
 fn fetch(weights: &HubWeights, filename: &str, options: &HubOptions) -> Result<PathBuf> {
     let repo = Repo::with_revision(
@@ -286,7 +271,8 @@ fn fetch(weights: &HubWeights, filename: &str, options: &HubOptions) -> Result<P
         }
     };
     if let Some(expected) = expected_sha256(&path) {
-        let actual = sha256_file(&path)?;
+        let actual =
+            crate::download::sha256_file(&path).map_err(|e| Error::io("reading", &path, e))?;
         if actual != expected {
             if fresh && let Ok(blob) = std::fs::canonicalize(&path) {
                 let _ = std::fs::remove_file(&blob);
