@@ -9,7 +9,10 @@ warm-up excluded), for each torchvision architecture of --archs (10-class head):
 at 32x32 (batch 128) and 224x224 (batch 32). Workloads are reported as "arch/name_size".
 
   python3 benches/pytorch_baseline.py [--device cpu|cuda] [--threads N] [--quick] [--json FILE]
-      [--archs resnet18,convnext_tiny] [--sizes 32,224]
+      [--archs resnet18,convnext_tiny] [--sizes 32,224] [--autocast bf16|f16]
+
+--autocast runs the forward passes (and the loss) under torch.autocast with that dtype: PyTorch's
+automatic mixed precision, f32 weights and optimizer (bf16 needs no GradScaler).
 """
 import argparse
 import json
@@ -64,7 +67,14 @@ def time_runs(fn, device, warmup, runs, iters):
     return statistics.median(times)
 
 
-def bench(arch, device, size, batch, warmup, runs, iters):
+def bench(arch, device, size, batch, warmup, runs, iters, autocast=None):
+    import contextlib
+
+    def amp():
+        if autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=autocast)
+
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = nn.CrossEntropyLoss()
@@ -75,7 +85,8 @@ def bench(arch, device, size, batch, warmup, runs, iters):
 
         def step():
             opt.zero_grad()
-            loss = loss_fn(model(x), y)
+            with amp():
+                loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             loss.item()  # the training loop reads the loss every batch, as ours does
@@ -85,7 +96,7 @@ def bench(arch, device, size, batch, warmup, runs, iters):
     model.eval()
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             model(x).cpu()
 
     out["eval_forward"] = batch / time_runs(forward, device, warmup, runs, iters)
@@ -100,7 +111,9 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--archs", default="resnet18")
     ap.add_argument("--sizes", default="32,224")
+    ap.add_argument("--autocast", choices=["bf16", "f16"])
     args = ap.parse_args()
+    autocast = {"bf16": torch.bfloat16, "f16": torch.float16, None: None}[args.autocast]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -108,6 +121,7 @@ def main():
     results = {
         "framework": f"PyTorch {torch.__version__}",
         "device": args.device,
+        "autocast": args.autocast,
         "threads": torch.get_num_threads(),
         "workloads": {},
     }
@@ -115,7 +129,7 @@ def main():
     for arch in args.archs.split(","):
         for size in sizes:
             batch, iters = (128, 2) if size <= 64 else (32, 1)
-            for name, ips in bench(arch, device, size, batch, warmup, runs, iters).items():
+            for name, ips in bench(arch, device, size, batch, warmup, runs, iters, autocast).items():
                 results["workloads"][f"{arch}/{name}_{size}"] = ips
                 print(f"{arch} {name}_{size}: {ips:.1f} img/s", file=sys.stderr)
     text = json.dumps(results, indent=2)

@@ -37,14 +37,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use finetune::DeviceChoice;
 use finetune::kernels::{ConvImpl, set_conv_impl};
 use finetune::model::{AnyModel, create_model};
 use finetune::train::{Learner, LearnerConfig, TensorSource};
+use finetune::{DeviceChoice, Precision};
 
 struct Args {
     archs: Vec<String>,
     devices: Vec<DeviceChoice>,
+    dtype: Precision,
     quick: bool,
     pytorch: bool,
     pytorch_device: String,
@@ -66,10 +67,15 @@ struct Cli {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = ["resnet18".to_string()])]
     archs: Vec<String>,
 
-    /// Devices to measure, comma-separated: flex, ndarray, wgpu [default: flex, and wgpu when
-    /// built in]
+    /// Devices to measure, comma-separated: flex, ndarray, wgpu, wgpu:N, cuda, cuda:N [default:
+    /// flex, and wgpu when built in]
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = cli::device)]
     devices: Vec<DeviceChoice>,
+
+    /// Float type of the Burn workloads: f32, bf16 or f16 (one per run: Burn fixes a device's
+    /// float type at its first tensor)
+    #[arg(long, value_name = "T", value_parser = cli::precision, default_value = "f32")]
+    dtype: Precision,
 
     /// Fewer timed runs and epochs
     #[arg(long)]
@@ -148,6 +154,19 @@ fn parse_args() -> Args {
             devices.push(DeviceChoice::Wgpu);
         }
     }
+    // Before any tensor exists on a device (the architecture check below creates some).
+    devices.retain(|choice| {
+        match choice
+            .device()
+            .and_then(|device| cli.dtype.configure(&device))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("skipping {choice}: {e}");
+                false
+            }
+        }
+    });
     for arch in &cli.archs {
         if let Err(e) = create_model(arch, 10, &Device::flex()) {
             eprintln!("error: {e}");
@@ -157,6 +176,7 @@ fn parse_args() -> Args {
     Args {
         archs: cli.archs,
         devices,
+        dtype: cli.dtype,
         quick: cli.quick,
         pytorch: !cli.no_pytorch,
         pytorch_device: cli.pytorch_device,
@@ -415,7 +435,10 @@ fn run(args: Args) {
                     eprintln!("{choice} {arch} {name}_{size}: {value:.1} img/s");
                     rows.push((
                         arch.clone(),
-                        choice.to_string(),
+                        match args.dtype {
+                            Precision::F32 => choice.to_string(),
+                            other => format!("{choice} {other}"),
+                        },
                         format!("{name}_{size}"),
                         value,
                     ));
@@ -439,7 +462,7 @@ fn run(args: Args) {
         "\n10-class heads; batch 128 at 32x32, 32 at 224x224; {threads} threads; images/second"
     );
     println!(
-        "{:<20} {:<20} {:<8} {:>12} {:>18} {:>8}",
+        "{:<20} {:<20} {:<12} {:>12} {:>18} {:>8}",
         "architecture",
         "workload",
         "device",
@@ -447,7 +470,7 @@ fn run(args: Args) {
         format!("{torch_label} ({})", args.pytorch_device),
         "ratio"
     );
-    println!("{}", "-".repeat(91));
+    println!("{}", "-".repeat(95));
     let mut json_rows = Vec::new();
     for (arch, device, workload, burn) in &rows {
         let reference = torch
@@ -455,7 +478,7 @@ fn run(args: Args) {
             .and_then(|t| t["workloads"][format!("{arch}/{workload}")].as_f64());
         let ratio = reference.map(|r| burn / r);
         println!(
-            "{:<20} {:<20} {:<8} {:>12.1} {:>18} {:>8}",
+            "{:<20} {:<20} {:<12} {:>12.1} {:>18} {:>8}",
             arch,
             workload,
             device,

@@ -68,7 +68,17 @@ fn main() -> ExitCode {
 
 /// The tutorial's steps.
 fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
-    let device = args.device.device()?;
+    // (--devices cuda:0,cuda:1: data parallel, the model on the first; --dtype bf16/f16: the
+    // devices' float type, set before any tensor exists on them.)
+    let device = args.main_device().device()?;
+    let replicas = args
+        .devices
+        .iter()
+        .map(|d| d.device())
+        .collect::<finetune::Result<Vec<_>>>()?;
+    for d in replicas.iter().chain([&device]) {
+        args.dtype.configure(d)?;
+    }
 
     // 1. Data: CIFAR-10 (downloaded once and cached), an extracted copy, your image folders or
     //    the bundled sample, split with a seed into train / validation / test (CIFAR's test
@@ -180,8 +190,12 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
     //    and the best model in the run directory. Progress goes to a sink of our choice: here
     //    one that prints a line per epoch (and a progress bar on a terminal).
     println!(
-        "fine-tuning on {} | {}{}{} | run dir {}",
-        args.device.resolve(),
+        "fine-tuning on {}{} | {}{}{} | run dir {}",
+        args.options(Mode::FineTune).describe_devices(),
+        match args.dtype {
+            finetune::Precision::F32 => String::new(),
+            other => format!(" in {other}"),
+        },
         hyper.describe(),
         recipe::small_data_note(n_train, args.epochs, args.batch_size, args.lr),
         config
@@ -191,6 +205,7 @@ fn finetune(args: &TutorialArgs) -> finetune::Result<()> {
         run_dir.display()
     );
     let outcome = Learner::new(config)
+        .data_parallel(replicas)
         .sink(Arc::new(ConsoleProgress::new()))
         .run_dir(&run_dir)
         .resume(args.resume)

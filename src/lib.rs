@@ -62,7 +62,7 @@ pub mod viz;
 pub mod weights;
 
 pub use allocator::tune_allocator;
-pub use device::DeviceChoice;
+pub use device::{DeviceChoice, Precision};
 pub use error::{Error, Result};
 pub use model::{
     AnyModel, BnPolicy, ConvNeXt, EfficientNet, MobileNetV3, ResNet, ResNetConfig, Stage,

@@ -29,7 +29,6 @@ use burn::data::dataset::Dataset;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::DeviceChoice;
 use crate::data::{
     CenterCrop, Cifar10, DataError, ImageFolder, ImageFolderOptions, ImageItem, ImageLoader,
     LoaderConfig, Normalize, Pipeline, RandAugment, RandomErasing, RandomHorizontalFlip,
@@ -42,6 +41,7 @@ use crate::train::{
     OptimizerConfig, Schedule, ScheduleUnit, evaluate, evaluate_tta,
 };
 use crate::weights::{HubWeights, LoadOptions, Weights, load_hub};
+use crate::{DeviceChoice, Precision};
 
 /// Fine-tune everything, or train only a new head on a frozen backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -120,6 +120,12 @@ pub struct TutorialOptions {
     pub val_limit: Option<usize>,
     /// Device.
     pub device: DeviceChoice,
+    /// Devices to train data parallel over ([`Learner::data_parallel`]; the model lives on
+    /// the first, and `device` is then unused); empty: `device` alone.
+    pub devices: Vec<DeviceChoice>,
+    /// The float type of the parameters and activations ([`Precision::configure`]; f32 by
+    /// default).
+    pub precision: Precision,
     /// Run directory (default: `runs/<mode>-<unix time>`).
     pub out: Option<PathBuf>,
     /// Continue the run in `out` from its checkpoint.
@@ -173,6 +179,25 @@ pub struct TutorialOptions {
 }
 
 impl TutorialOptions {
+    /// The device the model lives on: the first of `devices`, or `device`.
+    pub fn main_device(&self) -> DeviceChoice {
+        self.devices.first().copied().unwrap_or(self.device)
+    }
+
+    /// The training devices in words (`flex`, or `cuda:0 + cuda:1 (data parallel)`).
+    pub fn describe_devices(&self) -> String {
+        if self.devices.len() > 1 {
+            let names: Vec<String> = self
+                .devices
+                .iter()
+                .map(|d| d.resolve().to_string())
+                .collect();
+            format!("{} (data parallel)", names.join(" + "))
+        } else {
+            self.main_device().resolve().to_string()
+        }
+    }
+
     /// The tutorial's settings for `mode`: CIFAR-10 (auto), ImageNet ResNet-18 weights (auto),
     /// SGD with momentum 0.9 and StepLR 7/0.1, epochs, batch size and learning rate chosen by
     /// the data's size ([`Hyperparameters::for_train_size`]: 5 epochs, batch 128, lr 0.001 on
@@ -189,6 +214,8 @@ impl TutorialOptions {
             train_limit: None,
             val_limit: None,
             device: DeviceChoice::Auto,
+            devices: Vec::new(),
+            precision: Precision::F32,
             out: None,
             resume: false,
             seed: 42,
@@ -1291,7 +1318,11 @@ struct Prepared {
 
 fn prepare(opts: &TutorialOptions, say: &dyn Fn(&str)) -> Result<Prepared> {
     check_options(opts)?;
-    let device = opts.device.device()?;
+    let device = opts.main_device().device()?;
+    for choice in &opts.devices {
+        opts.precision.configure(&choice.device()?)?;
+    }
+    opts.precision.configure(&device)?;
     // 1. The images, split (the bundled sample when CIFAR-10 is unavailable).
     let data = load_data(&opts.data, &opts.data_options())?.limit(opts.train_limit, opts.val_limit);
     data.notes.iter().for_each(|note| say(note));
@@ -1431,7 +1462,12 @@ fn run_reporting(
         run_dir,
     } = prepare(opts, &say)?;
     // 5. SGD with momentum and StepLR; 6. training, the best validation epoch kept.
-    let mut learner = Learner::new(opts.learner_config(&hyper));
+    let mut learner = Learner::new(opts.learner_config(&hyper)).data_parallel(
+        opts.devices
+            .iter()
+            .map(|d| d.device())
+            .collect::<Result<Vec<_>>>()?,
+    );
     if let Some(sink) = sink {
         learner = learner.sink(sink.clone());
     }
@@ -1458,7 +1494,7 @@ fn run_reporting(
         data: data.description.clone(),
         arch,
         weights,
-        device: opts.device.resolve().to_string(),
+        device: opts.describe_devices(),
         sizes: data.sizes(),
         best_epoch: outcome.best_epoch,
         best_val_acc: outcome.history.best_val_acc,
@@ -1535,7 +1571,10 @@ fn describe_run(
             ),
         },
         arch,
-        opts.device.resolve(),
+        match opts.precision {
+            Precision::F32 => opts.describe_devices(),
+            other => format!("{} in {other}", opts.describe_devices()),
+        },
         data.description,
         weights,
         n_train,

@@ -108,7 +108,12 @@ pub fn with_flags(message: String, flags: &[(&str, &str)]) -> String {
     }
 }
 
-/// A device name: `auto`, `flex`, `ndarray` or `wgpu` (`finetune::DeviceChoice`).
+/// A device name: `auto`, `flex`, `ndarray`, `wgpu[:N]` or `cuda[:N]` (`finetune::DeviceChoice`).
 pub fn device(value: &str) -> Result<finetune::DeviceChoice, String> {
+    value.parse().map_err(|e: finetune::Error| e.to_string())
+}
+
+/// A float type: `f32`, `bf16` or `f16` (`finetune::Precision`).
+pub fn precision(value: &str) -> Result<finetune::Precision, String> {
     value.parse().map_err(|e: finetune::Error| e.to_string())
 }

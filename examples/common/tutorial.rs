@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{OsStringValueParser, TypedValueParser};
-use finetune::DeviceChoice;
 use finetune::data::{RandAugment, RandomErasing};
 use finetune::recipe::{
     DataChoice, DataOptions, Mode, TrainAugment, TutorialOptions, WeightsChoice,
 };
 use finetune::weights::Weights;
+use finetune::{DeviceChoice, Precision};
 
 use crate::cli;
 
@@ -109,10 +109,27 @@ pub struct TutorialArgs {
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub upsample: Option<u32>,
 
-    /// Device: auto (wgpu when built in and a GPU is present, else flex), flex, ndarray or
-    /// wgpu
+    /// Device: auto (wgpu when built in and a GPU is present, else flex), flex, ndarray, wgpu,
+    /// wgpu:N (the N-th discrete GPU) or cuda[:N]
     #[arg(long, value_parser = cli::device, default_value = "auto", help_heading = "Training")]
     pub device: DeviceChoice,
+
+    /// Train data parallel over these devices, comma-separated, e.g. cuda:0,cuda:1 (flex,flex:
+    /// two replicas on the CPU); the model lives on the first [default: --device alone]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = cli::device,
+        value_delimiter = ',',
+        conflicts_with = "device",
+        help_heading = "Training"
+    )]
+    pub devices: Vec<DeviceChoice>,
+
+    /// Float type of the weights and activations: f32, bf16 or f16 (pure half precision, not
+    /// PyTorch's autocast: Burn keeps no f32 master weights)
+    #[arg(long, value_name = "T", value_parser = cli::precision, default_value = "f32", help_heading = "Training")]
+    pub dtype: Precision,
 
     /// Batch-preparation threads [default: all cores]
     #[arg(long, value_name = "N", help_heading = "Training")]
@@ -236,6 +253,11 @@ impl TutorialArgs {
         }
     }
 
+    /// The device the model lives on: the first of --devices, or --device.
+    pub fn main_device(&self) -> DeviceChoice {
+        self.devices.first().copied().unwrap_or(self.device)
+    }
+
     /// How the images are loaded and split.
     pub fn data_options(&self) -> DataOptions {
         DataOptions {
@@ -260,6 +282,8 @@ impl TutorialArgs {
         o.val_limit = self.val_limit;
         o.upsample = self.upsample;
         o.device = self.device;
+        o.precision = self.dtype;
+        o.devices = self.devices.clone();
         o.workers = self.workers;
         o.out = self.out.clone();
         o.resume = self.resume;

@@ -14,7 +14,7 @@
 //! the same `DataLoader` trait, so code written against Burn's loaders accepts it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -255,6 +255,23 @@ impl ImageLoader {
         })
     }
 
+    /// The loader for code that iterates one [`DataLoader`] once per epoch, as burn-train's
+    /// `SupervisedTraining` does: the `k`-th call to `iter()` gives epoch `first_epoch + k`
+    /// (shuffled and augmented as [`epoch`](Self::epoch) gives it), like PyTorch's
+    /// `DataLoader`, which reshuffles on every `iter()`.
+    ///
+    /// `slice(start, end)` (Burn's `split_dataloader`, one slice per device) takes items
+    /// `start..end` of each epoch's order, so the slices of an epoch are disjoint and together
+    /// are that epoch; each slice counts its own epochs from the count of the loader it was cut
+    /// from.
+    pub fn epochs(&self, first_epoch: usize) -> Arc<dyn DataLoader<ImageBatch>> {
+        Arc::new(EpochsLoader {
+            loader: self.clone(),
+            range: 0..self.num_items(),
+            next_epoch: AtomicUsize::new(first_epoch),
+        })
+    }
+
     /// All batches of epoch `epoch`, collected (for tests and small datasets).
     pub fn batches(&self, epoch: usize) -> Result<Vec<ImageBatch>, DatasetError> {
         self.epoch(epoch).iter().collect()
@@ -356,6 +373,7 @@ impl ImageLoader {
 }
 
 /// The batches of one epoch (returned by [`ImageLoader::epoch`]).
+#[derive(Clone)]
 struct EpochLoader {
     shared: Arc<Shared>,
     order: Arc<[usize]>,
@@ -363,6 +381,27 @@ struct EpochLoader {
 }
 
 impl EpochLoader {
+    /// The iterator over this epoch's batches, with its worker threads started.
+    fn start(self) -> EpochIter {
+        let workers = if self.shared.num_workers > 0 && self.num_batches() > 1 {
+            Some(Workers::spawn(
+                self.shared.clone(),
+                self.order.clone(),
+                self.num_batches(),
+            ))
+        } else {
+            None
+        };
+        EpochIter {
+            loader: self,
+            next: 0,
+            items_done: 0,
+            failed: false,
+            cache: TransformCache::default(),
+            workers,
+        }
+    }
+
     fn num_batches(&self) -> usize {
         match self.shared.batch_size {
             0 => 1, // one error item
@@ -373,23 +412,7 @@ impl EpochLoader {
 
 impl DataLoader<ImageBatch> for EpochLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch> + 'a> {
-        let workers = if self.shared.num_workers > 0 && self.num_batches() > 1 {
-            Some(Workers::spawn(
-                self.shared.clone(),
-                self.order.clone(),
-                self.num_batches(),
-            ))
-        } else {
-            None
-        };
-        Box::new(EpochIter {
-            loader: self,
-            next: 0,
-            items_done: 0,
-            failed: false,
-            cache: TransformCache::default(),
-            workers,
-        })
+        Box::new(self.clone().start())
     }
 
     fn num_items(&self) -> usize {
@@ -411,6 +434,63 @@ impl DataLoader<ImageBatch> for EpochLoader {
             shared: self.shared.clone(),
             order: self.order[start..end].into(),
             device: self.device.clone(),
+        })
+    }
+}
+
+/// Every epoch of an [`ImageLoader`], one per `iter()` (returned by [`ImageLoader::epochs`]).
+struct EpochsLoader {
+    loader: ImageLoader,
+    /// The items of each epoch's order this loader takes.
+    range: std::ops::Range<usize>,
+    next_epoch: AtomicUsize,
+}
+
+impl EpochsLoader {
+    fn epoch_loader(&self, epoch: usize) -> EpochLoader {
+        let order = self.loader.order(epoch);
+        let end = self.range.end.min(order.len());
+        let start = self.range.start.min(end);
+        EpochLoader {
+            shared: Arc::new(Shared {
+                dataset: self.loader.dataset.clone(),
+                batcher: self.loader.batcher.clone(),
+                batch_size: self.loader.config.batch_size,
+                num_workers: self.loader.config.num_workers,
+                seed: self.loader.config.seed,
+                epoch: epoch as u64,
+            }),
+            order: order[start..end].into(),
+            device: self.loader.device.clone(),
+        }
+    }
+}
+
+impl DataLoader<ImageBatch> for EpochsLoader {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch> + 'a> {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        Box::new(self.epoch_loader(epoch).start())
+    }
+
+    fn num_items(&self) -> usize {
+        self.range.len()
+    }
+
+    fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<ImageBatch>> {
+        Arc::new(EpochsLoader {
+            loader: self.loader.with_device(device.clone()),
+            range: self.range.clone(),
+            next_epoch: AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)),
+        })
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<ImageBatch>> {
+        let end = (self.range.start + end).min(self.range.end);
+        let start = (self.range.start + start).min(end);
+        Arc::new(EpochsLoader {
+            loader: self.loader.clone(),
+            range: start..end,
+            next_epoch: AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)),
         })
     }
 }
@@ -474,8 +554,8 @@ impl Drop for Workers {
     }
 }
 
-struct EpochIter<'a> {
-    loader: &'a EpochLoader,
+struct EpochIter {
+    loader: EpochLoader,
     next: usize,
     items_done: usize,
     failed: bool,
@@ -483,7 +563,7 @@ struct EpochIter<'a> {
     workers: Option<Workers>,
 }
 
-impl Iterator for EpochIter<'_> {
+impl Iterator for EpochIter {
     type Item = Result<ImageBatch, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -518,7 +598,7 @@ impl Iterator for EpochIter<'_> {
     }
 }
 
-impl DataLoaderIterator<ImageBatch> for EpochIter<'_> {
+impl DataLoaderIterator<ImageBatch> for EpochIter {
     fn progress(&self) -> Progress {
         Progress::new(
             self.items_done,

@@ -13,6 +13,7 @@ use super::TrainError;
 use super::evaluate::read_indices;
 use super::learner::Learner;
 use super::mix::{BatchMix, Mixed, mix_images, soft_cross_entropy, soft_target_tensor};
+use super::parallel;
 use super::progress::FitEvent;
 use super::schedule::ScheduleUnit;
 use super::start::{FitData, FitRun};
@@ -33,6 +34,16 @@ pub(super) struct EpochTotals {
     pub loss_sum: f64,
     /// Base (head) learning rate of the first batch.
     pub first_lr: Option<f64>,
+}
+
+/// One batch's loss value and counts.
+pub(super) struct StepStats {
+    /// The mean loss.
+    pub value: f32,
+    /// Images in the batch.
+    pub images: usize,
+    /// Correct predictions.
+    pub hits: usize,
 }
 
 /// One batch's forward pass.
@@ -60,7 +71,7 @@ impl EpochTotals {
     }
 
     /// Adds one stepped batch.
-    fn add(&mut self, step: &Forward) {
+    fn add(&mut self, step: &StepStats) {
         self.seen += step.images;
         self.correct += step.hits;
         self.loss_sum += step.value as f64 * step.images as f64;
@@ -119,7 +130,33 @@ impl Learner {
                 let [_, _, h, w] = batch.images.dims();
                 mix.draw(self.config.seed, epoch, b, h, w)
             };
-            let step = forward(&model, data, batch, &mix, mixed)?;
+            // timm's accumulation: each batch's loss divided by its group's length (the last
+            // group of the epoch may be shorter).
+            let group_start = b - pending;
+            let group_len = accum.min(batches.saturating_sub(group_start)).max(1);
+            let (grads, step) = match data.parallel_devices() {
+                Some(devices) => {
+                    parallel::step(&model, devices, batch, &mix, mixed, 1.0 / group_len as f32)?
+                }
+                None => {
+                    let step = forward(&model, data, batch, &mix, mixed)?;
+                    let stats = StepStats {
+                        value: step.value,
+                        images: step.images,
+                        hits: step.hits,
+                    };
+                    if !stats.value.is_finite() {
+                        (GradientsParams::new(), stats)
+                    } else {
+                        let loss = if group_len > 1 {
+                            step.loss.div_scalar(group_len as f32)
+                        } else {
+                            step.loss
+                        };
+                        (GradientsParams::from_grads(loss.backward(), &model), stats)
+                    }
+                }
+            };
             if !step.value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     epoch,
@@ -128,16 +165,6 @@ impl Learner {
                     last_good: run.state.epochs_done,
                 });
             }
-            // timm's accumulation: each batch's loss divided by its group's length (the last
-            // group of the epoch may be shorter).
-            let group_start = b - pending;
-            let group_len = accum.min(batches.saturating_sub(group_start)).max(1);
-            let loss = if group_len > 1 {
-                step.loss.clone().div_scalar(group_len as f32)
-            } else {
-                step.loss.clone()
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             pending += 1;
             totals.add(&step);
             if accum == 1 {
@@ -266,7 +293,7 @@ pub(super) fn forward<M: VisionModel>(
 }
 
 /// Loss value and number of correct predictions of one batch.
-fn read_loss_and_hits(
+pub(super) fn read_loss_and_hits(
     loss: Tensor<1>,
     logits: Tensor<2>,
     targets: Tensor<1, Int>,

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use burn::tensor::Device;
+
 use super::TrainError;
 use super::config::LearnerConfig;
 use super::evaluate::Evaluation;
@@ -62,6 +64,7 @@ pub struct Learner {
     pub(super) class_names: Vec<String>,
     pub(super) sink: Option<Arc<dyn FitSink>>,
     pub(super) on_epoch: Option<EpochCallback>,
+    pub(super) devices: Vec<Device>,
 }
 
 /// Called after every epoch with its record (logging, memory probes, custom stopping rules).
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Learner {
             .field("cache_features", &self.cache_features)
             .field("stop_after", &self.stop_after)
             .field("sink", &self.sink.is_some())
+            .field("devices", &self.devices)
             .finish_non_exhaustive()
     }
 }
@@ -92,7 +96,31 @@ impl Learner {
             class_names: Vec::new(),
             sink: None,
             on_epoch: None,
+            devices: Vec::new(),
         }
+    }
+
+    /// Trains data parallel over `devices` (PyTorch's `nn.DataParallel`): every training batch
+    /// split into one contiguous chunk per device (`torch.chunk`), a replica of the model
+    /// forward and backward on each, on its own thread, and the gradients summed on the first
+    /// device, which steps the optimizer. Each chunk's loss is weighted by its share of the
+    /// batch, so a step is one device's step with the same global batch, up to the order of
+    /// float sums, for models without BatchNorm, dropout or stochastic depth. BatchNorm
+    /// normalises each chunk with its own statistics, as `DataParallel` does, and keeps the
+    /// first device's running statistics; the other replicas' dropout masks come from their
+    /// own devices' generators. Validation, checkpoints and resume are unchanged. Head-only
+    /// training (a frozen backbone with frozen BatchNorm, cached or not) stays on the first
+    /// device. The same device may be listed twice (two replicas on one device, e.g. to try it
+    /// on a CPU). No devices: the model's own device alone.
+    ///
+    /// The devices are Burn's, without autodiff (e.g. `Device::cuda(0)`, `Device::cuda(1)`);
+    /// the first must be the model's device, or [`fit`](Self::fit) returns
+    /// [`TrainError::Config`]. A batch must give every device at least 2 images when the model
+    /// has BatchNorm. Source: PyTorch's `torch.nn.DataParallel` (scatter, replicate,
+    /// parallel_apply, gather).
+    pub fn data_parallel(mut self, devices: Vec<Device>) -> Self {
+        self.devices = devices;
+        self
     }
 
     /// Calls `callback` after every epoch (after its checkpoint is written).

@@ -250,6 +250,7 @@ pub fn lr_find<M: VisionModel>(
         cached: None,
         backbone: head_only.then(|| model.for_inference()),
         loss_fn: CrossEntropyLossConfig::new().init(&autodiff),
+        replicas: Vec::new(),
         batches: train.num_batches(),
     };
     let mut optim = config.build_optimizer()?;

@@ -2,6 +2,8 @@
 //! (train and validation phases per epoch, best-weights tracking, checkpoints and resume,
 //! schedules per epoch or per batch, early stopping), [`evaluate`], and the history it writes.
 
+#[cfg(feature = "train")]
+mod burn_train;
 mod checkpoint;
 mod config;
 mod ema;
@@ -14,6 +16,7 @@ mod history;
 mod learner;
 mod lr_find;
 mod mix;
+mod parallel;
 mod phase;
 mod progress;
 mod report;
@@ -24,6 +27,8 @@ mod start;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "train")]
+pub use burn_train::EpochLines;
 pub use checkpoint::checkpoint_dir;
 pub(crate) use checkpoint::lock_run_dir;
 pub use config::{LearnerConfig, Monitor, OptimizerConfig};

@@ -54,9 +54,20 @@ pub(super) struct FitData<'a, M: VisionModel> {
     pub loss_fn: CrossEntropyLoss,
     /// Training batches per epoch.
     pub batches: usize,
+    /// The data-parallel replicas' autodiff devices, the model's first
+    /// ([`Learner::data_parallel`]; empty: the model's device alone).
+    pub replicas: Vec<Device>,
 }
 
 impl<M: VisionModel> FitData<'_, M> {
+    /// The devices a training batch is split over: the replicas, when there are several and
+    /// the whole model trains (head-only training, on cached features or a prepared frozen
+    /// backbone, stays on the main device: its step is a small fraction of the forward pass).
+    pub fn parallel_devices(&self) -> Option<&[Device]> {
+        (self.replicas.len() > 1 && self.cached.is_none() && self.backbone.is_none())
+            .then_some(&self.replicas[..])
+    }
+
     /// The batches the training phase runs on: cached features, or the data as given.
     pub fn train_source(&self) -> &dyn BatchSource {
         match &self.cached {
@@ -95,6 +106,13 @@ impl Learner {
     ) -> Result<(M, FitRun<M>, FitData<'a, M>), TrainError> {
         let head_only = self.check_inputs(&model, train, val)?;
         let plain = model.device().without_autodiff();
+        if let Some(first) = self.devices.first()
+            && first.clone().without_autodiff() != plain
+        {
+            return Err(TrainError::Config(format!(
+                "data_parallel: the first device ({first:?}) must be the model's ({plain:?}): move the model there, or list its device first"
+            )));
+        }
         let autodiff = plain.clone().autodiff();
         plain.seed(self.config.seed);
 
@@ -147,6 +165,7 @@ impl Learner {
             backbone,
             loss_fn: CrossEntropyLossConfig::new().init(&autodiff),
             batches,
+            replicas: self.devices.iter().map(|d| d.clone().autodiff()).collect(),
         };
         Ok((model, run, data))
     }

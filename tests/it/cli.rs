@@ -128,6 +128,9 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             os(&["--sample", "--weights", "none", "--randaugment", "2,40"]),
             os(&["--sample", "--weights", "none", "--random-erasing", "1.5"]),
             os(&["--sample", "--trivial-augment", "--randaugment", "2,9"]),
+            os(&["--sample", "--weights", "none", "--dtype", "f8"]),
+            os(&["--sample", "--weights", "none", "--device", "cuda:x"]),
+            os(&["--sample", "--weights", "none", "--device", "flex:1"]),
         ];
         let messages = run_cases(name, &cases, tmp.path());
         assert!(messages[0].contains("no-such-flag"), "{}", messages[0]);
@@ -168,6 +171,9 @@ fn training_examples_fail_cleanly_on_bad_flags_and_inputs() {
             messages[23]
         );
         assert!(messages[24].contains("--randaugment"), "{}", messages[24]);
+        assert!(messages[25].contains("bf16"), "{}", messages[25]);
+        assert!(messages[26].contains("cuda:0"), "{}", messages[26]);
+        assert!(messages[27].contains("no index"), "{}", messages[27]);
     }
     // Augmentations with cached features; fastai's fine_tune, which unfreezes the backbone:
     // the feature extractor refuses both.
@@ -346,6 +352,8 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
         "val-limit",
         "upsample",
         "device",
+        "dtype",
+        "devices",
         "workers",
         "out",
         "resume",
@@ -671,6 +679,10 @@ fn the_lr_finder_and_the_training_features_run_from_the_command_line() {
     ] {
         assert!(stdout.contains(said), "{said} missing:\n{stdout}");
     }
+    // Pure bf16 on the CPU: parameters, activations and optimizer state.
+    let bf16 = run("finetune", "bf16", &["--epochs", "1", "--dtype", "bf16"]);
+    assert!(bf16.contains("fine-tuning on flex in bf16"), "{bf16}");
+    assert!(bf16.contains("test accuracy"), "{bf16}");
 }
 
 /// A closed standard output (`inspect ... | head -1`) ends an example quietly, as Unix tools
@@ -691,4 +703,75 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_ne!(output.status.code(), Some(101), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `multi_device` (feature `train`): burn-train's SupervisedTraining from the command line,
+/// on one CPU device and on two replicas, and its refusals.
+#[cfg(feature = "train")]
+#[test]
+fn multi_device_trains_with_burn_train_on_one_and_two_cpu_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let output = Command::new(example("multi_device"))
+            .args(["--sample", "--weights", "none", "--train-limit", "64"])
+            .args(["--val-limit", "16", "--batch-size", "16"])
+            .args(["--workers", "1", "--out", out])
+            .args(extra)
+            .current_dir(tmp.path())
+            .env("FINETUNE_OFFLINE", "1")
+            .env("FINETUNE_CACHE", tmp.path().join("cache"))
+            .output()
+            .expect("run the example");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{extra:?}: {output:?}");
+        stdout
+    };
+    let one = run("one", &["--devices", "flex", "--epochs", "1"]);
+    assert!(one.contains("(SingleDevice)"), "{one}");
+    assert!(one.contains("valid epoch 1/1: Accuracy"), "{one}");
+    assert!(one.contains("test accuracy"), "{one}");
+    let checkpoint = tmp.path().join("one/checkpoint/model-1.bpk");
+    assert!(checkpoint.is_file(), "{one}");
+    let two = run(
+        "two",
+        &[
+            "--devices",
+            "flex,flex",
+            "--grad-accum",
+            "2",
+            "--epochs",
+            "1",
+        ],
+    );
+    assert!(two.contains("--lr 0.005 follows one device"), "{two}");
+    assert!(two.contains("flex, flex (MultiDevice"), "{two}");
+    assert!(
+        two.contains("batches of 16 per device, 1 optimizer steps per epoch, 2 batches per step"),
+        "{two}"
+    );
+    // Resuming the one-epoch run for a second epoch.
+    let resumed = run("one", &["--devices", "flex", "--epochs", "2", "--resume"]);
+    assert!(resumed.contains("epoch 2/2"), "{resumed}");
+    assert!(tmp.path().join("one/checkpoint/model-2.bpk").is_file());
+
+    let messages = run_cases(
+        "multi_device",
+        &[
+            os(&["--sample", "--devices", "flex,flex", "--strategy", "ddp"]),
+            os(&["--sample", "--devices", "flex,,flex"]),
+            os(&["--sample", "--ema", "0.9", "--mixup", "0.2"]),
+            os(&["--sample", "--resume", "--out", "nowhere"]),
+            os(&["--sample", "--devices", "cuda:1"]),
+        ],
+        tmp.path(),
+    );
+    assert!(messages[0].contains("CUDA"), "{}", messages[0]);
+    assert!(messages[1].contains("unknown device"), "{}", messages[1]);
+    assert!(
+        messages[2].contains("--mixup, --ema") && messages[2].contains("finetune example"),
+        "{}",
+        messages[2]
+    );
+    assert!(messages[3].contains("--resume"), "{}", messages[3]);
+    assert!(messages[4].contains("--features cuda"), "{}", messages[4]);
 }

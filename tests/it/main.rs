@@ -5,6 +5,8 @@ mod architectures;
 mod augment;
 mod batchnorm;
 mod bundled;
+#[cfg(feature = "train")]
+mod burn_train;
 mod cli;
 mod common;
 mod data;

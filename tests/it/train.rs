@@ -533,7 +533,7 @@ fn discriminative_learning_rates_move_the_backbone_less() {
 }
 
 /// Colour-coded 16x16 images: class `c` is bright in channel `c`, plus noise.
-fn coloured_dataset(n: usize, seed: u64) -> finetune::data::ImageDataset {
+pub(crate) fn coloured_dataset(n: usize, seed: u64) -> finetune::data::ImageDataset {
     let mut state = seed;
     let mut next = || {
         state = state
@@ -719,4 +719,59 @@ fn batches_per_epoch_count_the_dropped_partial_batch_out() {
         .map(|b| b.unwrap().targets.dims()[0])
         .collect();
     assert_eq!(sizes, vec![64; train.num_batches()]);
+}
+
+/// `Learner::data_parallel`: two replicas (here both on the CPU) give the one-device run with
+/// the same global batch, for a model without BatchNorm (a small ViT: every image is
+/// normalised on its own), with MixUp and gradient accumulation on; with BatchNorm (ResNet) it
+/// trains and its first replica keeps the running statistics.
+#[test]
+fn data_parallel_over_two_replicas_equals_one_device_with_the_global_batch() {
+    use finetune::model::VisionTransformerConfig;
+    let device = cpu();
+    let images = Tensor::<4>::random([24, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let labels: Vec<usize> = (0..24).map(|i| i % 3).collect();
+    let train = TensorSource::new(images.clone(), &labels, 8).shuffled(5);
+    let val = TensorSource::new(images.narrow(0, 0, 8), &labels[..8], 8);
+    let vit = VisionTransformerConfig::new(16, 8, 1, 2, 8, 16, 3)
+        .try_init(&device)
+        .unwrap();
+    let _ = snapshot(&vit); // materialise the lazy parameters before cloning
+    let cfg = config(2)
+        .with_mixup_alpha(Some(0.4))
+        .with_grad_accum_steps(Some(2));
+    let one = Learner::new(cfg.clone())
+        .fit(vit.clone(), &train, &val)
+        .unwrap();
+    let two = Learner::new(cfg.clone())
+        .data_parallel(vec![device.clone(), device.clone()])
+        .fit(vit.clone(), &train, &val)
+        .unwrap();
+    assert!(!changed(&snapshot(&vit), &snapshot(&one.model)).is_empty());
+    for ((path, a), (_, b)) in snapshot(&one.model).iter().zip(&snapshot(&two.model)) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f32::from_bits(*x) - f32::from_bits(*y)).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{path}: {diff}");
+    }
+    for (x, y) in one.history.epochs.iter().zip(&two.history.epochs) {
+        assert!((x.train_loss - y.train_loss).abs() < 1e-5, "{x:?} {y:?}");
+        assert_eq!(x.train_acc, y.train_acc);
+    }
+    // BatchNorm: chunks of 4 images normalised on their own; the run trains, running
+    // statistics included.
+    let model = tiny_model();
+    let before = snapshot(&model);
+    let bn = Learner::new(config(1))
+        .data_parallel(vec![device.clone(), device.clone()])
+        .fit(model, &train, &val)
+        .unwrap();
+    let moved = changed(&before, &snapshot(&bn.model));
+    assert!(
+        moved.iter().any(|p| p.ends_with("running_mean")),
+        "{moved:?}"
+    );
+    assert!(moved.iter().any(|p| p.starts_with("fc.")), "{moved:?}");
 }
