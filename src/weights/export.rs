@@ -123,15 +123,26 @@ fn state_dict<M: VisionModel>(model: &M) -> Result<BTreeMap<String, ExportTensor
     for tensor in model.collect(None, None, true) {
         let ours = tensor.name.clone();
         let shape: Vec<usize> = tensor.shape.iter().copied().collect();
-        if tensor.dtype != DType::F32 {
-            return Err(Error::InvalidConfig(format!(
-                "{ours} is {:?}, not f32: convert the model to f32 before saving it as a state_dict",
-                tensor.dtype
-            )));
-        }
-        let bytes = tensor
+        let raw = tensor
             .to_bytes()
             .map_err(|e| Error::InvalidConfig(format!("reading {ours}: {e}")))?;
+        // A model trained in half precision (`--dtype bf16/f16`) is widened to f32, exactly:
+        // torchvision's state_dicts are f32.
+        let widen = |half: fn([u8; 2]) -> f32| -> Vec<u8> {
+            raw.chunks_exact(2)
+                .flat_map(|b| half([b[0], b[1]]).to_le_bytes())
+                .collect()
+        };
+        let bytes: Vec<u8> = match tensor.dtype {
+            DType::F32 => raw.to_vec(),
+            DType::BF16 => widen(|b| burn::tensor::bf16::from_le_bytes(b).to_f32()),
+            DType::F16 => widen(|b| burn::tensor::f16::from_le_bytes(b).to_f32()),
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "{ours} is {other:?}: only f32, bf16 and f16 models are exported (as f32)"
+                )));
+            }
+        };
         let (name, transposed) = key_map.reference_layout(&ours);
         let (shape, bytes) = if transposed && shape.len() == 2 {
             (
@@ -139,7 +150,7 @@ fn state_dict<M: VisionModel>(model: &M) -> Result<BTreeMap<String, ExportTensor
                 transpose_f32(&bytes, shape[0], shape[1]),
             )
         } else {
-            (shape, bytes.to_vec())
+            (shape, bytes)
         };
         if let Some(module) = name.strip_suffix(".running_mean") {
             tensors.insert(

@@ -423,3 +423,34 @@ fn every_family_exports_a_pth_that_loads_back_strictly() {
         );
     }
 }
+
+/// A model trained in half precision (`--dtype bf16`) exports as f32, exactly its values.
+#[test]
+fn a_bf16_model_exports_as_f32_with_the_same_values() {
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::tensor::FloatDType;
+    struct Cast(FloatDType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            param.map(|t| t.cast(dtype))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::common::tiny_model();
+    let half = model.clone().map(&mut Cast(FloatDType::BF16));
+    let file = dir.path().join("half.safetensors");
+    finetune::weights::save_safetensors(&half, &file, []).unwrap();
+    let mut back = model.config().try_init(&cpu()).unwrap();
+    back.load_weights(&file, &LoadOptions::strict()).unwrap();
+    let widened = half.map(&mut Cast(FloatDType::F32));
+    assert_eq!(
+        crate::common::snapshot(&back),
+        crate::common::snapshot(&widened)
+    );
+    assert_ne!(
+        crate::common::snapshot(&back),
+        crate::common::snapshot(&model),
+        "bf16 must have rounded something"
+    );
+}
