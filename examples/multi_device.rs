@@ -181,7 +181,13 @@ fn run(args: &Args) -> finetune::Result<()> {
     // burn-train's split_dataloader: floor(n / k) items per device, the rest on the last.
     let items = loaders.train.num_items();
     let per_device = items - items / replicas * (replicas - 1);
-    let steps_per_epoch = per_device.div_ceil(hyper.batch_size).div_ceil(accum).max(1);
+    // Each device's slice drops its own partial batch (drop_last, as the training loader).
+    let batches = if loaders.train.config().drop_last {
+        per_device / hyper.batch_size
+    } else {
+        per_device.div_ceil(hyper.batch_size)
+    };
+    let steps_per_epoch = batches.div_ceil(accum).max(1);
     let scheduler = Schedule::Step {
         step_size: 7 * steps_per_epoch,
         gamma: 0.1,

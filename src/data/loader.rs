@@ -262,8 +262,8 @@ impl ImageLoader {
     ///
     /// `slice(start, end)` (Burn's `split_dataloader`, one slice per device) takes items
     /// `start..end` of each epoch's order, so the slices of an epoch are disjoint and together
-    /// are that epoch; each slice counts its own epochs from the count of the loader it was cut
-    /// from.
+    /// are that epoch (with `drop_last`, each slice drops its own last partial batch); each
+    /// slice counts its own epochs from the count of the loader it was cut from.
     pub fn epochs(&self, first_epoch: usize) -> Arc<dyn DataLoader<ImageBatch>> {
         Arc::new(EpochsLoader {
             loader: self.clone(),
@@ -447,10 +447,21 @@ struct EpochsLoader {
 }
 
 impl EpochsLoader {
+    /// Items of this loader's range it yields per epoch: with `drop_last`, whole batches only
+    /// (a slice per device drops its own partial batch, as each DDP rank's sampler does).
+    fn kept(&self) -> usize {
+        let len = self.range.len();
+        match self.loader.config.batch_size {
+            bs if bs > 0 && self.loader.config.drop_last => len / bs * bs,
+            _ => len,
+        }
+    }
+
     fn epoch_loader(&self, epoch: usize) -> EpochLoader {
         let order = self.loader.order(epoch);
         let end = self.range.end.min(order.len());
         let start = self.range.start.min(end);
+        let end = start + self.kept().min(end - start);
         EpochLoader {
             shared: Arc::new(Shared {
                 dataset: self.loader.dataset.clone(),
@@ -473,7 +484,7 @@ impl DataLoader<ImageBatch> for EpochsLoader {
     }
 
     fn num_items(&self) -> usize {
-        self.range.len()
+        self.kept()
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<ImageBatch>> {
@@ -485,8 +496,8 @@ impl DataLoader<ImageBatch> for EpochsLoader {
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<ImageBatch>> {
-        let end = (self.range.start + end).min(self.range.end);
-        let start = (self.range.start + start).min(end);
+        let end = self.range.start.saturating_add(end).min(self.range.end);
+        let start = self.range.start.saturating_add(start).min(end);
         Arc::new(EpochsLoader {
             loader: self.loader.clone(),
             range: start..end,

@@ -158,6 +158,11 @@ impl Learner {
         let cached = self.cached_features(&model, train, val, head_only)?;
         // A frozen backbone never changes: fold it (and, on CPU, prepare its host path) once.
         let backbone = (head_only && cached.is_none()).then(|| model.for_inference());
+        if self.devices.len() > 1 && head_only {
+            self.emit(FitEvent::Note(
+                "data parallel: only the head trains (frozen backbone with frozen BatchNorm), which runs on the first device alone",
+            ));
+        }
         let data = FitData {
             train,
             val,

@@ -163,6 +163,11 @@ fn the_epochs_loader_gives_epoch_k_on_pass_k_and_its_slices_partition_each_epoch
     // Burn's split_dataloader: one slice per device, each a part of every epoch.
     let halves = [epochs.slice(0, 8), epochs.slice(8, 16)];
     assert_eq!(halves[0].num_items() + halves[1].num_items(), 16);
+    // A slice that is not whole batches drops its partial batch (drop_last), as the loader.
+    let odd = epochs.slice(0, 6);
+    assert_eq!(odd.num_items(), 4);
+    assert_eq!(pass(odd.as_ref()).len(), 1);
+    assert_eq!(epochs.slice(usize::MAX - 1, usize::MAX).num_items(), 0);
     for epoch in 2..4 {
         let whole = pass(loader.epoch(epoch).as_ref());
         let joined: Vec<_> = halves.iter().flat_map(|h| pass(h.as_ref())).collect();
