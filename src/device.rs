@@ -124,7 +124,7 @@ impl DeviceChoice {
             }
             DeviceChoice::WgpuDiscrete(_index) => {
                 #[cfg(feature = "wgpu")]
-                return Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(_index)));
+                return wgpu_discrete(_index);
                 #[cfg(not(feature = "wgpu"))]
                 return Err(missing("wgpu"));
             }
@@ -157,6 +157,35 @@ pub fn has_hardware_gpu() -> bool {
         futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
             .iter()
             .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+    })
+}
+
+/// The `index`-th discrete GPU through wgpu, or an error when wgpu sees fewer (cubecl-wgpu
+/// panics, on its own thread, on a missing adapter).
+#[cfg(feature = "wgpu")]
+fn wgpu_discrete(index: usize) -> Result<Device> {
+    let found = discrete_gpus();
+    if index >= found {
+        return Err(Error::Device(format!(
+            "wgpu:{index} does not exist: wgpu sees {found} discrete GPU(s) on this machine (wgpu:0 is the first); use --device wgpu for the adapter wgpu prefers"
+        )));
+    }
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)))
+}
+
+/// The discrete GPUs wgpu sees on its primary backends (what `DeviceKind::DiscreteGpu(i)`
+/// indexes). Probed once per process.
+#[cfg(feature = "wgpu")]
+fn discrete_gpus() -> usize {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+        descriptor.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(descriptor);
+        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+            .iter()
+            .filter(|a| a.get_info().device_type == wgpu::DeviceType::DiscreteGpu)
+            .count()
     })
 }
 

@@ -71,6 +71,39 @@ fn auto_never_picks_a_software_gpu() {
     }
 }
 
+/// `--device wgpu:N` for a GPU the machine does not have: our error, not cubecl-wgpu's panic
+/// on one of its threads; and the names of devices parse or are refused with what to write.
+#[test]
+fn device_names_parse_and_a_missing_wgpu_gpu_is_an_error_not_a_panic() {
+    use finetune::DeviceChoice;
+    let err = DeviceChoice::WgpuDiscrete(64)
+        .device()
+        .unwrap_err()
+        .to_string();
+    if cfg!(feature = "wgpu") {
+        assert!(err.contains("wgpu:64 does not exist"), "{err}");
+    } else {
+        assert!(err.contains("--features wgpu"), "{err}");
+    }
+    for (name, choice) in [
+        ("cuda", DeviceChoice::Cuda(0)),
+        ("CUDA:1", DeviceChoice::Cuda(1)),
+        ("wgpu:2", DeviceChoice::WgpuDiscrete(2)),
+        ("cpu", DeviceChoice::Flex),
+    ] {
+        assert_eq!(name.parse::<DeviceChoice>().unwrap(), choice, "{name}");
+    }
+    assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
+    for bad in ["cuda:", "flex:0", "tpu", "wgpu:-1"] {
+        assert!(bad.parse::<DeviceChoice>().is_err(), "{bad}");
+    }
+    let err = "bf17"
+        .parse::<finetune::Precision>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("f32, bf16 or f16"), "{err}");
+}
+
 /// `FusedSgd` off the flex device runs as Burn tensor operations: same updates as Burn's SGD.
 #[cfg(feature = "wgpu")]
 #[test]
