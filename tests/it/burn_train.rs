@@ -14,6 +14,7 @@ use finetune::model::{BnPolicy, ResNet, VisionModel};
 use finetune::train::{EpochLines, LearnerConfig, OptimizerConfig, Schedule};
 
 use crate::common::{changed, cpu, snapshot, tiny_model};
+use crate::data::batch_data;
 use crate::train::coloured_dataset;
 
 /// `epochs` epochs of burn-train over `items` coloured images in batches of `batch` per
@@ -121,20 +122,7 @@ fn multi_device_on_two_cpu_replicas_equals_one_device_with_the_global_batch() {
 fn pass(
     loader: &dyn burn::data::dataloader::DataLoader<finetune::data::ImageBatch>,
 ) -> Vec<(Vec<f32>, Vec<i64>)> {
-    loader
-        .iter()
-        .map(|b| {
-            let b = b.unwrap();
-            (
-                b.images.into_data().try_to_vec::<f32>().unwrap(),
-                b.targets
-                    .into_data()
-                    .convert::<i64>()
-                    .try_to_vec::<i64>()
-                    .unwrap(),
-            )
-        })
-        .collect()
+    loader.iter().map(|b| batch_data(b.unwrap())).collect()
 }
 
 #[test]

@@ -877,21 +877,24 @@ fn epoch_data(loader: &ImageLoader, epoch: usize) -> Vec<(Vec<f32>, Vec<i64>)> {
         .batches(epoch)
         .unwrap()
         .into_iter()
-        .map(|b| {
-            (
-                b.images
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap(),
-                b.targets
-                    .into_data()
-                    .convert::<i64>()
-                    .try_to_vec::<i64>()
-                    .unwrap(),
-            )
-        })
+        .map(batch_data)
         .collect()
+}
+
+/// A batch's image values and targets, read back.
+pub(crate) fn batch_data(b: finetune::data::ImageBatch) -> (Vec<f32>, Vec<i64>) {
+    (
+        b.images
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        b.targets
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap(),
+    )
 }
 
 #[test]
