@@ -1,5 +1,6 @@
 //! Convolution: the dispatcher every model convolution goes through ([`conv2d`]) and its
-//! strategies: the flex host kernel (`flex/conv.rs`), the batched GEMM lowering written with
+//! strategies: the flex host kernels (`flex/conv.rs`, and `flex/depthwise.rs` for depthwise
+//! convolutions), the batched GEMM lowering written with
 //! Burn tensor operations ([`conv2d_gemm`], any device; autodiff differentiates it), and the
 //! backend's own convolution.
 
@@ -22,17 +23,23 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
     let padding = explicit_padding(&conv.padding).filter(|_| simple);
     let host = matches!(choice, ConvImpl::Auto | ConvImpl::Host) && is_flex(&x.device());
     let mut x = x;
+    let [_, c_in, _, _] = x.dims();
+    let depthwise = conv.groups > 1
+        && conv.groups == c_in
+        && conv.dilation == [1, 1]
+        && conv.weight.shape()[0] == c_in;
+    if host
+        && depthwise
+        && let Some(padding) = explicit_padding(&conv.padding)
+    {
+        match super::flex::depthwise_conv2d(x, conv.weight.val(), conv.stride, padding) {
+            Ok(out) => return add_bias(conv, out),
+            Err(unchanged) => x = unchanged,
+        }
+    }
     if host && let Some(padding) = padding {
         match super::flex::conv2d(x, conv.weight.val(), conv.stride, padding) {
-            Ok(out) => {
-                return match &conv.bias {
-                    Some(bias) => {
-                        let c_out = bias.dims()[0];
-                        out + bias.val().reshape([1, c_out, 1, 1])
-                    }
-                    None => out,
-                };
-            }
+            Ok(out) => return add_bias(conv, out),
             Err(unchanged) => x = unchanged,
         }
     }
@@ -51,6 +58,17 @@ pub fn conv2d_with(conv: &Conv2d, x: Tensor<4>, choice: ConvImpl) -> Tensor<4> {
         return conv2d_gemm(conv, x, padding);
     }
     conv.forward(x)
+}
+
+/// `out` plus `conv`'s bias, if it has one, broadcast over `[B, C_out, H, W]`.
+fn add_bias(conv: &Conv2d, out: Tensor<4>) -> Tensor<4> {
+    match &conv.bias {
+        Some(bias) => {
+            let c_out = bias.dims()[0];
+            out + bias.val().reshape([1, c_out, 1, 1])
+        }
+        None => out,
+    }
 }
 
 /// The strided window `[start, start + (n - 1) * step]` of one dimension.

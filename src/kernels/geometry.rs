@@ -46,6 +46,25 @@ impl Geometry {
         Self::window(x, weight[0], [kh, kw, sh, sw], pads)
     }
 
+    /// A depthwise convolution (groups = channels, one filter per channel) of `x [B, C, H, W]`
+    /// with `weight [C, 1, kh, kw]`, no dilation: `o = c`.
+    ///
+    /// # Panics
+    /// When the shapes do not fit (checked by the callers before dispatch).
+    pub(super) fn depthwise(
+        x: &Shape,
+        weight: &Shape,
+        [sh, sw]: [usize; 2],
+        pads: [usize; 4],
+    ) -> Self {
+        let (kh, kw) = (weight[2], weight[3]);
+        assert!(
+            weight[0] == x[1] && weight[1] == 1 && Self::fits(x, [kh, kw, sh, sw], pads),
+            "host_depthwise_conv2d: input {x:?} does not fit weight {weight:?}"
+        );
+        Self::window(x, x[1], [kh, kw, sh, sw], pads)
+    }
+
     /// A max pooling of `x [B, C, H, W]` with a `kh x kw` window, no dilation, floor mode.
     ///
     /// # Panics
@@ -60,7 +79,11 @@ impl Geometry {
     }
 
     /// Whether a `kh x kw` window with strides `sh, sw` fits the padded input at least once.
-    fn fits(x: &Shape, [kh, kw, sh, sw]: [usize; 4], [pt, pl, pb, pr]: [usize; 4]) -> bool {
+    pub(super) fn fits(
+        x: &Shape,
+        [kh, kw, sh, sw]: [usize; 4],
+        [pt, pl, pb, pr]: [usize; 4],
+    ) -> bool {
         kh > 0 && kw > 0 && sh > 0 && sw > 0 && x[2] + pt + pb >= kh && x[3] + pl + pr >= kw
     }
 

@@ -338,6 +338,9 @@ fn gemm_and_host_convolutions_match_burns_forward_and_gradients() {
         (4, 5, 3, 2, 1, false, 3),
         // Large enough that the host convolution splits the batch into GEMM chunks (2 + 1).
         (64, 4, 3, 1, 1, false, 40),
+        // 1x1 on maps of 256 pixels and more: one GEMM per image, straight on the input.
+        (6, 10, 1, 1, 0, true, 16),
+        (12, 5, 1, 1, 0, false, 19),
     ]
     .map(|(cin, cout, k, s, p, bias, size)| (cin, cout, k, s, [p; 4], bias, size));
     // Same-size stride-1 convolutions with asymmetric padding: their input gradient is a

@@ -19,6 +19,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::tensor::{dense, f32s, tensor};
 
@@ -146,45 +147,45 @@ fn derivative(kind: Kind, x: f32) -> f32 {
 macro_rules! loops {
     ($forward:ident, $backward:ident $(, #[$attr:meta])?) => {
         $(#[$attr])?
-        unsafe fn $forward(kind: Kind, x: &[f32], y: &mut [f32]) {
+        unsafe fn $forward(kind: Kind, x: &[f32], y: &mut [MaybeUninit<f32>]) {
             match kind {
-                Kind::SiLU => y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(Kind::SiLU, x)),
+                Kind::SiLU => y.iter_mut().zip(x).for_each(|(y, &x)| { y.write(apply(Kind::SiLU, x)); }),
                 Kind::Sigmoid => {
-                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(Kind::Sigmoid, x))
+                    y.iter_mut().zip(x).for_each(|(y, &x)| { y.write(apply(Kind::Sigmoid, x)); })
                 }
                 Kind::Hardswish => {
-                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(Kind::Hardswish, x))
+                    y.iter_mut().zip(x).for_each(|(y, &x)| { y.write(apply(Kind::Hardswish, x)); })
                 }
                 Kind::Hardsigmoid => {
-                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(Kind::Hardsigmoid, x))
+                    y.iter_mut().zip(x).for_each(|(y, &x)| { y.write(apply(Kind::Hardsigmoid, x)); })
                 }
-                Kind::Gelu => y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(Kind::Gelu, x)),
+                Kind::Gelu => y.iter_mut().zip(x).for_each(|(y, &x)| { y.write(apply(Kind::Gelu, x)); }),
             }
         }
 
         $(#[$attr])?
-        unsafe fn $backward(kind: Kind, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        unsafe fn $backward(kind: Kind, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
             match kind {
                 Kind::SiLU => dx
                     .iter_mut()
                     .zip(x.iter().zip(dy))
-                    .for_each(|(d, (&x, &g))| *d = g * derivative(Kind::SiLU, x)),
+                    .for_each(|(d, (&x, &g))| { d.write(g * derivative(Kind::SiLU, x)); }),
                 Kind::Sigmoid => dx
                     .iter_mut()
                     .zip(x.iter().zip(dy))
-                    .for_each(|(d, (&x, &g))| *d = g * derivative(Kind::Sigmoid, x)),
+                    .for_each(|(d, (&x, &g))| { d.write(g * derivative(Kind::Sigmoid, x)); }),
                 Kind::Hardswish => dx
                     .iter_mut()
                     .zip(x.iter().zip(dy))
-                    .for_each(|(d, (&x, &g))| *d = g * derivative(Kind::Hardswish, x)),
+                    .for_each(|(d, (&x, &g))| { d.write(g * derivative(Kind::Hardswish, x)); }),
                 Kind::Hardsigmoid => dx
                     .iter_mut()
                     .zip(x.iter().zip(dy))
-                    .for_each(|(d, (&x, &g))| *d = g * derivative(Kind::Hardsigmoid, x)),
+                    .for_each(|(d, (&x, &g))| { d.write(g * derivative(Kind::Hardsigmoid, x)); }),
                 Kind::Gelu => dx
                     .iter_mut()
                     .zip(x.iter().zip(dy))
-                    .for_each(|(d, (&x, &g))| *d = g * derivative(Kind::Gelu, x)),
+                    .for_each(|(d, (&x, &g))| { d.write(g * derivative(Kind::Gelu, x)); }),
             }
         }
     };
@@ -204,42 +205,50 @@ fn has_avx2() -> bool {
 /// Elements per parallel chunk (L2-sized).
 const CHUNK: usize = 1 << 15;
 
+/// A vector of `n` floats whose every element `fill` writes (chunk by chunk, in parallel):
+/// no zeroing pass, which on large activations costs as much as the kernel itself.
+fn build(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(i, out)| fill(i, out));
+    // SAFETY: every chunk of the first `n` elements was written by `fill` (each loop writes
+    // one element per input element, and the chunks match the inputs' chunks).
+    unsafe { v.set_len(n) };
+    v
+}
+
 fn forward(kind: Kind, x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
     let avx2 = has_avx2();
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                unsafe { forward_avx2(kind, x, y) };
-                return;
-            }
-            let _ = avx2;
-            // SAFETY: no target feature is required.
-            unsafe { forward_generic(kind, x, y) };
-        });
-    y
+    build(x.len(), |i, y| {
+        let x = &x[i * CHUNK..][..y.len()];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            unsafe { forward_avx2(kind, x, y) };
+            return;
+        }
+        let _ = avx2;
+        // SAFETY: no target feature is required.
+        unsafe { forward_generic(kind, x, y) };
+    })
 }
 
 fn backward(kind: Kind, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
     let avx2 = has_avx2();
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                unsafe { backward_avx2(kind, x, dy, dx) };
-                return;
-            }
-            let _ = avx2;
-            // SAFETY: no target feature is required.
-            unsafe { backward_generic(kind, x, dy, dx) };
-        });
-    dx
+    build(x.len(), |i, dx| {
+        let (x, dy) = (&x[i * CHUNK..][..dx.len()], &dy[i * CHUNK..][..dx.len()]);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            unsafe { backward_avx2(kind, x, dy, dx) };
+            return;
+        }
+        let _ = avx2;
+        // SAFETY: no target feature is required.
+        unsafe { backward_generic(kind, x, dy, dx) };
+    })
 }
 
 impl FlexActivation for Flex {

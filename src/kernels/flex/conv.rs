@@ -563,6 +563,9 @@ fn backward_unrolled(
 /// backward pass reuses it): unrolled ([`unroll_weight`]), or its live taps when dead ones
 /// were trimmed.
 fn forward(g: &Geometry, x: &[f32], weight: &[f32], keep: bool) -> Forward {
+    if g.pointwise() {
+        return (forward_pointwise(g, x, weight), None, None);
+    }
     if g.unrolls() {
         let unrolled = unroll_weight(g, weight);
         return (forward_unrolled(g, x, &unrolled), None, Some(unrolled));
@@ -578,6 +581,104 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], keep: bool) -> Forward {
             (y, kept, None)
         }
     }
+}
+
+/// Output pixels per image from which a 1x1 convolution runs image by image straight on its
+/// input ([`Geometry::pointwise`]).
+const POINTWISE_MIN_PIXELS: usize = 256;
+
+impl Geometry {
+    /// Whether this is a 1x1, stride-1, unpadded convolution on maps of at least
+    /// [`POINTWISE_MIN_PIXELS`] pixels (the expand and project convolutions of MobileNet and
+    /// EfficientNet, ResNet-50's bottlenecks): each image's input plane stack `[C, P]` is
+    /// already its im2col matrix and its output `[O, P]` the GEMM's, so every image is one
+    /// GEMM without im2col, scatter, gather or col2im (smaller maps are batched as for other
+    /// convolutions, where one image's GEMM would be too small).
+    fn pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.pt == 0
+            && self.pl == 0
+            && self.ho == self.h
+            && self.wo == self.w
+            && self.p() >= POINTWISE_MIN_PIXELS
+    }
+}
+
+/// [`forward`] for a [`Geometry::pointwise`] convolution: `y[b] = W[O, C] · x[b][C, P]`.
+fn forward_pointwise(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let p = g.p();
+    let mut y = vec![0.0f32; g.b * g.o * p];
+    for (b, dst) in y.chunks_exact_mut(g.o * p).enumerate() {
+        let src = &x[b * g.c * p..][..g.c * p];
+        gemm(
+            (g.o, p, g.c),
+            true,
+            dst,
+            false,
+            weight,
+            (g.c, 1),
+            src,
+            (p, 1),
+        );
+    }
+    y
+}
+
+/// [`backward`] for a [`Geometry::pointwise`] convolution: `dx[b] = Wᵀ · dy[b]` and
+/// `dW = Σ_b dy[b] · x[b]ᵀ`, the images of the weight gradient split between threads in a fixed
+/// assignment (each thread sums its own images; the partial sums are added in a fixed order).
+fn backward_pointwise(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let p = g.p();
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0.0f32; g.b * g.c * p];
+        for (b, dst) in dx.chunks_exact_mut(g.c * p).enumerate() {
+            let src = &dy[b * g.o * p..][..g.o * p];
+            // dx[b][C, P] = Wᵀ[C, O] · dy[b][O, P]
+            gemm(
+                (g.c, p, g.o),
+                true,
+                dst,
+                false,
+                weight,
+                (1, g.c),
+                src,
+                (p, 1),
+            );
+        }
+        dx
+    });
+    let dw = need_dw.then(|| {
+        let parts = rayon::current_num_threads().clamp(1, 8).min(g.b.max(1));
+        let mut partial: Vec<Vec<f32>> = (0..parts).map(|_| vec![0.0f32; g.c * g.o]).collect();
+        partial.par_iter_mut().enumerate().for_each(|(t, part)| {
+            for b in (t..g.b).step_by(parts) {
+                let (d, xs) = (&dy[b * g.o * p..][..g.o * p], &x[b * g.c * p..][..g.c * p]);
+                // dWᵀ[C, O] += x[b][C, P] · dy[b][O, P]ᵀ (the orientation `backward_dense`
+                // found fastest for long reductions)
+                gemm((g.c, g.o, p), false, part, true, xs, (p, 1), d, (1, p));
+            }
+        });
+        let mut dwt = vec![0.0f32; g.c * g.o];
+        for part in &partial {
+            for (d, v) in dwt.iter_mut().zip(part) {
+                *d += v;
+            }
+        }
+        let mut dw = vec![0.0f32; g.o * g.c];
+        transpose(&dwt, g.c, g.o, &mut dw);
+        dw
+    });
+    (dx, dw)
 }
 
 /// Output, kept im2col matrix, prepared weight (see [`forward`]).
@@ -645,6 +746,9 @@ fn backward(
     need_dw: bool,
     kept: Option<&[f32]>,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if g.pointwise() {
+        return backward_pointwise(g, x, weight, dy, need_dx, need_dw);
+    }
     if g.unrolls() {
         return backward_unrolled(g, x, weight, dy, need_dx, need_dw);
     }

@@ -9,6 +9,8 @@
 //!   (vectorised `exp` / `erf`), with their backward pass ([`activation::FlexActivation`]).
 //! - `conv.rs`: training convolution, NCHW im2col + one GEMM per chunk of images, hand-written
 //!   backward pass ([`conv::FlexConv2d`]).
+//! - `depthwise.rs`: depthwise convolution (one filter per channel), padded phased planes and
+//!   4x8 register tiles, hand-written backward pass ([`depthwise::FlexDepthwiseConv2d`]).
 //! - `norm.rs`: training-mode BatchNorm with fused ReLU and residual addition
 //!   ([`norm::FlexBatchNorm`]).
 //! - `pool.rs`: max pooling with PyTorch's semantics ([`pool::FlexMaxPool2d`]).
@@ -19,6 +21,8 @@
 pub(super) mod activation;
 #[cfg(feature = "flex")]
 pub(super) mod conv;
+#[cfg(feature = "flex")]
+pub(super) mod depthwise;
 #[cfg(feature = "flex")]
 pub(super) mod norm;
 #[cfg(feature = "flex")]
@@ -63,6 +67,24 @@ pub(super) fn conv2d(
     #[cfg(feature = "flex")]
     if is_flex(&x.device()) && conv::supported(&x, &weight) {
         return Ok(conv::conv2d_host(x, weight, stride, padding));
+    }
+    let _ = (weight, stride, padding);
+    Err(x)
+}
+
+/// The depthwise convolution of `x [B, C, H, W]` with `weight [C, 1, kh, kw]` (no bias,
+/// `C` groups) on the flex device, `[top, left, bottom, right]` padding; `Err(x)` when it does
+/// not apply.
+#[allow(clippy::result_large_err)]
+pub(super) fn depthwise_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    if is_flex(&x.device()) && depthwise::supported(&x, &weight, stride, padding) {
+        return Ok(depthwise::depthwise_conv2d_host(x, weight, stride, padding));
     }
     let _ = (weight, stride, padding);
     Err(x)
