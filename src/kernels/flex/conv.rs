@@ -1022,19 +1022,8 @@ pub(crate) fn conv2d_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::flex::tensor::test_values as values;
     use burn::tensor::Shape;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
 
     /// Whether the forward pass could keep its im2col matrix (the budget is shared by every
     /// model in the process) must not change a single bit of the results.

@@ -674,19 +674,8 @@ pub(crate) fn depthwise_conv2d_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::flex::tensor::test_values as values;
     use burn::tensor::Shape;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
 
     /// The definition, in f64: `y[b,c,oh,ow] = Σ w[c,i,j] · x[b,c,oh·sh+i-pt, ow·sw+j-pl]`, and
     /// its gradients for `Σ y · dy`.

@@ -57,3 +57,18 @@ where
     unsafe { v.set_len(n) };
     v
 }
+
+/// `n` reproducible values in `[-0.5, 0.5)` from `seed` (a 64-bit LCG), for the kernels' unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
